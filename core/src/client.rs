@@ -1,0 +1,417 @@
+//! [`QueryClient`]: the entry point that owns the cache and runs queries on a [`Runtime`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::cache::{Entry, QueryCache};
+use crate::error::{QueryError, TypeMismatch};
+use crate::key::QueryKey;
+use crate::options::{QueryClientConfig, QueryOptions};
+use crate::query::{Effects, FetchSlot, QueryCell};
+use crate::runtime::Runtime;
+use crate::state::QueryState;
+
+/// Fetches, caches, deduplicates and revalidates data by key.
+///
+/// A client is cheap to clone (an `Arc`); clones share one cache. It holds no runtime type
+/// parameter: spawning and time come from the [`Runtime`] it was built with.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, testing::TestRuntime};
+///
+/// let test = TestRuntime::new();
+/// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+/// let options = QueryOptions::new(("greeting",), || async { Ok::<_, std::io::Error>("hello") });
+///
+/// let data = test.block_on(client.fetch_query(&options)).unwrap();
+/// assert_eq!(data, "hello");
+/// assert_eq!(client.get_query_data::<&str>(("greeting",)).unwrap(), Some("hello"));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct QueryClient {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+pub(crate) struct ClientInner {
+    pub(crate) runtime: Runtime,
+    pub(crate) config: QueryClientConfig,
+    pub(crate) cache: QueryCache,
+}
+
+impl QueryClient {
+    /// A client that spawns and sleeps on `runtime`, with `config`'s defaults.
+    pub fn with_runtime(runtime: Runtime, config: QueryClientConfig) -> Self {
+        let cache = QueryCache::new(config.cache_max_size);
+        Self {
+            inner: Arc::new(ClientInner {
+                runtime,
+                config,
+                cache,
+            }),
+        }
+    }
+
+    /// The runtime this client runs on.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    /// The client defaults.
+    pub fn config(&self) -> &QueryClientConfig {
+        &self.inner.config
+    }
+
+    /// Returns the key's data, fetching it when needed (stale-while-revalidate).
+    ///
+    /// - Fresh data is returned at once.
+    /// - Stale data is returned at once, and one background refetch starts (unless one is in
+    ///   flight or the query is paused).
+    /// - Without data, the call waits for a fetch. Concurrent callers share one fetch and its
+    ///   result, error included.
+    ///
+    /// Dropping the returned future never cancels the fetch: it runs on the runtime, and its
+    /// result is cached even if every caller has gone away.
+    ///
+    /// # Errors
+    ///
+    /// The fetch's error after its retries ([`QueryError::Failed`]), a panic in the query
+    /// function ([`QueryError::Panicked`]), or a key cached with another data type
+    /// ([`QueryError::TypeMismatch`]).
+    pub async fn fetch_query<T, E>(&self, options: &QueryOptions<T, E>) -> Result<T, QueryError<E>>
+    where
+        T: Clone + Send + Sync + 'static,
+        E: fmt::Display + Send + Sync + 'static,
+    {
+        let key = options.key();
+        let stale_time = options
+            .inner
+            .stale_time
+            .unwrap_or(self.inner.config.stale_time);
+        let slot: Arc<FetchSlot<T>> = loop {
+            let cell = self.cell::<T>(key).map_err(QueryError::TypeMismatch)?;
+            let mut effects = Effects::none();
+            let plan = {
+                let mut g = cell.lock();
+                if g.detached {
+                    continue; // Removed between the lookup and the lock: look up again.
+                }
+                let now = self.inner.runtime.now();
+                match g.state.data.clone() {
+                    Some(data) => {
+                        if QueryCell::is_stale(&g, now, stale_time)
+                            && !QueryCell::is_fetching(&g)
+                            && !g.paused
+                        {
+                            g_fetcher_set(&mut g, options);
+                            let _ = cell.join_or_begin(
+                                &mut g,
+                                &self.inner,
+                                &options.inner,
+                                &mut effects,
+                            );
+                        }
+                        Ok(data)
+                    }
+                    None => {
+                        g_fetcher_set(&mut g, options);
+                        Err(cell.join_or_begin(&mut g, &self.inner, &options.inner, &mut effects))
+                    }
+                }
+            };
+            effects.run(&self.inner);
+            match plan {
+                Ok(data) => return Ok(data),
+                Err(slot) => break slot,
+            }
+        };
+        slot.wait().await.map_err(|e| e.typed(key))
+    }
+
+    /// Warms the cache: fetches when the key has no data or stale data, and swallows errors
+    /// (logged at `debug`).
+    pub async fn prefetch_query<T, E>(&self, options: &QueryOptions<T, E>)
+    where
+        T: Clone + Send + Sync + 'static,
+        E: fmt::Display + Send + Sync + 'static,
+    {
+        let stale_time = options
+            .inner
+            .stale_time
+            .unwrap_or(self.inner.config.stale_time);
+        let cell = match self.cell::<T>(options.key()) {
+            Ok(cell) => cell,
+            Err(mismatch) => {
+                tracing::debug!("prefetch skipped: {mismatch}");
+                return;
+            }
+        };
+        let needs_fetch = {
+            let g = cell.lock();
+            g.state.data.is_none() || QueryCell::is_stale(&g, self.inner.runtime.now(), stale_time)
+        };
+        if needs_fetch {
+            let slot = cell.fetch_with(&self.inner, &options.inner);
+            if let Err(error) = slot.wait().await {
+                tracing::debug!(key = %options.key(), "prefetch failed: {error}");
+            }
+        }
+    }
+
+    /// The key's data from memory, without fetching. `Ok(None)` when the key is not cached or
+    /// has no data.
+    ///
+    /// # Errors
+    ///
+    /// [`TypeMismatch`] when the key holds another type than `T`.
+    pub fn get_query_data<T>(&self, key: impl Into<QueryKey>) -> Result<Option<T>, TypeMismatch>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let key = key.into();
+        Ok(self
+            .existing::<T>(&key)?
+            .and_then(|cell| cell.lock().state.data.clone()))
+    }
+
+    /// The key's full state from memory. `Ok(None)` when the key is not cached.
+    ///
+    /// # Errors
+    ///
+    /// [`TypeMismatch`] when the key holds another data type than `T` (a cached error of
+    /// another type than `E` shows as [`QueryError::TypeMismatch`] inside the state).
+    pub fn get_query_state<T, E>(
+        &self,
+        key: impl Into<QueryKey>,
+    ) -> Result<Option<QueryState<T, E>>, TypeMismatch>
+    where
+        T: Clone + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+    {
+        let key = key.into();
+        Ok(self.existing::<T>(&key)?.map(|cell| {
+            let g = cell.lock();
+            g.state.typed(&key)
+        }))
+    }
+
+    /// Writes data for a key as if it had just been fetched, creating the query when missing.
+    /// A fetch in flight for the key finishes but does not overwrite this value.
+    ///
+    /// # Errors
+    ///
+    /// [`TypeMismatch`] when the key holds another type than `T`.
+    pub fn set_query_data<T>(&self, key: impl Into<QueryKey>, data: T) -> Result<(), TypeMismatch>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let key = key.into();
+        let cell = self.cell::<T>(&key)?;
+        let mut effects = Effects::none();
+        cell.set_data(&self.inner, &mut cell.lock(), data, &mut effects);
+        effects.run(&self.inner);
+        Ok(())
+    }
+
+    /// Replaces a key's data with `update(old)`, creating the query when missing, and returns
+    /// the new value. `update` runs without any lock held (it may call back into the client);
+    /// if the data changes meanwhile, it runs again on the newer value.
+    ///
+    /// # Errors
+    ///
+    /// [`TypeMismatch`] when the key holds another type than `T`.
+    pub fn update_query_data<T>(
+        &self,
+        key: impl Into<QueryKey>,
+        mut update: impl FnMut(Option<&T>) -> T,
+    ) -> Result<T, TypeMismatch>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let key = key.into();
+        loop {
+            let cell = self.cell::<T>(&key)?;
+            let (old, version) = {
+                let g = cell.lock();
+                (g.state.data.clone(), g.version)
+            };
+            let new = update(old.as_ref());
+            let mut effects = Effects::none();
+            {
+                let mut g = cell.lock();
+                if g.detached || g.version != version {
+                    continue;
+                }
+                cell.set_data(&self.inner, &mut g, new.clone(), &mut effects);
+            }
+            effects.run(&self.inner);
+            return Ok(new);
+        }
+    }
+
+    /// Marks every query under `prefix` stale (its `data_updated_at` becomes the Unix epoch).
+    /// With `refetch`, observed queries fetch again at once, under a new generation, so a
+    /// fetch that was already in flight cannot land its older result; the call waits for
+    /// those refetches. Returns the number of queries invalidated.
+    ///
+    /// The empty key `()` matches every query.
+    pub async fn invalidate_queries(&self, prefix: impl Into<QueryKey>, refetch: bool) -> usize {
+        let prefix = prefix.into();
+        let entries = self.inner.cache.find_matching(Some(&prefix));
+        let mut waits = Vec::new();
+        for entry in &entries {
+            if let Some(wait) = entry.clone().invalidate(&self.inner, refetch) {
+                waits.push(wait);
+            }
+        }
+        futures::future::join_all(waits).await;
+        entries.len()
+    }
+
+    /// Removes every query under `prefix` from memory, observed or not. Fetches in flight for
+    /// them finish without writing anywhere. Returns the number removed.
+    pub fn remove_queries(&self, prefix: impl Into<QueryKey>) -> usize {
+        let prefix = prefix.into();
+        let removed = self.inner.cache.remove_matching(Some(&prefix));
+        for entry in &removed {
+            self.inner.emit_removed(entry.key());
+        }
+        removed.len()
+    }
+
+    /// Returns every query under `prefix` to its initial state (idle, no data). Returns the
+    /// number reset.
+    pub fn reset_queries(&self, prefix: impl Into<QueryKey>) -> usize {
+        let prefix = prefix.into();
+        let entries = self.inner.cache.find_matching(Some(&prefix));
+        for entry in &entries {
+            entry.clone().reset(&self.inner);
+        }
+        entries.len()
+    }
+
+    /// Removes every query from memory.
+    pub fn clear(&self) {
+        self.remove_queries(());
+    }
+
+    /// Pauses background fetching (stale refetches, polling) for `key`; its fetch status shows
+    /// [`crate::FetchStatus::Paused`]. Returns whether the key is cached.
+    pub fn pause(&self, key: impl Into<QueryKey>) -> bool {
+        let key = key.into();
+        match self.inner.cache.get(&key) {
+            Some(entry) => {
+                entry.pause(&self.inner);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Resumes background fetching for `key`; with `refetch`, fetches at once. Returns whether
+    /// the key is cached.
+    pub fn resume(&self, key: impl Into<QueryKey>, refetch: bool) -> bool {
+        let key = key.into();
+        match self.inner.cache.get(&key) {
+            Some(entry) => {
+                entry.resume(&self.inner, refetch);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Number of queries in memory.
+    pub fn len(&self) -> usize {
+        self.inner.cache.len()
+    }
+
+    /// Whether no query is in memory.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The cached keys, least recently used first (the eviction order).
+    pub fn cached_keys(&self) -> Vec<QueryKey> {
+        self.inner.cache.keys_lru_first()
+    }
+
+    /// The key's typed query, created when missing.
+    pub(crate) fn cell<T>(&self, key: &QueryKey) -> Result<Arc<QueryCell<T>>, TypeMismatch>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let (entry, evicted) = self
+            .inner
+            .cache
+            .get_or_insert_with(key, || Arc::new(QueryCell::<T>::new(key.clone())));
+        for e in &evicted {
+            tracing::debug!(key = %e.key(), "evicted least recently used query");
+            self.inner.emit_removed(e.key());
+        }
+        downcast::<T>(key, entry)
+    }
+
+    /// The key's typed query, if cached.
+    pub(crate) fn existing<T>(
+        &self,
+        key: &QueryKey,
+    ) -> Result<Option<Arc<QueryCell<T>>>, TypeMismatch>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        self.inner
+            .cache
+            .get(key)
+            .map(|entry| downcast::<T>(key, entry))
+            .transpose()
+    }
+}
+
+fn g_fetcher_set<T, E>(g: &mut crate::query::CellInner<T>, options: &QueryOptions<T, E>)
+where
+    T: Clone + Send + Sync + 'static,
+    E: fmt::Display + Send + Sync + 'static,
+{
+    QueryCell::set_fetcher(g, options.inner.clone());
+}
+
+fn downcast<T>(key: &QueryKey, entry: Entry) -> Result<Arc<QueryCell<T>>, TypeMismatch>
+where
+    T: Clone + Send + Sync + 'static,
+{
+    let cached = entry.type_name();
+    entry
+        .into_any()
+        .downcast::<QueryCell<T>>()
+        .map_err(|_| TypeMismatch {
+            key: key.clone(),
+            requested: std::any::type_name::<T>(),
+            cached,
+        })
+}
+
+impl ClientInner {
+    pub(crate) fn emit_removed(&self, key: &QueryKey) {
+        tracing::trace!(%key, "query removed");
+    }
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        // Detach every query so that pending garbage-collection timers are cancelled.
+        let _ = self.cache.remove_matching(None);
+    }
+}
+
+impl fmt::Debug for QueryClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueryClient")
+            .field("queries", &self.len())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,84 @@
+//! The runtime-free engine of pystackquery: async data fetching and caching in the style of
+//! TanStack Query, on any executor.
+//!
+//! Give a key and an async function; the engine caches the result, deduplicates concurrent
+//! requests, retries with backoff, serves stale data while it revalidates, and lets you
+//! invalidate by key prefix. It depends on no runtime: spawning and time come from a
+//! [`Runtime`] value (a [`runtime::Spawner`] and a [`runtime::Timer`]), supplied by an adapter
+//! crate (`pystackquery-tokio`, `pystackquery-smol`, `pystackquery-async-std`) or by
+//! [`testing::TestRuntime`] in tests.
+//!
+//! # Main types
+//!
+//! - [`QueryClient`]: owns the cache; `fetch_query`, `invalidate_queries`, `set_query_data`, ...
+//! - [`QueryOptions`]: a key, a query function and per-query options.
+//! - [`QueryKey`] and [`key!`]: keys of string, integer and boolean parts.
+//! - [`QueryState`]: what a query holds (status, data, error, timestamps).
+//! - [`QueryError`]: why there is no data; the query function's error stays typed.
+//!
+//! # Example
+//!
+//! ```
+//! # #[cfg(feature = "test-util")] {
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//! use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key};
+//! use pystackquery_core::testing::TestRuntime;
+//!
+//! let test = TestRuntime::new();
+//! let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+//! let calls = Arc::new(AtomicUsize::new(0));
+//! let counter = calls.clone();
+//! let options = QueryOptions::new(key!("user", 1), move || {
+//!     counter.fetch_add(1, Ordering::SeqCst);
+//!     async { Ok::<_, std::io::Error>("Ada".to_string()) }
+//! });
+//!
+//! test.block_on(async {
+//!     // Two concurrent callers share one call of the function.
+//!     let (a, b) = futures::join!(client.fetch_query(&options), client.fetch_query(&options));
+//!     assert_eq!(a.unwrap(), "Ada");
+//!     assert_eq!(b.unwrap(), "Ada");
+//! });
+//! assert_eq!(calls.load(Ordering::SeqCst), 1);
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `test-util` | [`testing`]: a manual clock and a deterministic executor |
+//!
+//! # When not to use it
+//!
+//! For a plain bounded map with no fetching, use a cache crate (moka, quick_cache). For an
+//! application that has picked its runtime, depend on the `pystackquery` facade instead, which
+//! chooses the runtime by cargo feature and ships storage backends.
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![forbid(unsafe_code)]
+
+mod cache;
+mod client;
+mod error;
+mod key;
+mod options;
+mod query;
+mod retry;
+pub mod runtime;
+mod state;
+#[cfg(feature = "test-util")]
+pub mod testing;
+
+pub use client::QueryClient;
+pub use error::{QueryError, TypeMismatch};
+pub use key::{KeyPart, QueryKey};
+pub use options::{QueryClientConfig, QueryOptions};
+pub use retry::{MAX_DEFAULT_RETRY_DELAY, RetryDelayFn, RetryIfFn, default_retry_delay};
+pub use runtime::Runtime;
+pub use state::{FetchStatus, QueryState, QueryStatus};

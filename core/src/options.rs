@@ -1,0 +1,332 @@
+//! Per-query options ([`QueryOptions`]) and client defaults ([`QueryClientConfig`]).
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::QueryError;
+use crate::key::QueryKey;
+use crate::retry::{RetryDelayFn, RetryIfFn, default_retry_delay};
+use crate::runtime::BoxFuture;
+
+type QueryFn<T, E> = Arc<dyn Fn() -> BoxFuture<Result<T, E>> + Send + Sync>;
+type DataCallback<T> = Arc<dyn Fn(&T) + Send + Sync>;
+type ErrorCallback<E> = Arc<dyn Fn(&QueryError<E>) + Send + Sync>;
+type SettledCallback<T, E> = Arc<dyn Fn(Option<&T>, Option<&QueryError<E>>) + Send + Sync>;
+
+/// What to fetch for a key, and how: the query function plus options.
+///
+/// Every option left unset inherits the client's default from [`QueryClientConfig`]; an option
+/// that is set wins, even when it equals the library default. Build the options once and reuse
+/// them: cloning is a reference-count increment.
+///
+/// The query function is called with no arguments and returns a future of `Result<T, E>`.
+/// `T` must be `Clone` (every caller gets a copy; wrap large values in `Arc`), and `E` must
+/// implement `Display` (its message is what persistent storage keeps).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use pystackquery_core::QueryOptions;
+///
+/// let options = QueryOptions::new(("user", 42), || async {
+///     Ok::<_, std::io::Error>(format!("user 42"))
+/// })
+/// .stale_time(Duration::from_secs(60))
+/// .retry(1);
+/// assert_eq!(options.key().to_string(), "('user', 42)");
+/// ```
+pub struct QueryOptions<T, E> {
+    pub(crate) inner: Arc<OptionsInner<T, E>>,
+}
+
+pub(crate) struct OptionsInner<T, E> {
+    pub(crate) key: QueryKey,
+    pub(crate) query_fn: QueryFn<T, E>,
+    pub(crate) stale_time: Option<Duration>,
+    pub(crate) gc_time: Option<Duration>,
+    pub(crate) refetch_interval: Option<Duration>,
+    pub(crate) retry: Option<u32>,
+    pub(crate) retry_delay: Option<RetryDelayFn>,
+    pub(crate) retry_if: Option<RetryIfFn<E>>,
+    pub(crate) enabled: bool,
+    pub(crate) on_success: Option<DataCallback<T>>,
+    pub(crate) on_error: Option<ErrorCallback<E>>,
+    pub(crate) on_settled: Option<SettledCallback<T, E>>,
+    pub(crate) placeholder_data: Option<T>,
+}
+
+impl<T, E> QueryOptions<T, E>
+where
+    T: Clone + Send + Sync + 'static,
+    E: fmt::Display + Send + Sync + 'static,
+{
+    /// Options for `key`, fetched by `query_fn`.
+    pub fn new<K, F, Fut>(key: K, query_fn: F) -> Self
+    where
+        K: Into<QueryKey>,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let query_fn: QueryFn<T, E> = Arc::new(move || Box::pin(query_fn()));
+        Self {
+            inner: Arc::new(OptionsInner {
+                key: key.into(),
+                query_fn,
+                stale_time: None,
+                gc_time: None,
+                refetch_interval: None,
+                retry: None,
+                retry_delay: None,
+                retry_if: None,
+                enabled: true,
+                on_success: None,
+                on_error: None,
+                on_settled: None,
+                placeholder_data: None,
+            }),
+        }
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut OptionsInner<T, E>)) -> Self {
+        f(Arc::make_mut(&mut self.inner));
+        self
+    }
+
+    /// How long fetched data counts as fresh. Default: the client's (itself 0: always stale).
+    #[must_use]
+    pub fn stale_time(self, duration: Duration) -> Self {
+        self.edit(|o| o.stale_time = Some(duration))
+    }
+
+    /// How long an unobserved query stays cached. Default: the client's (itself 5 minutes).
+    #[must_use]
+    pub fn gc_time(self, duration: Duration) -> Self {
+        self.edit(|o| o.gc_time = Some(duration))
+    }
+
+    /// Refetch this often while the query is observed. Default: never.
+    #[must_use]
+    pub fn refetch_interval(self, interval: Duration) -> Self {
+        self.edit(|o| o.refetch_interval = Some(interval))
+    }
+
+    /// Retries after a failed first attempt. Default: the client's (itself 3).
+    #[must_use]
+    pub fn retry(self, retries: u32) -> Self {
+        self.edit(|o| o.retry = Some(retries))
+    }
+
+    /// Delay before retry `attempt` (0-based). Default: the client's (itself
+    /// [`default_retry_delay`]: 1 s doubling, capped at 30 s).
+    #[must_use]
+    pub fn retry_delay(self, delay: impl Fn(u32) -> Duration + Send + Sync + 'static) -> Self {
+        self.edit(|o| o.retry_delay = Some(Arc::new(delay)))
+    }
+
+    /// Retry only errors for which `predicate(attempt, &error)` is true. Default: retry every
+    /// error (a panic is never retried).
+    #[must_use]
+    pub fn retry_if(self, predicate: impl Fn(u32, &E) -> bool + Send + Sync + 'static) -> Self {
+        self.edit(|o| o.retry_if = Some(Arc::new(predicate)))
+    }
+
+    /// Whether observers fetch automatically. Default: `true`. `fetch_query` and an
+    /// observer's explicit `refetch` fetch either way.
+    #[must_use]
+    pub fn enabled(self, enabled: bool) -> Self {
+        self.edit(|o| o.enabled = enabled)
+    }
+
+    /// Called with the data after each successful fetch. A panic in it is caught and logged.
+    #[must_use]
+    pub fn on_success(self, callback: impl Fn(&T) + Send + Sync + 'static) -> Self {
+        self.edit(|o| o.on_success = Some(Arc::new(callback)))
+    }
+
+    /// Called with the error after each failed fetch (retries exhausted).
+    #[must_use]
+    pub fn on_error(self, callback: impl Fn(&QueryError<E>) + Send + Sync + 'static) -> Self {
+        self.edit(|o| o.on_error = Some(Arc::new(callback)))
+    }
+
+    /// Called after each fetch, successful or not.
+    #[must_use]
+    pub fn on_settled(
+        self,
+        callback: impl Fn(Option<&T>, Option<&QueryError<E>>) + Send + Sync + 'static,
+    ) -> Self {
+        self.edit(|o| o.on_settled = Some(Arc::new(callback)))
+    }
+
+    /// Shown to observers while the first fetch is pending; never cached as fetched data and
+    /// never persisted. Default: none.
+    #[must_use]
+    pub fn placeholder_data(self, data: T) -> Self {
+        self.edit(|o| o.placeholder_data = Some(data))
+    }
+
+    /// The key.
+    pub fn key(&self) -> &QueryKey {
+        &self.inner.key
+    }
+
+    /// Whether observers fetch automatically.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.enabled
+    }
+
+    /// The refetch interval, if any.
+    pub fn refetch_interval_value(&self) -> Option<Duration> {
+        self.inner.refetch_interval
+    }
+}
+
+impl<T, E> Clone for QueryOptions<T, E> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T: Clone, E> Clone for OptionsInner<T, E> {
+    fn clone(&self) -> Self {
+        Self {
+            key: self.key.clone(),
+            query_fn: self.query_fn.clone(),
+            stale_time: self.stale_time,
+            gc_time: self.gc_time,
+            refetch_interval: self.refetch_interval,
+            retry: self.retry,
+            retry_delay: self.retry_delay.clone(),
+            retry_if: self.retry_if.clone(),
+            enabled: self.enabled,
+            on_success: self.on_success.clone(),
+            on_error: self.on_error.clone(),
+            on_settled: self.on_settled.clone(),
+            placeholder_data: self.placeholder_data.clone(),
+        }
+    }
+}
+
+impl<T, E> fmt::Debug for QueryOptions<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = &self.inner;
+        f.debug_struct("QueryOptions")
+            .field("key", &o.key)
+            .field("stale_time", &o.stale_time)
+            .field("gc_time", &o.gc_time)
+            .field("refetch_interval", &o.refetch_interval)
+            .field("retry", &o.retry)
+            .field("enabled", &o.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Client-wide defaults, inherited by every query option left unset.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use pystackquery_core::QueryClientConfig;
+///
+/// let config = QueryClientConfig::default()
+///     .stale_time(Duration::from_secs(30))
+///     .cache_max_size(10_000);
+/// assert_eq!(config.gc_time_value(), Duration::from_secs(300));
+/// ```
+#[derive(Clone)]
+pub struct QueryClientConfig {
+    pub(crate) stale_time: Duration,
+    pub(crate) gc_time: Duration,
+    pub(crate) retry: u32,
+    pub(crate) retry_delay: RetryDelayFn,
+    pub(crate) cache_max_size: usize,
+}
+
+impl QueryClientConfig {
+    /// Default freshness of fetched data. Default: zero (data is stale at once, and the next
+    /// read revalidates it in the background).
+    #[must_use]
+    pub fn stale_time(mut self, duration: Duration) -> Self {
+        self.stale_time = duration;
+        self
+    }
+
+    /// Default time an unobserved query stays cached. Default: 300 s.
+    #[must_use]
+    pub fn gc_time(mut self, duration: Duration) -> Self {
+        self.gc_time = duration;
+        self
+    }
+
+    /// Default number of retries after a failed attempt. Default: 3.
+    #[must_use]
+    pub fn retry(mut self, retries: u32) -> Self {
+        self.retry = retries;
+        self
+    }
+
+    /// Default retry delay. Default: [`default_retry_delay`].
+    #[must_use]
+    pub fn retry_delay(mut self, delay: impl Fn(u32) -> Duration + Send + Sync + 'static) -> Self {
+        self.retry_delay = Arc::new(delay);
+        self
+    }
+
+    /// Most queries kept in memory (L1). Default: 1,000. When full, the least recently used
+    /// query that is neither observed nor fetching is evicted; if every query is busy, the
+    /// cache grows past the bound until one becomes idle.
+    #[must_use]
+    pub fn cache_max_size(mut self, size: usize) -> Self {
+        self.cache_max_size = size;
+        self
+    }
+
+    /// The default stale time.
+    pub fn stale_time_value(&self) -> Duration {
+        self.stale_time
+    }
+
+    /// The default gc time.
+    pub fn gc_time_value(&self) -> Duration {
+        self.gc_time
+    }
+
+    /// The default retry count.
+    pub fn retry_value(&self) -> u32 {
+        self.retry
+    }
+
+    /// The L1 bound.
+    pub fn cache_max_size_value(&self) -> usize {
+        self.cache_max_size
+    }
+}
+
+impl Default for QueryClientConfig {
+    fn default() -> Self {
+        Self {
+            stale_time: Duration::ZERO,
+            gc_time: Duration::from_secs(300),
+            retry: 3,
+            retry_delay: Arc::new(default_retry_delay),
+            cache_max_size: 1000,
+        }
+    }
+}
+
+impl fmt::Debug for QueryClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueryClientConfig")
+            .field("stale_time", &self.stale_time)
+            .field("gc_time", &self.gc_time)
+            .field("retry", &self.retry)
+            .field("cache_max_size", &self.cache_max_size)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,747 @@
+//! One key's state machine: state, generation fencing, the in-flight fetch shared by every
+//! caller, retries, panics, and the garbage-collection timer.
+//!
+//! Locking: each query has one mutex; it is never held while user code runs (query functions,
+//! callbacks, listeners) or while the runtime is asked to spawn. Work decided under the lock is
+//! collected in [`Effects`] and carried out after the lock is released. The cache lock may be
+//! taken before a query lock, never after one.
+
+use std::any::Any;
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use event_listener::Event;
+use futures::FutureExt;
+use futures::future::{AbortHandle, Abortable};
+
+use crate::cache::{AnyQuery, Entry};
+use crate::client::ClientInner;
+use crate::error::{ErasedError, QueryError, panic_message};
+use crate::key::QueryKey;
+use crate::options::OptionsInner;
+use crate::retry::RetryPolicy;
+use crate::runtime::BoxFuture;
+use crate::state::{FetchStatus, QueryStatus, RawState};
+
+/// A state listener: receives each new state with its version number.
+pub(crate) type Listener<T> = Arc<dyn Fn(&RawState<T>, u64) + Send + Sync>;
+
+/// The cached query for one key, with data of type `T`.
+pub(crate) struct QueryCell<T> {
+    key: QueryKey,
+    inner: Mutex<CellInner<T>>,
+}
+
+pub(crate) struct CellInner<T> {
+    pub(crate) state: RawState<T>,
+    /// Monotonic instant the data became fresh; `None` when stale (invalidated, restored as
+    /// stale, or no data).
+    pub(crate) fresh_at: Option<Instant>,
+    /// Advanced by every write that must not be overwritten by an older fetch.
+    pub(crate) generation: u64,
+    /// Advanced by every state change; listeners drop notices older than one they have seen.
+    pub(crate) version: u64,
+    in_flight: Option<InFlight<T>>,
+    pub(crate) paused: bool,
+    pub(crate) observers: usize,
+    pub(crate) detached: bool,
+    gc: Option<AbortHandle>,
+    gc_time: Option<Duration>,
+    listeners: Arc<[(u64, Listener<T>)]>,
+    next_listener: u64,
+    /// How to fetch this key again without a caller's options (invalidation, resume).
+    fetcher: Option<Arc<dyn Fetcher<T>>>,
+}
+
+struct InFlight<T> {
+    generation: u64,
+    slot: Arc<FetchSlot<T>>,
+}
+
+/// The outcome of one fetch, shared by every caller that joined it.
+pub(crate) struct FetchSlot<T> {
+    result: OnceLock<Result<T, ErasedError>>,
+    done: Event,
+}
+
+impl<T: Clone> FetchSlot<T> {
+    fn new() -> Self {
+        Self {
+            result: OnceLock::new(),
+            done: Event::new(),
+        }
+    }
+
+    fn complete(&self, result: Result<T, ErasedError>) {
+        let _ = self.result.set(result);
+        self.done.notify(usize::MAX);
+    }
+
+    /// Waits for the fetch to finish. Dropping the wait does not cancel the fetch.
+    pub(crate) async fn wait(&self) -> Result<T, ErasedError> {
+        loop {
+            if let Some(result) = self.result.get() {
+                return result.clone();
+            }
+            let listener = self.done.listen();
+            if let Some(result) = self.result.get() {
+                return result.clone();
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Starts a fetch of a cell with options whose error type is erased.
+pub(crate) trait Fetcher<T>: Send + Sync {
+    fn start(self: Arc<Self>, cell: &Arc<QueryCell<T>>, client: &Arc<ClientInner>);
+    fn gc_time(&self, client: &ClientInner) -> Duration;
+}
+
+/// Work decided under a query's lock, carried out after it is released.
+#[must_use]
+pub(crate) struct Effects<T> {
+    notice: Option<Notice<T>>,
+    spawns: Vec<BoxFuture>,
+}
+
+struct Notice<T> {
+    listeners: Arc<[(u64, Listener<T>)]>,
+    state: RawState<T>,
+    version: u64,
+}
+
+impl<T> Effects<T> {
+    pub(crate) fn none() -> Self {
+        Self {
+            notice: None,
+            spawns: Vec::new(),
+        }
+    }
+
+    pub(crate) fn run(self, client: &ClientInner) {
+        for task in self.spawns {
+            client.runtime.spawner().spawn(task);
+        }
+        if let Some(notice) = self.notice {
+            for (_, listener) in notice.listeners.iter() {
+                let call = AssertUnwindSafe(|| listener(&notice.state, notice.version));
+                if let Err(payload) = std::panic::catch_unwind(call) {
+                    tracing::error!(
+                        "query listener panicked: {}; the other listeners still run",
+                        panic_message(&*payload)
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
+    pub(crate) fn new(key: QueryKey) -> Self {
+        Self {
+            key,
+            inner: Mutex::new(CellInner {
+                state: RawState::default(),
+                fresh_at: None,
+                generation: 0,
+                version: 0,
+                in_flight: None,
+                paused: false,
+                observers: 0,
+                detached: false,
+                gc: None,
+                gc_time: None,
+                listeners: Arc::from(Vec::new()),
+                next_listener: 0,
+                fetcher: None,
+            }),
+        }
+    }
+
+    pub(crate) fn key(&self) -> &QueryKey {
+        &self.key
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, CellInner<T>> {
+        // User code never runs under this lock, so a poisoned lock still guards consistent
+        // state (only an allocation failure could unwind here).
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A notice for the listeners, if there are any.
+    fn notice(g: &CellInner<T>) -> Option<Notice<T>> {
+        if g.listeners.is_empty() {
+            return None;
+        }
+        Some(Notice {
+            listeners: g.listeners.clone(),
+            state: g.state.clone(),
+            version: g.version,
+        })
+    }
+
+    fn idle_fetch_status(g: &CellInner<T>) -> FetchStatus {
+        if g.paused {
+            FetchStatus::Paused
+        } else {
+            FetchStatus::Idle
+        }
+    }
+
+    /// Marks a state change and collects the notice for it.
+    pub(crate) fn changed(g: &mut CellInner<T>, effects: &mut Effects<T>) {
+        g.version += 1;
+        effects.notice = Self::notice(g);
+    }
+
+    /// Whether the data is stale at `now` for `stale_time`.
+    pub(crate) fn is_stale(g: &CellInner<T>, now: Instant, stale_time: Duration) -> bool {
+        match g.fresh_at {
+            Some(at) => now.saturating_duration_since(at) >= stale_time,
+            None => true,
+        }
+    }
+
+    /// Joins the fetch in flight for the current generation, or starts one.
+    pub(crate) fn join_or_begin<E>(
+        self: &Arc<Self>,
+        g: &mut CellInner<T>,
+        client: &Arc<ClientInner>,
+        options: &Arc<OptionsInner<T, E>>,
+        effects: &mut Effects<T>,
+    ) -> Arc<FetchSlot<T>>
+    where
+        E: fmt::Display + Send + Sync + 'static,
+    {
+        if let Some(f) = &g.in_flight {
+            if f.generation == g.generation {
+                return f.slot.clone();
+            }
+        }
+        let slot = Arc::new(FetchSlot::new());
+        let generation = g.generation;
+        g.in_flight = Some(InFlight {
+            generation,
+            slot: slot.clone(),
+        });
+        g.gc_time = Some(options.gc_time.unwrap_or(client.config.gc_time));
+        if let Some(gc) = g.gc.take() {
+            gc.abort();
+        }
+        if g.state.data.is_none() {
+            g.state.status = QueryStatus::Pending;
+        }
+        g.state.fetch_status = FetchStatus::Fetching;
+        Self::changed(g, effects);
+        let task = run_fetch(
+            self.clone(),
+            client.clone(),
+            options.clone(),
+            generation,
+            slot.clone(),
+        );
+        effects.spawns.push(Box::pin(task));
+        slot
+    }
+
+    /// Starts (or joins) a fetch with `options` and remembers them for later refetches.
+    pub(crate) fn fetch_with<E>(
+        self: &Arc<Self>,
+        client: &Arc<ClientInner>,
+        options: &Arc<OptionsInner<T, E>>,
+    ) -> Arc<FetchSlot<T>>
+    where
+        E: fmt::Display + Send + Sync + 'static,
+    {
+        let mut effects = Effects::none();
+        let slot = {
+            let mut g = self.lock();
+            g.fetcher = Some(options.clone());
+            self.join_or_begin(&mut g, client, options, &mut effects)
+        };
+        effects.run(client);
+        slot
+    }
+
+    /// Records the outcome of a fetch started under `generation`.
+    fn finish(
+        self: &Arc<Self>,
+        client: &Arc<ClientInner>,
+        generation: u64,
+        slot: &Arc<FetchSlot<T>>,
+        result: Result<T, ErasedError>,
+        failures: u32,
+        before_wake: impl FnOnce(),
+    ) {
+        let mut effects = Effects::none();
+        {
+            let mut g = self.lock();
+            let current = g.generation == generation && !g.detached;
+            let ours = g
+                .in_flight
+                .as_ref()
+                .is_some_and(|f| Arc::ptr_eq(&f.slot, slot));
+            if ours {
+                g.in_flight = None;
+            }
+            if current {
+                match &result {
+                    Ok(data) => {
+                        g.state.status = QueryStatus::Success;
+                        g.state.data = Some(data.clone());
+                        g.state.error = None;
+                        g.state.data_updated_at = Some(client.runtime.system_now());
+                        g.state.fetch_failure_count = 0;
+                        g.state.fetch_failure_reason = None;
+                        g.fresh_at = Some(client.runtime.now());
+                    }
+                    Err(error) => {
+                        g.state.status = QueryStatus::Error;
+                        g.state.error = Some(error.clone());
+                        g.state.error_updated_at = Some(client.runtime.system_now());
+                        g.state.fetch_failure_count = failures;
+                        g.state.fetch_failure_reason = Some(error.clone());
+                    }
+                }
+            }
+            if ours {
+                g.state.fetch_status = Self::idle_fetch_status(&g);
+            }
+            if current || ours {
+                Self::changed(&mut g, &mut effects);
+            }
+            self.maybe_schedule_gc(&mut g, client, &mut effects);
+        }
+        effects.run(client);
+        before_wake();
+        slot.complete(result);
+    }
+
+    /// Records a failed attempt that will be retried.
+    fn record_failure(
+        &self,
+        client: &ClientInner,
+        generation: u64,
+        failures: u32,
+        error: ErasedError,
+    ) {
+        let mut effects = Effects::none();
+        {
+            let mut g = self.lock();
+            if g.generation != generation || g.detached {
+                return;
+            }
+            g.state.fetch_failure_count = failures;
+            g.state.fetch_failure_reason = Some(error);
+            Self::changed(&mut g, &mut effects);
+        }
+        effects.run(client);
+    }
+
+    /// Schedules removal `gc_time` from now if the query is unobserved and idle.
+    pub(crate) fn maybe_schedule_gc(
+        self: &Arc<Self>,
+        g: &mut CellInner<T>,
+        client: &Arc<ClientInner>,
+        effects: &mut Effects<T>,
+    ) {
+        if g.observers > 0 || g.in_flight.is_some() || g.detached {
+            return;
+        }
+        if let Some(old) = g.gc.take() {
+            old.abort();
+        }
+        let gc_time = g.gc_time.unwrap_or(client.config.gc_time);
+        let deadline = client.runtime.now().checked_add(gc_time);
+        let Some(deadline) = deadline else {
+            return; // A gc time too large to represent means "never".
+        };
+        let (handle, registration) = AbortHandle::new_pair();
+        g.gc = Some(handle);
+        let sleep = client.runtime.sleep_until(deadline);
+        let cell = Arc::downgrade(self);
+        let client = Arc::downgrade(client);
+        let task = async move {
+            sleep.await;
+            collect_garbage(cell, client);
+        };
+        effects
+            .spawns
+            .push(Box::pin(Abortable::new(task, registration).map(drop)));
+    }
+
+    /// Cancels a pending garbage collection.
+    pub(crate) fn cancel_gc(g: &mut CellInner<T>) {
+        if let Some(gc) = g.gc.take() {
+            gc.abort();
+        }
+    }
+
+    /// Writes data as if fetched now, fencing off older fetches.
+    pub(crate) fn set_data(
+        self: &Arc<Self>,
+        client: &Arc<ClientInner>,
+        g: &mut CellInner<T>,
+        data: T,
+        effects: &mut Effects<T>,
+    ) {
+        g.generation += 1;
+        g.state.status = QueryStatus::Success;
+        g.state.data = Some(data);
+        g.state.error = None;
+        g.state.data_updated_at = Some(client.runtime.system_now());
+        g.state.fetch_failure_count = 0;
+        g.state.fetch_failure_reason = None;
+        g.fresh_at = Some(client.runtime.now());
+        Self::changed(g, effects);
+        self.maybe_schedule_gc(g, client, effects);
+    }
+
+    /// Adds a listener; returns its id.
+    pub(crate) fn add_listener(g: &mut CellInner<T>, listener: Listener<T>) -> u64 {
+        let id = g.next_listener;
+        g.next_listener += 1;
+        let mut list: Vec<_> = g.listeners.iter().cloned().collect();
+        list.push((id, listener));
+        g.listeners = list.into();
+        id
+    }
+
+    /// Removes a listener.
+    pub(crate) fn remove_listener(g: &mut CellInner<T>, id: u64) {
+        if g.listeners.iter().any(|(i, _)| *i == id) {
+            let list: Vec<_> = g
+                .listeners
+                .iter()
+                .filter(|(i, _)| *i != id)
+                .cloned()
+                .collect();
+            g.listeners = list.into();
+        }
+    }
+
+    /// The options last used to fetch, for refetches that have no caller's options.
+    pub(crate) fn fetcher(g: &CellInner<T>) -> Option<Arc<dyn Fetcher<T>>> {
+        g.fetcher.clone()
+    }
+
+    /// Remembers how to refetch.
+    pub(crate) fn set_fetcher(g: &mut CellInner<T>, fetcher: Arc<dyn Fetcher<T>>) {
+        g.fetcher = Some(fetcher);
+    }
+
+    /// Whether a fetch is in flight.
+    pub(crate) fn is_fetching(g: &CellInner<T>) -> bool {
+        g.in_flight.is_some()
+    }
+
+    /// Marks stale and, when observed and asked to, starts a fresh fetch under the new
+    /// generation. Returns the fetch to wait for, if one started.
+    pub(crate) fn invalidate(
+        self: &Arc<Self>,
+        client: &Arc<ClientInner>,
+        refetch: bool,
+    ) -> Option<Arc<FetchSlot<T>>> {
+        let mut effects = Effects::none();
+        let slot = {
+            let mut g = self.lock();
+            g.generation += 1;
+            g.fresh_at = None;
+            if g.state.data.is_some() {
+                g.state.data_updated_at = Some(SystemTime::UNIX_EPOCH);
+            }
+            Self::changed(&mut g, &mut effects);
+            let fetcher = g.fetcher.clone();
+            (refetch && g.observers > 0 && !g.paused)
+                .then_some(fetcher)
+                .flatten()
+        };
+        effects.run(client);
+        slot.map(|fetcher| {
+            fetcher.start(self, client);
+            let g = self.lock();
+            g.in_flight.as_ref().map(|f| f.slot.clone())
+        })?
+    }
+
+    /// Back to the initial state, fencing off older fetches.
+    pub(crate) fn reset(self: &Arc<Self>, client: &Arc<ClientInner>) {
+        let mut effects = Effects::none();
+        {
+            let mut g = self.lock();
+            g.generation += 1;
+            g.fresh_at = None;
+            g.state = RawState::default();
+            if g.in_flight.is_some() {
+                // The old fetch is still running; say so until it ends.
+                g.state.fetch_status = FetchStatus::Fetching;
+            } else {
+                g.state.fetch_status = Self::idle_fetch_status(&g);
+            }
+            Self::changed(&mut g, &mut effects);
+        }
+        effects.run(client);
+    }
+
+    /// Pauses background fetching.
+    pub(crate) fn pause(&self, client: &ClientInner) {
+        let mut effects = Effects::none();
+        {
+            let mut g = self.lock();
+            if g.paused {
+                return;
+            }
+            g.paused = true;
+            if g.in_flight.is_none() {
+                g.state.fetch_status = FetchStatus::Paused;
+            }
+            Self::changed(&mut g, &mut effects);
+        }
+        effects.run(client);
+    }
+
+    /// Resumes background fetching; with `refetch`, fetches at once.
+    pub(crate) fn resume(self: &Arc<Self>, client: &Arc<ClientInner>, refetch: bool) {
+        let mut effects = Effects::none();
+        let fetcher = {
+            let mut g = self.lock();
+            if !g.paused {
+                return;
+            }
+            g.paused = false;
+            if g.in_flight.is_none() {
+                g.state.fetch_status = FetchStatus::Idle;
+            }
+            Self::changed(&mut g, &mut effects);
+            g.fetcher.clone()
+        };
+        effects.run(client);
+        if refetch {
+            if let Some(fetcher) = fetcher {
+                fetcher.start(self, client);
+            }
+        }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> AnyQuery for QueryCell<T> {
+    fn key(&self) -> &QueryKey {
+        &self.key
+    }
+
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<T>()
+    }
+
+    fn try_detach(&self, force: bool) -> bool {
+        let mut g = self.lock();
+        if !force && (g.observers > 0 || g.in_flight.is_some()) {
+            return false;
+        }
+        g.detached = true;
+        g.generation += 1;
+        Self::cancel_gc(&mut g);
+        true
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+
+    fn invalidate(self: Arc<Self>, client: &Arc<ClientInner>, refetch: bool) -> Option<BoxFuture> {
+        let slot = QueryCell::invalidate(&self, client, refetch)?;
+        Some(Box::pin(async move {
+            let _ = slot.wait().await;
+        }))
+    }
+
+    fn reset(self: Arc<Self>, client: &Arc<ClientInner>) {
+        QueryCell::reset(&self, client);
+    }
+
+    fn pause(&self, client: &ClientInner) {
+        QueryCell::pause(self, client);
+    }
+
+    fn resume(self: Arc<Self>, client: &Arc<ClientInner>, refetch: bool) {
+        QueryCell::resume(&self, client, refetch);
+    }
+}
+
+impl<T, E> Fetcher<T> for OptionsInner<T, E>
+where
+    T: Clone + Send + Sync + 'static,
+    E: fmt::Display + Send + Sync + 'static,
+{
+    fn start(self: Arc<Self>, cell: &Arc<QueryCell<T>>, client: &Arc<ClientInner>) {
+        let _slot = cell.fetch_with(client, &self);
+    }
+
+    fn gc_time(&self, client: &ClientInner) -> Duration {
+        self.gc_time.unwrap_or(client.config.gc_time)
+    }
+}
+
+fn collect_garbage<T: Clone + Send + Sync + 'static>(
+    cell: Weak<QueryCell<T>>,
+    client: Weak<ClientInner>,
+) {
+    let (Some(cell), Some(client)) = (cell.upgrade(), client.upgrade()) else {
+        return;
+    };
+    let key = cell.key.clone();
+    let entry: Entry = cell;
+    if client.cache.remove_if_idle(&key, &entry) {
+        tracing::debug!(%key, "garbage-collected unobserved query");
+        client.emit_removed(&key);
+    }
+}
+
+/// Finishes the slot with [`QueryError::Cancelled`] if the fetch task is dropped unfinished
+/// (the runtime shut down), so that no caller waits forever.
+struct FetchGuard<T: Clone + Send + Sync + 'static> {
+    cell: Arc<QueryCell<T>>,
+    client: Arc<ClientInner>,
+    generation: u64,
+    slot: Arc<FetchSlot<T>>,
+    finished: bool,
+}
+
+impl<T: Clone + Send + Sync + 'static> FetchGuard<T> {
+    fn finish(
+        &mut self,
+        result: Result<T, ErasedError>,
+        failures: u32,
+        before_wake: impl FnOnce(),
+    ) {
+        self.finished = true;
+        self.cell.finish(
+            &self.client,
+            self.generation,
+            &self.slot,
+            result,
+            failures,
+            before_wake,
+        );
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Drop for FetchGuard<T> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.cell.finish(
+                &self.client,
+                self.generation,
+                &self.slot,
+                Err(ErasedError::Cancelled),
+                0,
+                || {},
+            );
+        }
+    }
+}
+
+/// One fetch: attempts with backoff, panics caught, callbacks run, outcome recorded.
+async fn run_fetch<T, E>(
+    cell: Arc<QueryCell<T>>,
+    client: Arc<ClientInner>,
+    options: Arc<OptionsInner<T, E>>,
+    generation: u64,
+    slot: Arc<FetchSlot<T>>,
+) where
+    T: Clone + Send + Sync + 'static,
+    E: fmt::Display + Send + Sync + 'static,
+{
+    let policy = RetryPolicy {
+        retries: options.retry.unwrap_or(client.config.retry),
+        delay: options
+            .retry_delay
+            .clone()
+            .unwrap_or_else(|| client.config.retry_delay.clone()),
+        retry_if: options.retry_if.clone(),
+    };
+    let runtime = client.runtime.clone();
+    let mut guard = FetchGuard {
+        cell,
+        client,
+        generation,
+        slot,
+        finished: false,
+    };
+    let mut attempt: u32 = 0;
+    let outcome: Result<T, QueryError<E>> = loop {
+        match call_catching_panics(&options).await {
+            Ok(Ok(data)) => break Ok(data),
+            Ok(Err(error)) => {
+                let error = Arc::new(error);
+                match policy.next_delay(attempt, &error) {
+                    Some(delay) => {
+                        attempt += 1;
+                        let erased = ErasedError::Failed(error);
+                        guard
+                            .cell
+                            .record_failure(&guard.client, generation, attempt, erased);
+                        runtime.sleep(delay).await;
+                    }
+                    None => break Err(QueryError::Failed(error)),
+                }
+            }
+            Err(message) => break Err(QueryError::Panicked(message)),
+        }
+    };
+    let failures = if outcome.is_err() { attempt + 1 } else { 0 };
+    let erased = outcome
+        .as_ref()
+        .map(Clone::clone)
+        .map_err(ErasedError::from_typed);
+    // Callbacks run after the state is written and before waiters wake, so a caller that
+    // awaited the fetch observes their effects.
+    guard.finish(erased, failures, || run_callbacks(&options, &outcome));
+}
+
+/// Calls the query function and awaits it, turning a panic in either step into a message.
+async fn call_catching_panics<T, E>(
+    options: &OptionsInner<T, E>,
+) -> Result<Result<T, E>, Arc<str>> {
+    let future = std::panic::catch_unwind(AssertUnwindSafe(|| (options.query_fn)()))
+        .map_err(|payload| panic_message(&*payload))?;
+    AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .map_err(|payload| panic_message(&*payload))
+}
+
+fn run_callbacks<T, E>(options: &OptionsInner<T, E>, outcome: &Result<T, QueryError<E>>) {
+    let guarded = |name: &str, f: &dyn Fn()| {
+        if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(f)) {
+            tracing::error!(
+                "query {name} callback panicked: {}",
+                panic_message(&*payload)
+            );
+        }
+    };
+    match outcome {
+        Ok(data) => {
+            if let Some(cb) = &options.on_success {
+                guarded("on_success", &|| cb(data));
+            }
+            if let Some(cb) = &options.on_settled {
+                guarded("on_settled", &|| cb(Some(data), None));
+            }
+        }
+        Err(error) => {
+            if let Some(cb) = &options.on_error {
+                guarded("on_error", &|| cb(error));
+            }
+            if let Some(cb) = &options.on_settled {
+                guarded("on_settled", &|| cb(None, Some(error)));
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Query state: statuses, data, errors and timestamps, as observers and callers see them.
+
+use std::time::SystemTime;
+
+use crate::error::{ErasedError, QueryError};
+use crate::key::QueryKey;
+
+/// The primary status of a query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum QueryStatus {
+    /// Never fetched, or reset.
+    #[default]
+    Idle,
+    /// The first fetch is running; there is no data yet.
+    Pending,
+    /// Data is available.
+    Success,
+    /// The last fetch failed and there is an error.
+    Error,
+}
+
+/// Whether a query is fetching right now, orthogonal to [`QueryStatus`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum FetchStatus {
+    /// Not fetching.
+    #[default]
+    Idle,
+    /// A fetch is in flight.
+    Fetching,
+    /// Background fetching is paused ([`crate::QueryClient::pause`]).
+    Paused,
+}
+
+impl QueryStatus {
+    /// The seed's name for the status (`"SUCCESS"`), as written to persistent storage.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Idle => "IDLE",
+            Self::Pending => "PENDING",
+            Self::Success => "SUCCESS",
+            Self::Error => "ERROR",
+        }
+    }
+
+    /// Parses [`name`](Self::name).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "IDLE" => Self::Idle,
+            "PENDING" => Self::Pending,
+            "SUCCESS" => Self::Success,
+            "ERROR" => Self::Error,
+            _ => return None,
+        })
+    }
+}
+
+impl FetchStatus {
+    /// The seed's name for the fetch status (`"IDLE"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Idle => "IDLE",
+            Self::Fetching => "FETCHING",
+            Self::Paused => "PAUSED",
+        }
+    }
+
+    /// Parses [`name`](Self::name).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "IDLE" => Self::Idle,
+            "FETCHING" => Self::Fetching,
+            "PAUSED" => Self::Paused,
+            _ => return None,
+        })
+    }
+}
+
+/// A snapshot of one query's state.
+///
+/// "No data" is `data: None`, a state rather than a value, so `Option<T>` and `()` are
+/// cacheable like any other type.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::{QueryState, QueryStatus};
+///
+/// let state: QueryState<u32, std::io::Error> = QueryState::default();
+/// assert_eq!(state.status, QueryStatus::Idle);
+/// assert!(state.is_idle() && !state.has_data() && !state.is_fetching());
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct QueryState<T, E> {
+    /// The primary status.
+    pub status: QueryStatus,
+    /// Whether a fetch is in flight (or background fetching is paused).
+    pub fetch_status: FetchStatus,
+    /// The data, if any.
+    pub data: Option<T>,
+    /// The error of the last failed fetch, if the query is in [`QueryStatus::Error`].
+    pub error: Option<QueryError<E>>,
+    /// When `data` was fetched or set (wall clock). Invalidation sets it to the Unix epoch, as
+    /// the seed's `0.0` does.
+    pub data_updated_at: Option<SystemTime>,
+    /// When `error` was recorded (wall clock).
+    pub error_updated_at: Option<SystemTime>,
+    /// Failed attempts of the current or last fetch; reset to 0 on success.
+    pub fetch_failure_count: u32,
+    /// The error of the last failed attempt.
+    pub fetch_failure_reason: Option<QueryError<E>>,
+    /// `data` is the query's placeholder, shown while the first fetch is pending; it was not
+    /// fetched and is never stored.
+    pub is_placeholder: bool,
+}
+
+impl<T, E> QueryState<T, E> {
+    /// Never fetched (or reset).
+    pub fn is_idle(&self) -> bool {
+        self.status == QueryStatus::Idle
+    }
+    /// First fetch in flight, no data yet.
+    pub fn is_pending(&self) -> bool {
+        self.status == QueryStatus::Pending
+    }
+    /// Data available.
+    pub fn is_success(&self) -> bool {
+        self.status == QueryStatus::Success
+    }
+    /// Last fetch failed.
+    pub fn is_error(&self) -> bool {
+        self.status == QueryStatus::Error
+    }
+    /// A fetch is in flight.
+    pub fn is_fetching(&self) -> bool {
+        self.fetch_status == FetchStatus::Fetching
+    }
+    /// Background fetching is paused.
+    pub fn is_paused(&self) -> bool {
+        self.fetch_status == FetchStatus::Paused
+    }
+    /// First fetch in flight: pending and fetching.
+    pub fn is_loading(&self) -> bool {
+        self.is_pending() && self.is_fetching()
+    }
+    /// Data (fetched, set or placeholder) is available.
+    pub fn has_data(&self) -> bool {
+        self.data.is_some()
+    }
+
+    /// Transforms the data, keeping everything else.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> QueryState<U, E> {
+        QueryState {
+            status: self.status,
+            fetch_status: self.fetch_status,
+            data: self.data.map(f),
+            error: self.error,
+            data_updated_at: self.data_updated_at,
+            error_updated_at: self.error_updated_at,
+            fetch_failure_count: self.fetch_failure_count,
+            fetch_failure_reason: self.fetch_failure_reason,
+            is_placeholder: self.is_placeholder,
+        }
+    }
+}
+
+impl<T, E> Default for QueryState<T, E> {
+    fn default() -> Self {
+        Self {
+            status: QueryStatus::Idle,
+            fetch_status: FetchStatus::Idle,
+            data: None,
+            error: None,
+            data_updated_at: None,
+            error_updated_at: None,
+            fetch_failure_count: 0,
+            fetch_failure_reason: None,
+            is_placeholder: false,
+        }
+    }
+}
+
+impl<T: Clone, E> Clone for QueryState<T, E> {
+    fn clone(&self) -> Self {
+        Self {
+            status: self.status,
+            fetch_status: self.fetch_status,
+            data: self.data.clone(),
+            error: self.error.clone(),
+            data_updated_at: self.data_updated_at,
+            error_updated_at: self.error_updated_at,
+            fetch_failure_count: self.fetch_failure_count,
+            fetch_failure_reason: self.fetch_failure_reason.clone(),
+            is_placeholder: self.is_placeholder,
+        }
+    }
+}
+
+/// The state as the cache stores it: errors without their type.
+#[derive(Clone, Debug)]
+pub(crate) struct RawState<T> {
+    pub(crate) status: QueryStatus,
+    pub(crate) fetch_status: FetchStatus,
+    pub(crate) data: Option<T>,
+    pub(crate) error: Option<ErasedError>,
+    pub(crate) data_updated_at: Option<SystemTime>,
+    pub(crate) error_updated_at: Option<SystemTime>,
+    pub(crate) fetch_failure_count: u32,
+    pub(crate) fetch_failure_reason: Option<ErasedError>,
+}
+
+impl<T> Default for RawState<T> {
+    fn default() -> Self {
+        Self {
+            status: QueryStatus::Idle,
+            fetch_status: FetchStatus::Idle,
+            data: None,
+            error: None,
+            data_updated_at: None,
+            error_updated_at: None,
+            fetch_failure_count: 0,
+            fetch_failure_reason: None,
+        }
+    }
+}
+
+impl<T: Clone> RawState<T> {
+    pub(crate) fn typed<E: Send + Sync + 'static>(&self, key: &QueryKey) -> QueryState<T, E> {
+        QueryState {
+            status: self.status,
+            fetch_status: self.fetch_status,
+            data: self.data.clone(),
+            error: self.error.as_ref().map(|e| e.typed(key)),
+            data_updated_at: self.data_updated_at,
+            error_updated_at: self.error_updated_at,
+            fetch_failure_count: self.fetch_failure_count,
+            fetch_failure_reason: self.fetch_failure_reason.as_ref().map(|e| e.typed(key)),
+            is_placeholder: false,
+        }
+    }
+}

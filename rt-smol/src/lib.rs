@@ -1,0 +1,73 @@
+//! smol adapter for pystackquery: [`SmolRuntime`] implements the engine's [`Spawner`] and
+//! [`Timer`] with smol's executor and `async-io` timers.
+//!
+//! ```
+//! use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions};
+//! use pystackquery_smol::SmolRuntime;
+//!
+//! let client = QueryClient::with_runtime(SmolRuntime::global().into_runtime(), QueryClientConfig::default());
+//! let options = QueryOptions::new(("answer",), || async { Ok::<_, std::io::Error>(42) });
+//! assert_eq!(smol::block_on(client.fetch_query(&options)).unwrap(), 42);
+//! ```
+//!
+//! By default tasks go to smol's global executor, whose threads start on first use; pass your
+//! own `Arc<smol::Executor>` with [`SmolRuntime::with_executor`] if you drive one yourself.
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::FutureExt;
+use pystackquery_core::Runtime;
+use pystackquery_core::runtime::{BoxFuture, Spawner, Timer};
+
+/// Spawns on a smol executor and sleeps with `async-io` timers.
+#[derive(Clone, Debug, Default)]
+pub struct SmolRuntime {
+    executor: Option<Arc<smol::Executor<'static>>>,
+}
+
+impl SmolRuntime {
+    /// Spawns on smol's global executor.
+    pub fn global() -> Self {
+        Self { executor: None }
+    }
+
+    /// Spawns on `executor`; you must drive it (e.g. `executor.run(...)` on some thread).
+    pub fn with_executor(executor: Arc<smol::Executor<'static>>) -> Self {
+        Self {
+            executor: Some(executor),
+        }
+    }
+
+    /// Wraps this adapter in the engine's [`Runtime`].
+    pub fn into_runtime(self) -> Runtime {
+        Runtime::from_adapter(self)
+    }
+}
+
+impl Spawner for SmolRuntime {
+    fn spawn(&self, future: BoxFuture) {
+        // smol cancels a task when its handle drops; detach so the task runs to completion.
+        match &self.executor {
+            Some(executor) => executor.spawn(future).detach(),
+            None => smol::spawn(future).detach(),
+        }
+    }
+}
+
+impl Timer for SmolRuntime {
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture {
+        Box::pin(smol::Timer::at(deadline).map(drop))
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}

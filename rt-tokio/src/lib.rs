@@ -1,0 +1,120 @@
+//! Tokio adapter for pystackquery: [`TokioRuntime`] implements the engine's
+//! [`Spawner`] and [`Timer`] on a tokio runtime handle.
+//!
+//! ```
+//! use pystackquery_core::{QueryClient, QueryClientConfig};
+//! use pystackquery_tokio::TokioRuntime;
+//!
+//! let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+//! let runtime = TokioRuntime::from_handle(rt.handle().clone()).unwrap().into_runtime();
+//! let client = QueryClient::with_runtime(runtime, QueryClientConfig::default());
+//! # drop(client);
+//! ```
+//!
+//! The handle's runtime needs its time driver (`enable_time` or `enable_all`). Sleeps are
+//! created inside the handle's context, so they work when polled from any executor.
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![forbid(unsafe_code)]
+
+use std::time::Instant;
+
+use pystackquery_core::Runtime;
+use pystackquery_core::runtime::{BoxFuture, Spawner, Timer};
+use tokio::runtime::Handle;
+
+/// Spawns on, and sleeps with, one tokio runtime.
+#[derive(Clone, Debug)]
+pub struct TokioRuntime {
+    handle: Handle,
+}
+
+/// Why a [`TokioRuntime`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokioRuntimeError {
+    /// Not called from within a tokio runtime.
+    NoCurrentRuntime,
+    /// The runtime was built without its time driver (`enable_time`).
+    TimeDisabled,
+}
+
+impl std::fmt::Display for TokioRuntimeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NoCurrentRuntime => "no tokio runtime is running on this thread",
+            Self::TimeDisabled => "the tokio runtime has no time driver (build it with enable_all)",
+        })
+    }
+}
+
+impl std::error::Error for TokioRuntimeError {}
+
+impl TokioRuntime {
+    /// The runtime the calling thread is running in.
+    ///
+    /// # Errors
+    ///
+    /// [`TokioRuntimeError::NoCurrentRuntime`] outside a tokio runtime;
+    /// [`TokioRuntimeError::TimeDisabled`] if its time driver is off.
+    pub fn current() -> Result<Self, TokioRuntimeError> {
+        let handle = Handle::try_current().map_err(|_| TokioRuntimeError::NoCurrentRuntime)?;
+        Self::from_handle(handle)
+    }
+
+    /// The runtime behind `handle`.
+    ///
+    /// # Errors
+    ///
+    /// [`TokioRuntimeError::TimeDisabled`] if the runtime has no time driver.
+    pub fn from_handle(handle: Handle) -> Result<Self, TokioRuntimeError> {
+        // Tokio panics when a sleep is created on a runtime without a time driver; probe once
+        // here, with the panic message silenced, so that later sleeps cannot.
+        let probe = {
+            let _context = handle.enter();
+            let hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(|_| {}));
+            let result =
+                std::panic::catch_unwind(|| drop(tokio::time::sleep(std::time::Duration::ZERO)));
+            std::panic::set_hook(hook);
+            result
+        };
+        probe.map_err(|_| TokioRuntimeError::TimeDisabled)?;
+        Ok(Self { handle })
+    }
+
+    /// The handle.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Wraps this adapter in the engine's [`Runtime`].
+    pub fn into_runtime(self) -> Runtime {
+        Runtime::from_adapter(self)
+    }
+}
+
+impl Spawner for TokioRuntime {
+    fn spawn(&self, future: BoxFuture) {
+        // Dropping a tokio JoinHandle detaches the task, which is what the engine wants.
+        drop(self.handle.spawn(future));
+    }
+}
+
+impl Timer for TokioRuntime {
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture {
+        let _context = self.handle.enter();
+        Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
+            deadline,
+        )))
+    }
+
+    fn now(&self) -> Instant {
+        // Follows tokio's clock, so a runtime with paused time (tokio's test-util) works.
+        tokio::time::Instant::now().into_std()
+    }
+}

@@ -1,0 +1,148 @@
+//! Async data fetching and caching for Rust, in the style of TanStack Query: query keys,
+//! caching, request deduplication, retries with backoff, stale-while-revalidate, invalidation by
+//! key prefix, and a bounded in-memory cache, on the runtime you pick by cargo feature.
+//!
+//! This crate is the facade: it re-exports the engine (`pystackquery-core`), picks a runtime
+//! by feature, and builds clients on it. Library authors who must not pick a runtime depend on
+//! `pystackquery-core` and take a [`Runtime`] from their caller.
+//!
+//! # Example
+//!
+//! ```
+//! use pystackquery::prelude::*;
+//!
+//! # #[cfg(feature = "tokio")]
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let client = QueryClient::new()?;
+//!     let user = QueryOptions::new(key!("user", 42), || async {
+//!         Ok::<_, std::io::Error>("Ada Lovelace".to_string())
+//!     });
+//!     let name = client.fetch_query(&user).await?;
+//!     assert_eq!(name, "Ada Lovelace");
+//!     Ok(())
+//! }
+//! # #[cfg(not(feature = "tokio"))]
+//! # fn main() {}
+//! ```
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tokio` | yes | [`TokioRuntime`]; `QueryClient::new()` uses the current tokio runtime |
+//! | `smol` | no | [`SmolRuntime`] on smol's global executor |
+//! | `async-std` | no | [`AsyncStdRuntime`] (legacy: async-std is discontinued upstream) |
+//!
+//! Any combination compiles. With several runtimes enabled, `QueryClient::new()` picks tokio if
+//! a tokio runtime is running on the calling thread, else smol, else async-std. Without one it
+//! returns [`NoRuntime`]; [`QueryClient::with_runtime`] always works.
+//!
+//! # When not to use it
+//!
+//! If you only need a bounded map, a cache crate (moka, quick_cache) is smaller. If you write a
+//! library, depend on `pystackquery-core` so your users keep their choice of runtime.
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![forbid(unsafe_code)]
+
+pub use pystackquery_core::*;
+
+#[cfg(feature = "async-std")]
+pub use pystackquery_async_std::AsyncStdRuntime;
+#[cfg(feature = "smol")]
+pub use pystackquery_smol::SmolRuntime;
+#[cfg(feature = "tokio")]
+pub use pystackquery_tokio::TokioRuntime;
+
+/// The names most programs need: `use pystackquery::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        FetchStatus, QueryClient, QueryClientConfig, QueryClientExt, QueryError, QueryKey,
+        QueryOptions, QueryState, QueryStatus, Runtime, key,
+    };
+}
+
+/// No runtime was available for [`QueryClientExt::new`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no async runtime available: {reason}")]
+pub struct NoRuntime {
+    reason: &'static str,
+}
+
+/// The runtime `QueryClient::new()` would use: tokio if a tokio runtime is running on this
+/// thread (feature `tokio`), else smol's global executor (feature `smol`), else async-std's
+/// (feature `async-std`).
+///
+/// # Errors
+///
+/// [`NoRuntime`] when no enabled runtime is available, e.g. only `tokio` is enabled and the
+/// call is made outside a tokio runtime.
+pub fn default_runtime() -> Result<Runtime, NoRuntime> {
+    #[cfg(feature = "tokio")]
+    {
+        match TokioRuntime::current() {
+            Ok(tokio) => return Ok(tokio.into_runtime()),
+            Err(pystackquery_tokio::TokioRuntimeError::TimeDisabled) => {
+                return Err(NoRuntime {
+                    reason: "the current tokio runtime has no time driver; build it with enable_all()",
+                });
+            }
+            Err(_) => {}
+        }
+    }
+    #[cfg(feature = "smol")]
+    {
+        #[allow(clippy::needless_return)]
+        return Ok(SmolRuntime::global().into_runtime());
+    }
+    #[cfg(all(feature = "async-std", not(feature = "smol")))]
+    {
+        #[allow(clippy::needless_return)]
+        return Ok(AsyncStdRuntime.into_runtime());
+    }
+    #[cfg(not(any(feature = "smol", feature = "async-std")))]
+    {
+        Err(NoRuntime {
+            reason: if cfg!(feature = "tokio") {
+                "not inside a tokio runtime; call from within one, or use QueryClient::with_runtime"
+            } else {
+                "no runtime feature is enabled (tokio, smol, async-std); use QueryClient::with_runtime"
+            },
+        })
+    }
+}
+
+/// Builds a [`QueryClient`] on the feature-selected runtime (see [`default_runtime`]).
+///
+/// It is a trait so that `QueryClient::new()` reads naturally while the client type stays the
+/// engine's own (a library taking a `pystackquery_core::QueryClient` accepts this one).
+pub trait QueryClientExt: Sized {
+    /// A client with default configuration on the feature-selected runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`NoRuntime`] when no runtime is available.
+    fn new() -> Result<Self, NoRuntime>;
+
+    /// A client with `config` on the feature-selected runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`NoRuntime`] when no runtime is available.
+    fn with_config(config: QueryClientConfig) -> Result<Self, NoRuntime>;
+}
+
+impl QueryClientExt for QueryClient {
+    fn new() -> Result<Self, NoRuntime> {
+        Self::with_config(QueryClientConfig::default())
+    }
+
+    fn with_config(config: QueryClientConfig) -> Result<Self, NoRuntime> {
+        Ok(QueryClient::with_runtime(default_runtime()?, config))
+    }
+}
