@@ -42,12 +42,7 @@
 //!
 //! If you only need a bounded map, a cache crate (moka, quick_cache) is smaller. If you write a
 //! library, depend on `pystackquery-core` so your users keep their choice of runtime.
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 #![forbid(unsafe_code)]
 
 pub use pystackquery_core::*;
@@ -146,3 +141,8 @@ impl QueryClientExt for QueryClient {
         Ok(QueryClient::with_runtime(default_runtime()?, config))
     }
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

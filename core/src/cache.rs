@@ -81,9 +81,7 @@ impl QueryCache {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // No user code runs under this lock (only `try_detach`, which cannot panic), so a
         // poisoned lock still guards consistent data.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The query under `key`, marked most recently used.
@@ -126,10 +124,7 @@ impl QueryCache {
         let Some(&slot) = inner.map.get(key) else {
             return false;
         };
-        let same = inner.slots[slot]
-            .entry
-            .as_ref()
-            .is_some_and(|e| same_query(e, expected));
+        let same = inner.slots[slot].entry.as_ref().is_some_and(|e| same_query(e, expected));
         if !same || !expected.try_detach(false) {
             return false;
         }
@@ -241,11 +236,7 @@ impl Inner {
                 slot
             }
             None => {
-                self.slots.push(Slot {
-                    entry: Some(entry),
-                    prev: NIL,
-                    next: NIL,
-                });
+                self.slots.push(Slot { entry: Some(entry), prev: NIL, next: NIL });
                 self.slots.len() - 1
             }
         };
@@ -268,11 +259,7 @@ impl Inner {
         let mut at = self.tail;
         while at != NIL {
             let prev = self.slots[at].prev;
-            if self.slots[at]
-                .entry
-                .as_ref()
-                .is_some_and(|e| e.try_detach(false))
-            {
+            if self.slots[at].entry.as_ref().is_some_and(|e| e.try_detach(false)) {
                 return self.remove_slot(at);
             }
             at = prev;

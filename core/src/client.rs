@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use crate::cache::{Entry, QueryCache};
 use crate::error::{QueryError, TypeMismatch};
+use crate::events::{CacheEvent, EventHub, EventSubscription};
 use crate::key::QueryKey;
+use crate::mutation::{Mutation, MutationOptions};
+use crate::observer::QueryObserver;
 use crate::options::{QueryClientConfig, QueryOptions};
 use crate::query::{Effects, FetchSlot, QueryCell};
 use crate::runtime::Runtime;
@@ -40,6 +43,7 @@ pub(crate) struct ClientInner {
     pub(crate) runtime: Runtime,
     pub(crate) config: QueryClientConfig,
     pub(crate) cache: QueryCache,
+    pub(crate) events: Arc<EventHub>,
 }
 
 impl QueryClient {
@@ -51,6 +55,7 @@ impl QueryClient {
                 runtime,
                 config,
                 cache,
+                events: Arc::new(EventHub::new()),
             }),
         }
     }
@@ -87,10 +92,7 @@ impl QueryClient {
         E: fmt::Display + Send + Sync + 'static,
     {
         let key = options.key();
-        let stale_time = options
-            .inner
-            .stale_time
-            .unwrap_or(self.inner.config.stale_time);
+        let stale_time = options.inner.stale_time.unwrap_or(self.inner.config.stale_time);
         let slot: Arc<FetchSlot<T>> = loop {
             let cell = self.cell::<T>(key).map_err(QueryError::TypeMismatch)?;
             let mut effects = Effects::none();
@@ -122,7 +124,7 @@ impl QueryClient {
                     }
                 }
             };
-            effects.run(&self.inner);
+            effects.run(&self.inner, key);
             match plan {
                 Ok(data) => return Ok(data),
                 Err(slot) => break slot,
@@ -138,10 +140,7 @@ impl QueryClient {
         T: Clone + Send + Sync + 'static,
         E: fmt::Display + Send + Sync + 'static,
     {
-        let stale_time = options
-            .inner
-            .stale_time
-            .unwrap_or(self.inner.config.stale_time);
+        let stale_time = options.inner.stale_time.unwrap_or(self.inner.config.stale_time);
         let cell = match self.cell::<T>(options.key()) {
             Ok(cell) => cell,
             Err(mismatch) => {
@@ -172,9 +171,7 @@ impl QueryClient {
         T: Clone + Send + Sync + 'static,
     {
         let key = key.into();
-        Ok(self
-            .existing::<T>(&key)?
-            .and_then(|cell| cell.lock().state.data.clone()))
+        Ok(self.existing::<T>(&key)?.and_then(|cell| cell.lock().state.data.clone()))
     }
 
     /// The key's full state from memory. `Ok(None)` when the key is not cached.
@@ -212,7 +209,7 @@ impl QueryClient {
         let cell = self.cell::<T>(&key)?;
         let mut effects = Effects::none();
         cell.set_data(&self.inner, &mut cell.lock(), data, &mut effects);
-        effects.run(&self.inner);
+        effects.run(&self.inner, &key);
         Ok(())
     }
 
@@ -247,7 +244,7 @@ impl QueryClient {
                 }
                 cell.set_data(&self.inner, &mut g, new.clone(), &mut effects);
             }
-            effects.run(&self.inner);
+            effects.run(&self.inner, &key);
             return Ok(new);
         }
     }
@@ -339,15 +336,66 @@ impl QueryClient {
         self.inner.cache.keys_lru_first()
     }
 
+    /// An observer of `options`' query (see [`QueryObserver`]). Nothing happens until its
+    /// first subscription.
+    pub fn watch<T, E>(&self, options: &QueryOptions<T, E>) -> QueryObserver<T, E>
+    where
+        T: Clone + Send + Sync + 'static,
+        E: fmt::Display + Send + Sync + 'static,
+    {
+        QueryObserver::new(self.clone(), options.clone())
+    }
+
+    /// A runnable mutation (see [`Mutation`]).
+    pub fn mutation<I, T, E, C>(&self, options: MutationOptions<I, T, E, C>) -> Mutation<I, T, E, C>
+    where
+        I: Clone + Send + Sync + 'static,
+        T: Clone + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+        C: Clone + Send + Sync + 'static,
+    {
+        Mutation::new(self.clone(), options)
+    }
+
+    /// Calls `listener` for every [`CacheEvent`] of this client until the returned
+    /// subscription is dropped. The listener runs on the thread that caused the event, with no
+    /// internal lock held; a panic in it is caught and logged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::{Arc, Mutex};
+    /// use pystackquery_core::{CacheEvent, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// let _subscription = client.subscribe_events(move |e| log.lock().unwrap().push(e.clone()));
+    /// client.set_query_data(key!("a"), 1).unwrap();
+    /// assert_eq!(seen.lock().unwrap()[0], CacheEvent::Added(key!("a")));
+    /// # }
+    /// ```
+    pub fn subscribe_events(
+        &self,
+        listener: impl Fn(&CacheEvent) + Send + Sync + 'static,
+    ) -> EventSubscription {
+        self.inner.events.add(Arc::new(listener))
+    }
+
     /// The key's typed query, created when missing.
     pub(crate) fn cell<T>(&self, key: &QueryKey) -> Result<Arc<QueryCell<T>>, TypeMismatch>
     where
         T: Clone + Send + Sync + 'static,
     {
-        let (entry, evicted) = self
-            .inner
-            .cache
-            .get_or_insert_with(key, || Arc::new(QueryCell::<T>::new(key.clone())));
+        let mut created = false;
+        let (entry, evicted) = self.inner.cache.get_or_insert_with(key, || {
+            created = true;
+            Arc::new(QueryCell::<T>::new(key.clone()))
+        });
+        if created {
+            self.inner.emit(&CacheEvent::Added(key.clone()));
+        }
         for e in &evicted {
             tracing::debug!(key = %e.key(), "evicted least recently used query");
             self.inner.emit_removed(e.key());
@@ -363,11 +411,7 @@ impl QueryClient {
     where
         T: Clone + Send + Sync + 'static,
     {
-        self.inner
-            .cache
-            .get(key)
-            .map(|entry| downcast::<T>(key, entry))
-            .transpose()
+        self.inner.cache.get(key).map(|entry| downcast::<T>(key, entry)).transpose()
     }
 }
 
@@ -384,19 +428,20 @@ where
     T: Clone + Send + Sync + 'static,
 {
     let cached = entry.type_name();
-    entry
-        .into_any()
-        .downcast::<QueryCell<T>>()
-        .map_err(|_| TypeMismatch {
-            key: key.clone(),
-            requested: std::any::type_name::<T>(),
-            cached,
-        })
+    entry.into_any().downcast::<QueryCell<T>>().map_err(|_| TypeMismatch {
+        key: key.clone(),
+        requested: std::any::type_name::<T>(),
+        cached,
+    })
 }
 
 impl ClientInner {
+    pub(crate) fn emit(&self, event: &CacheEvent) {
+        self.events.emit(event);
+    }
+
     pub(crate) fn emit_removed(&self, key: &QueryKey) {
-        tracing::trace!(%key, "query removed");
+        self.events.emit(&CacheEvent::Removed(key.clone()));
     }
 }
 

@@ -188,11 +188,7 @@ impl QueryKey {
         // hashing independent of the hasher a map is built with.
         let mut hasher = std::hash::DefaultHasher::new();
         parts.hash(&mut hasher);
-        Self(Arc::new(KeyInner {
-            hash: hasher.finish(),
-            parts,
-            storage: OnceLock::new(),
-        }))
+        Self(Arc::new(KeyInner { hash: hasher.finish(), parts, storage: OnceLock::new() }))
     }
 
     /// The parts of the key.
@@ -361,11 +357,7 @@ macro_rules! key {
 /// `\uNNNN` or `\UNNNNNNNN` for characters Python does not consider printable; everything else
 /// kept as it is.
 fn write_python_str(s: &str, out: &mut String) {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -401,9 +393,12 @@ fn is_python_printable(c: char) -> bool {
     if (0x20..0x7f).contains(&code) {
         return true;
     }
-    !NON_PRINTABLE
-        .iter()
-        .any(|&(lo, hi)| (lo..=hi).contains(&code))
+    // Noncharacters (U+FDD0..U+FDEF and the last two code points of every plane) are
+    // permanently unassigned, so Python escapes them too.
+    if (0xfdd0..=0xfdef).contains(&code) || code & 0xfffe == 0xfffe {
+        return false;
+    }
+    !NON_PRINTABLE.iter().any(|&(lo, hi)| (lo..=hi).contains(&code))
 }
 
 /// Ranges of Cc, Cf, Co, Zl, Zp and Zs (without U+0020), from the Unicode character database.

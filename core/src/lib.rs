@@ -55,18 +55,18 @@
 //! For a plain bounded map with no fetching, use a cache crate (moka, quick_cache). For an
 //! application that has picked its runtime, depend on the `pystackquery` facade instead, which
 //! chooses the runtime by cargo feature and ships storage backends.
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 #![forbid(unsafe_code)]
 
 mod cache;
 mod client;
+mod convenience;
 mod error;
+mod events;
 mod key;
+mod listeners;
+mod mutation;
+mod observer;
 mod options;
 mod query;
 mod retry;
@@ -76,8 +76,13 @@ mod state;
 pub mod testing;
 
 pub use client::QueryClient;
+pub use convenience::{CachedQuery, dependent_query, parallel_queries};
 pub use error::{QueryError, TypeMismatch};
+pub use events::{CacheEvent, EventSubscription};
 pub use key::{KeyPart, QueryKey};
+pub use listeners::Subscription;
+pub use mutation::{Mutation, MutationOptions, MutationState, MutationStatus};
+pub use observer::{QueryObserver, QueryStream};
 pub use options::{QueryClientConfig, QueryOptions};
 pub use retry::{MAX_DEFAULT_RETRY_DELAY, RetryDelayFn, RetryIfFn, default_retry_delay};
 pub use runtime::Runtime;

@@ -186,9 +186,7 @@ where
 
 impl<T, E> Clone for QueryOptions<T, E> {
     fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-        }
+        Self { inner: self.inner.clone() }
     }
 }
 

@@ -19,6 +19,7 @@ use futures::future::{AbortHandle, Abortable};
 use crate::cache::{AnyQuery, Entry};
 use crate::client::ClientInner;
 use crate::error::{ErasedError, QueryError, panic_message};
+use crate::events::CacheEvent;
 use crate::key::QueryKey;
 use crate::options::OptionsInner;
 use crate::retry::RetryPolicy;
@@ -68,10 +69,7 @@ pub(crate) struct FetchSlot<T> {
 
 impl<T: Clone> FetchSlot<T> {
     fn new() -> Self {
-        Self {
-            result: OnceLock::new(),
-            done: Event::new(),
-        }
+        Self { result: OnceLock::new(), done: Event::new() }
     }
 
     fn complete(&self, result: Result<T, ErasedError>) {
@@ -97,12 +95,12 @@ impl<T: Clone> FetchSlot<T> {
 /// Starts a fetch of a cell with options whose error type is erased.
 pub(crate) trait Fetcher<T>: Send + Sync {
     fn start(self: Arc<Self>, cell: &Arc<QueryCell<T>>, client: &Arc<ClientInner>);
-    fn gc_time(&self, client: &ClientInner) -> Duration;
 }
 
 /// Work decided under a query's lock, carried out after it is released.
 #[must_use]
 pub(crate) struct Effects<T> {
+    changed: bool,
     notice: Option<Notice<T>>,
     spawns: Vec<BoxFuture>,
 }
@@ -115,15 +113,15 @@ struct Notice<T> {
 
 impl<T> Effects<T> {
     pub(crate) fn none() -> Self {
-        Self {
-            notice: None,
-            spawns: Vec::new(),
-        }
+        Self { changed: false, notice: None, spawns: Vec::new() }
     }
 
-    pub(crate) fn run(self, client: &ClientInner) {
+    pub(crate) fn run(self, client: &ClientInner, key: &QueryKey) {
         for task in self.spawns {
             client.runtime.spawner().spawn(task);
+        }
+        if self.changed {
+            client.emit(&CacheEvent::Updated(key.clone()));
         }
         if let Some(notice) = self.notice {
             for (_, listener) in notice.listeners.iter() {
@@ -168,9 +166,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     pub(crate) fn lock(&self) -> MutexGuard<'_, CellInner<T>> {
         // User code never runs under this lock, so a poisoned lock still guards consistent
         // state (only an allocation failure could unwind here).
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A notice for the listeners, if there are any.
@@ -178,24 +174,17 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         if g.listeners.is_empty() {
             return None;
         }
-        Some(Notice {
-            listeners: g.listeners.clone(),
-            state: g.state.clone(),
-            version: g.version,
-        })
+        Some(Notice { listeners: g.listeners.clone(), state: g.state.clone(), version: g.version })
     }
 
     fn idle_fetch_status(g: &CellInner<T>) -> FetchStatus {
-        if g.paused {
-            FetchStatus::Paused
-        } else {
-            FetchStatus::Idle
-        }
+        if g.paused { FetchStatus::Paused } else { FetchStatus::Idle }
     }
 
     /// Marks a state change and collects the notice for it.
     pub(crate) fn changed(g: &mut CellInner<T>, effects: &mut Effects<T>) {
         g.version += 1;
+        effects.changed = true;
         effects.notice = Self::notice(g);
     }
 
@@ -225,10 +214,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         }
         let slot = Arc::new(FetchSlot::new());
         let generation = g.generation;
-        g.in_flight = Some(InFlight {
-            generation,
-            slot: slot.clone(),
-        });
+        g.in_flight = Some(InFlight { generation, slot: slot.clone() });
         g.gc_time = Some(options.gc_time.unwrap_or(client.config.gc_time));
         if let Some(gc) = g.gc.take() {
             gc.abort();
@@ -238,13 +224,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         }
         g.state.fetch_status = FetchStatus::Fetching;
         Self::changed(g, effects);
-        let task = run_fetch(
-            self.clone(),
-            client.clone(),
-            options.clone(),
-            generation,
-            slot.clone(),
-        );
+        let task =
+            run_fetch(self.clone(), client.clone(), options.clone(), generation, slot.clone());
         effects.spawns.push(Box::pin(task));
         slot
     }
@@ -264,7 +245,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             g.fetcher = Some(options.clone());
             self.join_or_begin(&mut g, client, options, &mut effects)
         };
-        effects.run(client);
+        effects.run(client, &self.key);
         slot
     }
 
@@ -282,10 +263,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         {
             let mut g = self.lock();
             let current = g.generation == generation && !g.detached;
-            let ours = g
-                .in_flight
-                .as_ref()
-                .is_some_and(|f| Arc::ptr_eq(&f.slot, slot));
+            let ours = g.in_flight.as_ref().is_some_and(|f| Arc::ptr_eq(&f.slot, slot));
             if ours {
                 g.in_flight = None;
             }
@@ -317,7 +295,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             }
             self.maybe_schedule_gc(&mut g, client, &mut effects);
         }
-        effects.run(client);
+        effects.run(client, &self.key);
         before_wake();
         slot.complete(result);
     }
@@ -340,7 +318,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             g.state.fetch_failure_reason = Some(error);
             Self::changed(&mut g, &mut effects);
         }
-        effects.run(client);
+        effects.run(client, &self.key);
     }
 
     /// Schedules removal `gc_time` from now if the query is unobserved and idle.
@@ -370,9 +348,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             sleep.await;
             collect_garbage(cell, client);
         };
-        effects
-            .spawns
-            .push(Box::pin(Abortable::new(task, registration).map(drop)));
+        effects.spawns.push(Box::pin(Abortable::new(task, registration).map(drop)));
     }
 
     /// Cancels a pending garbage collection.
@@ -415,19 +391,9 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// Removes a listener.
     pub(crate) fn remove_listener(g: &mut CellInner<T>, id: u64) {
         if g.listeners.iter().any(|(i, _)| *i == id) {
-            let list: Vec<_> = g
-                .listeners
-                .iter()
-                .filter(|(i, _)| *i != id)
-                .cloned()
-                .collect();
+            let list: Vec<_> = g.listeners.iter().filter(|(i, _)| *i != id).cloned().collect();
             g.listeners = list.into();
         }
-    }
-
-    /// The options last used to fetch, for refetches that have no caller's options.
-    pub(crate) fn fetcher(g: &CellInner<T>) -> Option<Arc<dyn Fetcher<T>>> {
-        g.fetcher.clone()
     }
 
     /// Remembers how to refetch.
@@ -457,11 +423,9 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             }
             Self::changed(&mut g, &mut effects);
             let fetcher = g.fetcher.clone();
-            (refetch && g.observers > 0 && !g.paused)
-                .then_some(fetcher)
-                .flatten()
+            (refetch && g.observers > 0 && !g.paused).then_some(fetcher).flatten()
         };
-        effects.run(client);
+        effects.run(client, &self.key);
         slot.map(|fetcher| {
             fetcher.start(self, client);
             let g = self.lock();
@@ -485,7 +449,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             }
             Self::changed(&mut g, &mut effects);
         }
-        effects.run(client);
+        effects.run(client, &self.key);
     }
 
     /// Pauses background fetching.
@@ -502,7 +466,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             }
             Self::changed(&mut g, &mut effects);
         }
-        effects.run(client);
+        effects.run(client, &self.key);
     }
 
     /// Resumes background fetching; with `refetch`, fetches at once.
@@ -520,7 +484,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             Self::changed(&mut g, &mut effects);
             g.fetcher.clone()
         };
-        effects.run(client);
+        effects.run(client, &self.key);
         if refetch {
             if let Some(fetcher) = fetcher {
                 fetcher.start(self, client);
@@ -581,10 +545,6 @@ where
     fn start(self: Arc<Self>, cell: &Arc<QueryCell<T>>, client: &Arc<ClientInner>) {
         let _slot = cell.fetch_with(client, &self);
     }
-
-    fn gc_time(&self, client: &ClientInner) -> Duration {
-        self.gc_time.unwrap_or(client.config.gc_time)
-    }
 }
 
 fn collect_garbage<T: Clone + Send + Sync + 'static>(
@@ -620,14 +580,7 @@ impl<T: Clone + Send + Sync + 'static> FetchGuard<T> {
         before_wake: impl FnOnce(),
     ) {
         self.finished = true;
-        self.cell.finish(
-            &self.client,
-            self.generation,
-            &self.slot,
-            result,
-            failures,
-            before_wake,
-        );
+        self.cell.finish(&self.client, self.generation, &self.slot, result, failures, before_wake);
     }
 }
 
@@ -660,20 +613,11 @@ async fn run_fetch<T, E>(
 {
     let policy = RetryPolicy {
         retries: options.retry.unwrap_or(client.config.retry),
-        delay: options
-            .retry_delay
-            .clone()
-            .unwrap_or_else(|| client.config.retry_delay.clone()),
+        delay: options.retry_delay.clone().unwrap_or_else(|| client.config.retry_delay.clone()),
         retry_if: options.retry_if.clone(),
     };
     let runtime = client.runtime.clone();
-    let mut guard = FetchGuard {
-        cell,
-        client,
-        generation,
-        slot,
-        finished: false,
-    };
+    let mut guard = FetchGuard { cell, client, generation, slot, finished: false };
     let mut attempt: u32 = 0;
     let outcome: Result<T, QueryError<E>> = loop {
         match call_catching_panics(&options).await {
@@ -684,9 +628,7 @@ async fn run_fetch<T, E>(
                     Some(delay) => {
                         attempt += 1;
                         let erased = ErasedError::Failed(error);
-                        guard
-                            .cell
-                            .record_failure(&guard.client, generation, attempt, erased);
+                        guard.cell.record_failure(&guard.client, generation, attempt, erased);
                         runtime.sleep(delay).await;
                     }
                     None => break Err(QueryError::Failed(error)),
@@ -696,10 +638,7 @@ async fn run_fetch<T, E>(
         }
     };
     let failures = if outcome.is_err() { attempt + 1 } else { 0 };
-    let erased = outcome
-        .as_ref()
-        .map(Clone::clone)
-        .map_err(ErasedError::from_typed);
+    let erased = outcome.clone().map_err(|e| ErasedError::from_typed(&e));
     // Callbacks run after the state is written and before waiters wake, so a caller that
     // awaited the fetch observes their effects.
     guard.finish(erased, failures, || run_callbacks(&options, &outcome));
@@ -711,19 +650,13 @@ async fn call_catching_panics<T, E>(
 ) -> Result<Result<T, E>, Arc<str>> {
     let future = std::panic::catch_unwind(AssertUnwindSafe(|| (options.query_fn)()))
         .map_err(|payload| panic_message(&*payload))?;
-    AssertUnwindSafe(future)
-        .catch_unwind()
-        .await
-        .map_err(|payload| panic_message(&*payload))
+    AssertUnwindSafe(future).catch_unwind().await.map_err(|payload| panic_message(&*payload))
 }
 
 fn run_callbacks<T, E>(options: &OptionsInner<T, E>, outcome: &Result<T, QueryError<E>>) {
     let guarded = |name: &str, f: &dyn Fn()| {
         if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(f)) {
-            tracing::error!(
-                "query {name} callback panicked: {}",
-                panic_message(&*payload)
-            );
+            tracing::error!("query {name} callback panicked: {}", panic_message(&*payload));
         }
     };
     match outcome {

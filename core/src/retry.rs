@@ -55,8 +55,6 @@ impl<E> RetryPolicy<E> {
 
 impl<E> fmt::Debug for RetryPolicy<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryPolicy")
-            .field("retries", &self.retries)
-            .finish_non_exhaustive()
+        f.debug_struct("RetryPolicy").field("retries", &self.retries).finish_non_exhaustive()
     }
 }

@@ -108,8 +108,7 @@ pub trait Timer: Send + Sync + 'static {
 /// About thirty years from now: the deadline used when an addition would overflow.
 pub(crate) fn far_future() -> Instant {
     let now = Instant::now();
-    now.checked_add(Duration::from_secs(86_400 * 365 * 30))
-        .unwrap_or(now)
+    now.checked_add(Duration::from_secs(86_400 * 365 * 30)).unwrap_or(now)
 }
 
 /// A [`Spawner`] and a [`Timer`]: everything the engine needs from an executor.
@@ -147,10 +146,7 @@ impl Runtime {
     /// Builds a runtime from one value that is both spawner and timer (what adapters are).
     pub fn from_adapter<A: Spawner + Timer>(adapter: A) -> Self {
         let shared = Arc::new(adapter);
-        Self {
-            spawner: shared.clone(),
-            timer: shared,
-        }
+        Self { spawner: shared.clone(), timer: shared }
     }
 
     /// The spawner.

@@ -94,12 +94,8 @@ impl TestRuntime {
     /// The [`Runtime`] to hand to a client.
     pub fn runtime(&self) -> Runtime {
         Runtime::new(
-            Arc::new(TestSpawner {
-                shared: self.shared.clone(),
-            }),
-            Arc::new(TestTimer {
-                shared: self.shared.clone(),
-            }),
+            Arc::new(TestSpawner { shared: self.shared.clone() }),
+            Arc::new(TestTimer { shared: self.shared.clone() }),
         )
     }
 
@@ -146,9 +142,7 @@ impl TestRuntime {
     /// seconds: the future can never complete, and a test should fail rather than hang.
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         let mut future = pin!(future);
-        let main = Arc::new(MainWaker {
-            shared: Arc::downgrade(&self.shared),
-        });
+        let main = Arc::new(MainWaker { shared: Arc::downgrade(&self.shared) });
         let waker = Waker::from(main);
         let mut cx = Context::from_waker(&waker);
         self.shared.lock().main_woken = true;
@@ -206,10 +200,7 @@ impl TestRuntime {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let stalled = timeout.timed_out() && state.ready.is_empty() && !state.main_woken;
         drop(state);
-        assert!(
-            !stalled,
-            "TestRuntime::block_on stalled: nothing runnable, no timer pending"
-        );
+        assert!(!stalled, "TestRuntime::block_on stalled: nothing runnable, no timer pending");
     }
 }
 
@@ -233,9 +224,7 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while this lock is held can only come from this module's own bookkeeping;
         // the state stays consistent, so recover the guard rather than cascade the panic.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn pop_ready(&self) -> Option<Arc<Task>> {
@@ -250,10 +239,7 @@ impl Shared {
 impl Task {
     fn run(self: Arc<Self>) {
         self.queued.store(false, Ordering::SeqCst);
-        let mut slot = self
-            .future
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slot = self.future.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let Some(mut future) = slot.take() else {
             return;
         };
@@ -333,11 +319,7 @@ struct TestTimer {
 
 impl Timer for TestTimer {
     fn sleep_until(&self, deadline: Instant) -> BoxFuture {
-        Box::pin(Sleep {
-            shared: self.shared.clone(),
-            deadline,
-            id: None,
-        })
+        Box::pin(Sleep { shared: self.shared.clone(), deadline, id: None })
     }
 
     fn now(&self) -> Instant {

@@ -13,12 +13,7 @@
 //! let options = QueryOptions::new(("answer",), || async { Ok::<_, std::io::Error>(42) });
 //! assert_eq!(async_std::task::block_on(client.fetch_query(&options)).unwrap(), 42);
 //! ```
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 #![forbid(unsafe_code)]
 
 use std::time::Instant;

@@ -12,12 +12,7 @@
 //!
 //! By default tasks go to smol's global executor, whose threads start on first use; pass your
 //! own `Arc<smol::Executor>` with [`SmolRuntime::with_executor`] if you drive one yourself.
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -41,9 +36,7 @@ impl SmolRuntime {
 
     /// Spawns on `executor`; you must drive it (e.g. `executor.run(...)` on some thread).
     pub fn with_executor(executor: Arc<smol::Executor<'static>>) -> Self {
-        Self {
-            executor: Some(executor),
-        }
+        Self { executor: Some(executor) }
     }
 
     /// Wraps this adapter in the engine's [`Runtime`].

@@ -13,12 +13,7 @@
 //!
 //! The handle's runtime needs its time driver (`enable_time` or `enable_all`). Sleeps are
 //! created inside the handle's context, so they work when polled from any executor.
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 #![forbid(unsafe_code)]
 
 use std::time::Instant;
@@ -108,9 +103,7 @@ impl Spawner for TokioRuntime {
 impl Timer for TokioRuntime {
     fn sleep_until(&self, deadline: Instant) -> BoxFuture {
         let _context = self.handle.enter();
-        Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
-            deadline,
-        )))
+        Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)))
     }
 
     fn now(&self) -> Instant {

@@ -43,10 +43,7 @@ impl Harness {
     pub async fn eventually(&self, what: &str, mut condition: impl FnMut() -> bool) {
         let deadline = self.runtime.now() + Duration::from_secs(10);
         while !condition() {
-            assert!(
-                self.runtime.now() < deadline,
-                "timed out waiting for: {what}"
-            );
+            assert!(self.runtime.now() < deadline, "timed out waiting for: {what}");
             self.sleep(Duration::from_millis(1)).await;
         }
     }
@@ -105,46 +102,26 @@ pub fn run_tokio_current<Fut: Future<Output = ()>>(
     name: &'static str,
     test: impl FnOnce(Harness) -> Fut,
 ) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let runtime = pystackquery::TokioRuntime::from_handle(rt.handle().clone())
-        .unwrap()
-        .into_runtime();
-    rt.block_on(test(Harness {
-        runtime,
-        manual: None,
-        name,
-    }));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime =
+        pystackquery::TokioRuntime::from_handle(rt.handle().clone()).unwrap().into_runtime();
+    rt.block_on(test(Harness { runtime, manual: None, name }));
 }
 
 pub fn run_tokio_multi<Fut: Future<Output = ()>>(
     name: &'static str,
     test: impl FnOnce(Harness) -> Fut,
 ) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let runtime = pystackquery::TokioRuntime::from_handle(rt.handle().clone())
-        .unwrap()
-        .into_runtime();
-    rt.block_on(test(Harness {
-        runtime,
-        manual: None,
-        name,
-    }));
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime =
+        pystackquery::TokioRuntime::from_handle(rt.handle().clone()).unwrap().into_runtime();
+    rt.block_on(test(Harness { runtime, manual: None, name }));
 }
 
 pub fn run_smol<Fut: Future<Output = ()>>(name: &'static str, test: impl FnOnce(Harness) -> Fut) {
     let runtime = pystackquery::SmolRuntime::global().into_runtime();
-    smol::block_on(test(Harness {
-        runtime,
-        manual: None,
-        name,
-    }));
+    smol::block_on(test(Harness { runtime, manual: None, name }));
 }
 
 pub fn run_async_std<Fut: Future<Output = ()>>(
@@ -152,21 +129,13 @@ pub fn run_async_std<Fut: Future<Output = ()>>(
     test: impl FnOnce(Harness) -> Fut,
 ) {
     let runtime = pystackquery::AsyncStdRuntime.into_runtime();
-    async_std::task::block_on(test(Harness {
-        runtime,
-        manual: None,
-        name,
-    }));
+    async_std::task::block_on(test(Harness { runtime, manual: None, name }));
 }
 
 pub fn run_manual<Fut: Future<Output = ()>>(name: &'static str, test: impl FnOnce(Harness) -> Fut) {
     let manual = TestRuntime::new();
     let runtime = manual.runtime();
-    manual.block_on(test(Harness {
-        runtime,
-        manual: Some(manual.clone()),
-        name,
-    }));
+    manual.block_on(test(Harness { runtime, manual: Some(manual.clone()), name }));
 }
 
 /// One `#[test]` per runtime for each named `async fn(Harness)`.

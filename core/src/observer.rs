@@ -1,0 +1,428 @@
+//! [`QueryObserver`]: a reactive view of one query, with listeners, a stream of states,
+//! per-observer `select`, placeholder data and polling.
+
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use futures::future::{AbortHandle, Abortable};
+use futures::task::AtomicWaker;
+
+use crate::client::QueryClient;
+use crate::error::{QueryError, panic_message};
+use crate::events::CacheEvent;
+use crate::listeners::{ListenerList, Subscription};
+use crate::options::QueryOptions;
+use crate::query::{Effects, QueryCell};
+use crate::state::{QueryState, QueryStatus, RawState};
+
+type SelectFn<T, S> = Arc<dyn Fn(&T) -> S + Send + Sync>;
+
+/// Watches one query: listeners get its state at once and on every change.
+///
+/// Created by [`QueryClient::watch`]. The first subscription attaches the observer to the
+/// query (fetching if it is enabled and stale, starting the refetch interval); the last one
+/// ending detaches it, which stops polling and starts the query's garbage-collection clock.
+/// Many observers of one key share one query and one fetch.
+///
+/// Listeners run with no internal lock held, so they may call back into the client or the
+/// observer (subscribe, unsubscribe, `set_query_data`, `invalidate_queries`, `fetch_query`).
+/// A panicking listener is logged and the others still run. Each listener sees states in
+/// order: one delivered late is skipped rather than shown after a newer one.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use std::sync::{Arc, Mutex};
+/// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+///
+/// let test = TestRuntime::new();
+/// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+/// let options = QueryOptions::new(key!("todos"), || async { Ok::<_, String>(vec!["write docs"]) });
+/// let observer = client.watch(&options).select(|todos: &Vec<&str>| todos.len());
+///
+/// let counts = Arc::new(Mutex::new(Vec::new()));
+/// let log = counts.clone();
+/// let subscription = observer.subscribe(move |state| log.lock().unwrap().push(state.data));
+/// test.run_until_idle();
+/// assert_eq!(*counts.lock().unwrap(), vec![None, Some(1)]);
+/// drop(subscription);
+/// # }
+/// ```
+pub struct QueryObserver<T, E, S = T> {
+    shared: Arc<Shared<T, E, S>>,
+}
+
+struct Shared<T, E, S> {
+    client: QueryClient,
+    options: QueryOptions<T, E>,
+    select: SelectFn<T, S>,
+    inner: Mutex<Inner<T, S, E>>,
+    listeners: ListenerList<QueryState<S, E>>,
+}
+
+struct Inner<T, S, E> {
+    attached: Option<Attachment<T>>,
+    attaching: bool,
+    version: u64,
+    result: QueryState<S, E>,
+}
+
+struct Attachment<T> {
+    cell: Arc<QueryCell<T>>,
+    listener: u64,
+    interval: Option<AbortHandle>,
+}
+
+impl<T, E> QueryObserver<T, E, T>
+where
+    T: Clone + Send + Sync + 'static,
+    E: fmt::Display + Send + Sync + 'static,
+{
+    pub(crate) fn new(client: QueryClient, options: QueryOptions<T, E>) -> Self {
+        Self::with_select(client, options, Arc::new(T::clone))
+    }
+}
+
+impl<T, E, S> QueryObserver<T, E, S>
+where
+    T: Clone + Send + Sync + 'static,
+    E: fmt::Display + Send + Sync + 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    fn with_select(
+        client: QueryClient,
+        options: QueryOptions<T, E>,
+        select: SelectFn<T, S>,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            client,
+            options,
+            select,
+            inner: Mutex::new(Inner {
+                attached: None,
+                attaching: false,
+                version: 0,
+                result: QueryState::default(),
+            }),
+            listeners: ListenerList::new(),
+        });
+        let initial = shared.current_unattached();
+        shared.lock().result = initial;
+        Self { shared }
+    }
+
+    /// An observer of the same query whose listeners get `select(&data)` instead of the data.
+    /// The cache keeps the raw data. A panic in `select` is reported as a
+    /// [`QueryError::Panicked`] in the state, not propagated. Call it before subscribing.
+    pub fn select<S2>(
+        self,
+        select: impl Fn(&T) -> S2 + Send + Sync + 'static,
+    ) -> QueryObserver<T, E, S2>
+    where
+        S2: Clone + Send + Sync + 'static,
+    {
+        QueryObserver::with_select(
+            self.shared.client.clone(),
+            self.shared.options.clone(),
+            Arc::new(select),
+        )
+    }
+
+    /// Calls `listener` at once with the current state, then on every change, until the
+    /// returned subscription is dropped (or [`Subscription::unsubscribe`] is called).
+    pub fn subscribe(
+        &self,
+        listener: impl Fn(&QueryState<S, E>) + Send + Sync + 'static,
+    ) -> Subscription {
+        let needs_attach = {
+            let mut inner = self.shared.lock();
+            let needs = inner.attached.is_none() && !inner.attaching;
+            inner.attaching |= needs;
+            needs
+        };
+        if needs_attach {
+            Shared::attach(&self.shared);
+        }
+        let id = self.shared.listeners.add(Box::new(listener));
+        let (state, version) = {
+            let inner = self.shared.lock();
+            (inner.result.clone(), inner.version)
+        };
+        self.shared.listeners.deliver_one(id, &state, version);
+        // The subscription keeps the observer alive: dropping the observer handle while a
+        // subscription is active must not silence it.
+        let shared = self.shared.clone();
+        Subscription::new(move || shared.unsubscribe(id))
+    }
+
+    /// The current state (with `select` and placeholder applied).
+    pub fn result(&self) -> QueryState<S, E> {
+        let attached = self.shared.lock().attached.is_some();
+        if attached { self.shared.lock().result.clone() } else { self.shared.current_unattached() }
+    }
+
+    /// Number of active subscriptions.
+    pub fn subscriber_count(&self) -> usize {
+        self.shared.listeners.len()
+    }
+
+    /// Fetches now, whether or not the data is stale (joining a fetch already in flight), and
+    /// returns the resulting state. Works when the query is disabled.
+    pub async fn refetch(&self) -> QueryState<S, E> {
+        let client = &self.shared.client;
+        let cell = match client.cell::<T>(self.shared.options.key()) {
+            Ok(cell) => cell,
+            Err(mismatch) => {
+                return QueryState {
+                    error: Some(QueryError::TypeMismatch(mismatch)),
+                    status: QueryStatus::Error,
+                    ..QueryState::default()
+                };
+            }
+        };
+        let slot = cell.fetch_with(&client.inner, &self.shared.options.inner);
+        let _ = slot.wait().await;
+        self.result()
+    }
+
+    /// A stream of states with latest-value semantics: it yields the current state first,
+    /// then the newest state whenever it is polled after a change. A slow consumer skips
+    /// intermediate states; memory does not grow with the number it missed. Dropping the
+    /// stream unsubscribes.
+    pub fn stream(&self) -> QueryStream<S, E> {
+        let slot = Arc::new(StreamSlot { latest: Mutex::new(None), waker: AtomicWaker::new() });
+        let writer = slot.clone();
+        let subscription = self.subscribe(move |state| {
+            *writer.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(state.clone());
+            writer.waker.wake();
+        });
+        QueryStream { slot, _subscription: subscription }
+    }
+}
+
+impl<T, E, S> Shared<T, E, S>
+where
+    T: Clone + Send + Sync + 'static,
+    E: fmt::Display + Send + Sync + 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    fn lock(&self) -> MutexGuard<'_, Inner<T, S, E>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies placeholder data and `select` to a raw state. Runs user code: call it with no
+    /// lock held.
+    fn compute(&self, raw: Option<&RawState<T>>) -> QueryState<S, E> {
+        let key = self.options.key();
+        let mut state: QueryState<T, E> = raw.map(|r| r.typed(key)).unwrap_or_default();
+        if state.data.is_none() && matches!(state.status, QueryStatus::Idle | QueryStatus::Pending)
+        {
+            if let Some(placeholder) = &self.options.inner.placeholder_data {
+                state.data = Some(placeholder.clone());
+                state.is_placeholder = true;
+            }
+        }
+        let data = state.data.take();
+        let mut out = state.map(|_: T| unreachable_data::<S>());
+        if let Some(data) = data {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| (self.select)(&data))) {
+                Ok(selected) => out.data = Some(selected),
+                Err(payload) => {
+                    let message =
+                        format!("select transform panicked: {}", panic_message(&*payload));
+                    tracing::error!(%key, "{message}");
+                    out.status = QueryStatus::Error;
+                    out.error = Some(QueryError::Panicked(message.into()));
+                    out.is_placeholder = false;
+                }
+            }
+        }
+        out
+    }
+
+    fn current_unattached(&self) -> QueryState<S, E> {
+        match self.client.existing::<T>(self.options.key()) {
+            Ok(Some(cell)) => {
+                let raw = cell.lock().state.clone();
+                self.compute(Some(&raw))
+            }
+            Ok(None) => self.compute(None),
+            Err(mismatch) => QueryState {
+                status: QueryStatus::Error,
+                error: Some(QueryError::TypeMismatch(mismatch)),
+                ..QueryState::default()
+            },
+        }
+    }
+
+    fn attach(self: &Arc<Self>) {
+        let client = &self.client.inner;
+        let key = self.options.key().clone();
+        let (cell, listener, raw, version) = loop {
+            let cell = match self.client.cell::<T>(&key) {
+                Ok(cell) => cell,
+                Err(mismatch) => {
+                    let mut inner = self.lock();
+                    inner.attaching = false;
+                    inner.result = QueryState {
+                        status: QueryStatus::Error,
+                        error: Some(QueryError::TypeMismatch(mismatch)),
+                        ..QueryState::default()
+                    };
+                    return;
+                }
+            };
+            let weak: Weak<Self> = Arc::downgrade(self);
+            let mut effects = Effects::none();
+            let mut g = cell.lock();
+            if g.detached {
+                continue;
+            }
+            g.observers += 1;
+            QueryCell::cancel_gc(&mut g);
+            let listener = QueryCell::add_listener(
+                &mut g,
+                Arc::new(move |raw: &RawState<T>, version| {
+                    if let Some(shared) = weak.upgrade() {
+                        shared.on_update(raw, version);
+                    }
+                }),
+            );
+            QueryCell::set_fetcher(&mut g, self.options.inner.clone());
+            let stale_time = self.options.inner.stale_time.unwrap_or(client.config.stale_time);
+            let wants_fetch = self.options.inner.enabled
+                && !g.paused
+                && (g.state.data.is_none()
+                    || QueryCell::is_stale(&g, client.runtime.now(), stale_time));
+            if wants_fetch {
+                let _ = cell.join_or_begin(&mut g, client, &self.options.inner, &mut effects);
+            }
+            let (raw, version) = (g.state.clone(), g.version);
+            drop(g);
+            effects.run(client, &key);
+            break (cell, listener, raw, version);
+        };
+        client.emit(&CacheEvent::ObserverAdded(key));
+        let interval = self.options.inner.refetch_interval.map(|every| self.start_interval(every));
+        let state = self.compute(Some(&raw));
+        let mut inner = self.lock();
+        inner.attaching = false;
+        inner.attached = Some(Attachment { cell, listener, interval });
+        if version >= inner.version {
+            inner.version = version;
+            inner.result = state;
+        }
+    }
+
+    fn start_interval(self: &Arc<Self>, every: std::time::Duration) -> AbortHandle {
+        let (handle, registration) = AbortHandle::new_pair();
+        let weak = Arc::downgrade(self);
+        let runtime = self.client.runtime().clone();
+        let task = async move {
+            let mut next = runtime.now() + every;
+            loop {
+                runtime.sleep_until(next).await;
+                next += every;
+                let Some(shared) = weak.upgrade() else { return };
+                let Some(cell) = shared.lock().attached.as_ref().map(|a| a.cell.clone()) else {
+                    return;
+                };
+                if cell.lock().paused {
+                    continue;
+                }
+                let slot = cell.fetch_with(&shared.client.inner, &shared.options.inner);
+                drop(shared);
+                let _ = slot.wait().await;
+            }
+        };
+        self.client.runtime().spawn(async move {
+            let _ = Abortable::new(task, registration).await;
+        });
+        handle
+    }
+
+    fn on_update(&self, raw: &RawState<T>, version: u64) {
+        if version <= self.lock().version {
+            return;
+        }
+        let state = self.compute(Some(raw));
+        {
+            let mut inner = self.lock();
+            if version <= inner.version {
+                return;
+            }
+            inner.version = version;
+            inner.result = state.clone();
+        }
+        self.listeners.deliver(&state, version);
+    }
+
+    fn unsubscribe(&self, id: u64) {
+        if self.listeners.remove(id) > 0 {
+            return;
+        }
+        let Some(attachment) = self.lock().attached.take() else { return };
+        if let Some(interval) = attachment.interval {
+            interval.abort();
+        }
+        let client = &self.client.inner;
+        let cell = attachment.cell;
+        let mut effects = Effects::none();
+        {
+            let mut g = cell.lock();
+            g.observers = g.observers.saturating_sub(1);
+            QueryCell::remove_listener(&mut g, attachment.listener);
+            cell.maybe_schedule_gc(&mut g, client, &mut effects);
+        }
+        effects.run(client, cell.key());
+        client.emit(&CacheEvent::ObserverRemoved(cell.key().clone()));
+    }
+}
+
+fn unreachable_data<S>() -> S {
+    // `compute` takes the data out before mapping, so the mapping closure never runs.
+    unreachable!("data was taken before mapping")
+}
+
+impl<T, E, S> fmt::Debug for QueryObserver<T, E, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueryObserver")
+            .field("key", &self.shared.options.inner.key)
+            .field("subscribers", &self.shared.listeners.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct StreamSlot<S, E> {
+    latest: Mutex<Option<QueryState<S, E>>>,
+    waker: AtomicWaker,
+}
+
+/// The states of a [`QueryObserver`] as a `Stream` (see [`QueryObserver::stream`]).
+pub struct QueryStream<S, E> {
+    slot: Arc<StreamSlot<S, E>>,
+    _subscription: Subscription,
+}
+
+impl<S, E> Stream for QueryStream<S, E> {
+    type Item = QueryState<S, E>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.slot.waker.register(cx.waker());
+        match self.slot.latest.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(state) => Poll::Ready(Some(state)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<S, E> fmt::Debug for QueryStream<S, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueryStream").finish_non_exhaustive()
+    }
+}

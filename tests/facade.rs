@@ -1,0 +1,54 @@
+//! The facade's runtime selection: `QueryClient::new()` on the feature-selected runtime, and a
+//! clear error (not a panic) when none is available.
+#![allow(clippy::unwrap_used)]
+
+use pystackquery::prelude::*;
+
+#[cfg(feature = "tokio")]
+#[test]
+fn new_uses_the_current_tokio_runtime() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = QueryClient::new().unwrap();
+        let options = QueryOptions::new(key!("t"), || async { Ok::<_, String>(1) });
+        assert_eq!(client.fetch_query(&options).await.unwrap(), 1);
+    });
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn tokio_without_time_driver_is_a_clear_error() {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let err = rt.block_on(async { QueryClient::new().unwrap_err() });
+    assert!(err.to_string().contains("time driver"), "{err}");
+}
+
+#[cfg(all(feature = "tokio", not(any(feature = "smol", feature = "async-std"))))]
+#[test]
+fn tokio_only_outside_a_runtime_is_a_clear_error() {
+    let err = QueryClient::new().unwrap_err();
+    assert!(err.to_string().contains("not inside a tokio runtime"), "{err}");
+}
+
+#[cfg(not(any(feature = "tokio", feature = "smol", feature = "async-std")))]
+#[test]
+fn no_runtime_feature_is_a_clear_error() {
+    let err = QueryClient::new().unwrap_err();
+    assert!(err.to_string().contains("no runtime feature"), "{err}");
+}
+
+#[cfg(feature = "smol")]
+#[test]
+fn outside_tokio_falls_back_to_smol() {
+    let client = QueryClient::new().unwrap();
+    let options = QueryOptions::new(key!("s"), || async { Ok::<_, String>(2) });
+    assert_eq!(smol::block_on(client.fetch_query(&options)).unwrap(), 2);
+}
+
+#[cfg(all(feature = "async-std", not(feature = "smol")))]
+#[test]
+fn outside_tokio_falls_back_to_async_std() {
+    let client = QueryClient::new().unwrap();
+    let options = QueryOptions::new(key!("a"), || async { Ok::<_, String>(3) });
+    assert_eq!(async_std::task::block_on(client.fetch_query(&options)).unwrap(), 3);
+}
