@@ -108,7 +108,7 @@ impl QueryClient {
                             && !QueryCell::is_fetching(&g)
                             && !g.paused
                         {
-                            g_fetcher_set(&mut g, options);
+                            QueryCell::set_fetcher(&mut g, options.inner.clone());
                             let _ = cell.join_or_begin(
                                 &mut g,
                                 &self.inner,
@@ -119,7 +119,7 @@ impl QueryClient {
                         Ok(data)
                     }
                     None => {
-                        g_fetcher_set(&mut g, options);
+                        QueryCell::set_fetcher(&mut g, options.inner.clone());
                         Err(cell.join_or_begin(&mut g, &self.inner, &options.inner, &mut effects))
                     }
                 }
@@ -413,14 +413,6 @@ impl QueryClient {
     {
         self.inner.cache.get(key).map(|entry| downcast::<T>(key, entry)).transpose()
     }
-}
-
-fn g_fetcher_set<T, E>(g: &mut crate::query::CellInner<T>, options: &QueryOptions<T, E>)
-where
-    T: Clone + Send + Sync + 'static,
-    E: fmt::Display + Send + Sync + 'static,
-{
-    QueryCell::set_fetcher(g, options.inner.clone());
 }
 
 fn downcast<T>(key: &QueryKey, entry: Entry) -> Result<Arc<QueryCell<T>>, TypeMismatch>

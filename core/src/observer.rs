@@ -162,8 +162,13 @@ where
 
     /// The current state (with `select` and placeholder applied).
     pub fn result(&self) -> QueryState<S, E> {
-        let attached = self.shared.lock().attached.is_some();
-        if attached { self.shared.lock().result.clone() } else { self.shared.current_unattached() }
+        {
+            let inner = self.shared.lock();
+            if inner.attached.is_some() {
+                return inner.result.clone();
+            }
+        }
+        self.shared.current_unattached()
     }
 
     /// Number of active subscriptions.

@@ -94,7 +94,11 @@ impl<T: Clone> FetchSlot<T> {
 
 /// Starts a fetch of a cell with options whose error type is erased.
 pub(crate) trait Fetcher<T>: Send + Sync {
-    fn start(self: Arc<Self>, cell: &Arc<QueryCell<T>>, client: &Arc<ClientInner>);
+    fn start(
+        self: Arc<Self>,
+        cell: &Arc<QueryCell<T>>,
+        client: &Arc<ClientInner>,
+    ) -> Arc<FetchSlot<T>>;
 }
 
 /// Work decided under a query's lock, carried out after it is released.
@@ -426,11 +430,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             (refetch && g.observers > 0 && !g.paused).then_some(fetcher).flatten()
         };
         effects.run(client, &self.key);
-        slot.map(|fetcher| {
-            fetcher.start(self, client);
-            let g = self.lock();
-            g.in_flight.as_ref().map(|f| f.slot.clone())
-        })?
+        slot.map(|fetcher| fetcher.start(self, client))
     }
 
     /// Back to the initial state, fencing off older fetches.
@@ -487,7 +487,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         effects.run(client, &self.key);
         if refetch {
             if let Some(fetcher) = fetcher {
-                fetcher.start(self, client);
+                let _ = fetcher.start(self, client);
             }
         }
     }
@@ -542,8 +542,12 @@ where
     T: Clone + Send + Sync + 'static,
     E: fmt::Display + Send + Sync + 'static,
 {
-    fn start(self: Arc<Self>, cell: &Arc<QueryCell<T>>, client: &Arc<ClientInner>) {
-        let _slot = cell.fetch_with(client, &self);
+    fn start(
+        self: Arc<Self>,
+        cell: &Arc<QueryCell<T>>,
+        client: &Arc<ClientInner>,
+    ) -> Arc<FetchSlot<T>> {
+        cell.fetch_with(client, &self)
     }
 }
 
