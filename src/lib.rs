@@ -33,6 +33,8 @@
 //! | `tokio` | yes | [`TokioRuntime`]; `QueryClient::new()` uses the current tokio runtime |
 //! | `smol` | no | [`SmolRuntime`] on smol's global executor |
 //! | `async-std` | no | [`AsyncStdRuntime`] (legacy: async-std is discontinued upstream) |
+//! | `sqlite` | yes | `SqliteStorage`: embedded L2 in a SQLite file, on its own thread |
+//! | `redis` | no | `RedisStorage`: L2 shared by many processes (needs a runtime feature) |
 //!
 //! Any combination compiles. With several runtimes enabled, `QueryClient::new()` picks tokio if
 //! a tokio runtime is running on the calling thread, else smol, else async-std. Without one it
@@ -46,6 +48,22 @@
 #![forbid(unsafe_code)]
 
 pub use pystackquery_core::*;
+
+#[cfg(all(
+    feature = "redis",
+    not(any(feature = "tokio", feature = "smol", feature = "async-std"))
+))]
+compile_error!("the `redis` feature needs a runtime feature: `tokio`, `smol` or `async-std`");
+
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+#[cfg(feature = "redis")]
+pub use crate::redis::RedisStorage;
+#[cfg(feature = "sqlite")]
+pub use crate::sqlite::SqliteStorage;
 
 #[cfg(feature = "async-std")]
 pub use pystackquery_async_std::AsyncStdRuntime;

@@ -26,6 +26,8 @@ pub(crate) trait AnyQuery: Send + Sync + 'static {
     fn try_detach(&self, force: bool) -> bool;
     /// Upcast for downcasting to the typed query.
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    /// Whether the query writes to L2.
+    fn persisted(&self) -> bool;
     /// Marks stale; with `refetch`, refetches if observed. Returns the refetch to wait for.
     fn invalidate(self: Arc<Self>, client: &Arc<ClientInner>, refetch: bool) -> Option<BoxFuture>;
     /// Back to the initial state.

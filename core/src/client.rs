@@ -13,6 +13,8 @@ use crate::options::{QueryClientConfig, QueryOptions};
 use crate::query::{Effects, FetchSlot, QueryCell};
 use crate::runtime::Runtime;
 use crate::state::QueryState;
+use crate::storage::record::Record;
+use crate::storage::{L2, L2Op, L2Settings, StorageStats};
 
 /// Fetches, caches, deduplicates and revalidates data by key.
 ///
@@ -44,18 +46,29 @@ pub(crate) struct ClientInner {
     pub(crate) config: QueryClientConfig,
     pub(crate) cache: QueryCache,
     pub(crate) events: Arc<EventHub>,
+    pub(crate) l2: Option<Arc<L2>>,
 }
 
 impl QueryClient {
     /// A client that spawns and sleeps on `runtime`, with `config`'s defaults.
     pub fn with_runtime(runtime: Runtime, config: QueryClientConfig) -> Self {
         let cache = QueryCache::new(config.cache_max_size);
+        let l2 = config.storage.clone().map(|backend| {
+            let settings = L2Settings {
+                timeout: config.storage_timeout,
+                queue_capacity: config.storage_queue_size,
+                failure_threshold: config.storage_failure_threshold,
+                cooldown: config.storage_cooldown,
+            };
+            Arc::new(L2::new(backend, runtime.clone(), settings))
+        });
         Self {
             inner: Arc::new(ClientInner {
                 runtime,
                 config,
                 cache,
                 events: Arc::new(EventHub::new()),
+                l2,
             }),
         }
     }
@@ -81,6 +94,10 @@ impl QueryClient {
     /// Dropping the returned future never cancels the fetch: it runs on the runtime, and its
     /// result is cached even if every caller has gone away.
     ///
+    /// With L2 storage and [`QueryOptions::persist`], the first use of a cold key first reads
+    /// its record, waiting at most the storage timeout; restored fresh data is returned
+    /// without a fetch, restored stale data is returned and revalidated.
+    ///
     /// # Errors
     ///
     /// The fetch's error after its retries ([`QueryError::Failed`]), a panic in the query
@@ -93,13 +110,28 @@ impl QueryClient {
     {
         let key = options.key();
         let stale_time = options.inner.stale_time.unwrap_or(self.inner.config.stale_time);
-        let slot: Arc<FetchSlot<T>> = loop {
+        enum Plan<T> {
+            Data(T),
+            Wait(Arc<FetchSlot<T>>),
+            Hydrate(Arc<crate::query::Gate>),
+        }
+        let mut hydration_waited = false;
+        let slot: Arc<FetchSlot<T>> = 'lookup: loop {
             let cell = self.cell::<T>(key).map_err(QueryError::TypeMismatch)?;
             let mut effects = Effects::none();
-            let plan = {
+            let plan = 'plan: {
                 let mut g = cell.lock();
                 if g.detached {
-                    continue; // Removed between the lookup and the lock: look up again.
+                    continue 'lookup; // Removed between the lookup and the lock: look up again.
+                }
+                if self.inner.l2.is_some() && !hydration_waited {
+                    QueryCell::adopt_codec(&mut g, options.inner.codec);
+                    let gc_time = Some(options.inner.gc_time.unwrap_or(self.inner.config.gc_time));
+                    if let Some(gate) =
+                        cell.begin_hydration(&mut g, &self.inner, gc_time, &mut effects)
+                    {
+                        break 'plan Plan::Hydrate(gate);
+                    }
                 }
                 let now = self.inner.runtime.now();
                 match g.state.data.clone() {
@@ -116,18 +148,27 @@ impl QueryClient {
                                 &mut effects,
                             );
                         }
-                        Ok(data)
+                        Plan::Data(data)
                     }
                     None => {
                         QueryCell::set_fetcher(&mut g, options.inner.clone());
-                        Err(cell.join_or_begin(&mut g, &self.inner, &options.inner, &mut effects))
+                        Plan::Wait(cell.join_or_begin(
+                            &mut g,
+                            &self.inner,
+                            &options.inner,
+                            &mut effects,
+                        ))
                     }
                 }
             };
             effects.run(&self.inner, key);
             match plan {
-                Ok(data) => return Ok(data),
-                Err(slot) => break slot,
+                Plan::Data(data) => return Ok(data),
+                Plan::Wait(slot) => break slot,
+                Plan::Hydrate(gate) => {
+                    hydration_waited = true;
+                    self.wait_hydration(&gate).await;
+                }
             }
         };
         slot.wait().await.map_err(|e| e.typed(key))
@@ -148,6 +189,19 @@ impl QueryClient {
                 return;
             }
         };
+        if self.inner.l2.is_some() {
+            let mut effects = Effects::none();
+            let gate = {
+                let mut g = cell.lock();
+                QueryCell::adopt_codec(&mut g, options.inner.codec);
+                let gc_time = Some(options.inner.gc_time.unwrap_or(self.inner.config.gc_time));
+                cell.begin_hydration(&mut g, &self.inner, gc_time, &mut effects)
+            };
+            effects.run(&self.inner, options.key());
+            if let Some(gate) = gate {
+                self.wait_hydration(&gate).await;
+            }
+        }
         let needs_fetch = {
             let g = cell.lock();
             g.state.data.is_none() || QueryCell::is_stale(&g, self.inner.runtime.now(), stale_time)
@@ -172,6 +226,53 @@ impl QueryClient {
     {
         let key = key.into();
         Ok(self.existing::<T>(&key)?.and_then(|cell| cell.lock().state.data.clone()))
+    }
+
+    /// The key's data from memory, or else from L2 storage (without putting it in memory).
+    /// `Ok(None)` when neither has it, when storage fails or times out, or when the record
+    /// does not decode as `T` (counted in [`StorageStats::decode_failures`]).
+    ///
+    /// # Errors
+    ///
+    /// [`TypeMismatch`] when the key is in memory with another type than `T`.
+    pub async fn get_query_data_async<T>(
+        &self,
+        key: impl Into<QueryKey>,
+    ) -> Result<Option<T>, TypeMismatch>
+    where
+        T: Clone + Send + Sync + serde::de::DeserializeOwned + 'static,
+    {
+        let key = key.into();
+        if let Some(cell) = self.existing::<T>(&key)? {
+            if let Some(data) = cell.lock().state.data.clone() {
+                return Ok(Some(data));
+            }
+        }
+        let Some(l2) = &self.inner.l2 else {
+            return Ok(None);
+        };
+        Ok(l2.read(&key, Record::<T>::from_json).await.and_then(|record| record.data))
+    }
+
+    /// What the L2 tier has done so far (all zero without storage).
+    pub fn storage_stats(&self) -> StorageStats {
+        self.inner.l2.as_ref().map(|l2| l2.stats()).unwrap_or_default()
+    }
+
+    /// Waits until every queued L2 write and delete has been carried out or given up on
+    /// (each is bounded by the storage timeout). Call it before exiting to keep the last
+    /// writes; returns at once without storage.
+    pub async fn flush_storage(&self) {
+        if let Some(l2) = &self.inner.l2 {
+            l2.flush().await;
+        }
+    }
+
+    /// Waits for a hydration read, at most the storage timeout.
+    async fn wait_hydration(&self, gate: &crate::query::Gate) {
+        if let Some(l2) = &self.inner.l2 {
+            gate.wait(&self.inner.runtime, l2.timeout()).await;
+        }
     }
 
     /// The key's full state from memory. `Ok(None)` when the key is not cached.
@@ -268,19 +369,25 @@ impl QueryClient {
         entries.len()
     }
 
-    /// Removes every query under `prefix` from memory, observed or not. Fetches in flight for
-    /// them finish without writing anywhere. Returns the number removed.
+    /// Removes every query under `prefix` from memory, observed or not, and deletes the L2
+    /// records of the persisted ones (in the background). Fetches in flight for them finish
+    /// without writing anywhere. Returns the number removed.
     pub fn remove_queries(&self, prefix: impl Into<QueryKey>) -> usize {
         let prefix = prefix.into();
         let removed = self.inner.cache.remove_matching(Some(&prefix));
         for entry in &removed {
+            if let Some(l2) = &self.inner.l2 {
+                if entry.persisted() {
+                    l2.enqueue(entry.key().clone(), L2Op::Delete);
+                }
+            }
             self.inner.emit_removed(entry.key());
         }
         removed.len()
     }
 
-    /// Returns every query under `prefix` to its initial state (idle, no data). Returns the
-    /// number reset.
+    /// Returns every query under `prefix` to its initial state (idle, no data), and deletes
+    /// the L2 records of the persisted ones. Returns the number reset.
     pub fn reset_queries(&self, prefix: impl Into<QueryKey>) -> usize {
         let prefix = prefix.into();
         let entries = self.inner.cache.find_matching(Some(&prefix));
@@ -290,9 +397,12 @@ impl QueryClient {
         entries.len()
     }
 
-    /// Removes every query from memory.
+    /// Removes every query from memory. L2 records are kept, as on eviction, so keys can
+    /// hydrate again; `remove_queries(())` deletes them too.
     pub fn clear(&self) {
-        self.remove_queries(());
+        for entry in self.inner.cache.remove_matching(None) {
+            self.inner.emit_removed(entry.key());
+        }
     }
 
     /// Pauses background fetching (stale refetches, polling) for `key`; its fetch status shows

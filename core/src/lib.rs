@@ -72,6 +72,7 @@ mod query;
 mod retry;
 pub mod runtime;
 mod state;
+pub mod storage;
 #[cfg(feature = "test-util")]
 pub mod testing;
 

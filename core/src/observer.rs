@@ -304,8 +304,21 @@ where
                 && !g.paused
                 && (g.state.data.is_none()
                     || QueryCell::is_stale(&g, client.runtime.now(), stale_time));
+            let gc_time = Some(self.options.inner.gc_time.unwrap_or(client.config.gc_time));
+            let hydration = cell.begin_hydration(&mut g, client, gc_time, &mut effects);
             if wants_fetch {
-                let _ = cell.join_or_begin(&mut g, client, &self.options.inner, &mut effects);
+                match hydration {
+                    // Fetch once the stored record is in, and only if it is not fresh.
+                    Some(gate) => effects.spawns.push(cell.fetch_after_hydration(
+                        gate,
+                        client,
+                        &self.options.inner,
+                    )),
+                    None => {
+                        let _ =
+                            cell.join_or_begin(&mut g, client, &self.options.inner, &mut effects);
+                    }
+                }
             }
             let (raw, version) = (g.state.clone(), g.version);
             drop(g);

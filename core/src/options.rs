@@ -9,6 +9,8 @@ use crate::error::QueryError;
 use crate::key::QueryKey;
 use crate::retry::{RetryDelayFn, RetryIfFn, default_retry_delay};
 use crate::runtime::BoxFuture;
+use crate::storage::StorageBackend;
+use crate::storage::record::Codec;
 
 type QueryFn<T, E> = Arc<dyn Fn() -> BoxFuture<Result<T, E>> + Send + Sync>;
 type DataCallback<T> = Arc<dyn Fn(&T) + Send + Sync>;
@@ -56,6 +58,8 @@ pub(crate) struct OptionsInner<T, E> {
     pub(crate) on_error: Option<ErrorCallback<E>>,
     pub(crate) on_settled: Option<SettledCallback<T, E>>,
     pub(crate) placeholder_data: Option<T>,
+    /// Set by [`QueryOptions::persist`]: how to write this query's states to L2.
+    pub(crate) codec: Option<Codec<T>>,
 }
 
 impl<T, E> QueryOptions<T, E>
@@ -86,6 +90,7 @@ where
                 on_error: None,
                 on_settled: None,
                 placeholder_data: None,
+                codec: None,
             }),
         }
     }
@@ -184,6 +189,45 @@ where
     }
 }
 
+impl<T, E> QueryOptions<T, E>
+where
+    T: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static,
+    E: fmt::Display + Send + Sync + 'static,
+{
+    /// Keeps this query in the client's L2 storage as well as in memory (see
+    /// [`crate::storage`]). Without storage configured on the client this does nothing.
+    /// Default: memory only.
+    ///
+    /// Persistence is opt-in per query because Rust cannot ask at run time whether a type
+    /// implements `Serialize`: queries whose data cannot be serialized simply never call this,
+    /// and share the client with persisted ones. Any use of a key with persisting options
+    /// (fetch, prefetch, observer) marks the key persisted, so `set_query_data` and
+    /// invalidation of that key are written too.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::QueryOptions;
+    ///
+    /// let options = QueryOptions::new(("user", 1), || async {
+    ///     Ok::<_, std::io::Error>(vec!["Ada".to_string()])
+    /// })
+    /// .persist();
+    /// assert!(options.is_persisted());
+    /// ```
+    #[must_use]
+    pub fn persist(self) -> Self {
+        self.edit(|o| o.codec = Some(Codec::serde()))
+    }
+}
+
+impl<T, E> QueryOptions<T, E> {
+    /// Whether [`persist`](Self::persist) was called.
+    pub fn is_persisted(&self) -> bool {
+        self.inner.codec.is_some()
+    }
+}
+
 impl<T, E> Clone for QueryOptions<T, E> {
     fn clone(&self) -> Self {
         Self { inner: self.inner.clone() }
@@ -206,6 +250,7 @@ impl<T: Clone, E> Clone for OptionsInner<T, E> {
             on_error: self.on_error.clone(),
             on_settled: self.on_settled.clone(),
             placeholder_data: self.placeholder_data.clone(),
+            codec: self.codec,
         }
     }
 }
@@ -220,6 +265,7 @@ impl<T, E> fmt::Debug for QueryOptions<T, E> {
             .field("refetch_interval", &o.refetch_interval)
             .field("retry", &o.retry)
             .field("enabled", &o.enabled)
+            .field("persisted", &o.codec.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -244,6 +290,11 @@ pub struct QueryClientConfig {
     pub(crate) retry: u32,
     pub(crate) retry_delay: RetryDelayFn,
     pub(crate) cache_max_size: usize,
+    pub(crate) storage: Option<Arc<dyn StorageBackend>>,
+    pub(crate) storage_timeout: Duration,
+    pub(crate) storage_queue_size: usize,
+    pub(crate) storage_failure_threshold: u32,
+    pub(crate) storage_cooldown: Duration,
 }
 
 impl QueryClientConfig {
@@ -285,6 +336,53 @@ impl QueryClientConfig {
         self
     }
 
+    /// The L2 tier (see [`crate::storage`]) for queries built with
+    /// [`QueryOptions::persist`]. Default: none (memory only).
+    ///
+    /// Pass an `Arc` to share one backend between clients.
+    #[must_use]
+    pub fn storage(mut self, backend: impl StorageBackend) -> Self {
+        self.storage = Some(Arc::new(backend));
+        self
+    }
+
+    /// Longest time any storage call may take; a slower call is abandoned and counted as a
+    /// timeout. It also bounds how long `fetch_query` waits for a cold key's hydration.
+    /// Default: 1 s.
+    #[must_use]
+    pub fn storage_timeout(mut self, timeout: Duration) -> Self {
+        self.storage_timeout = timeout;
+        self
+    }
+
+    /// Most keys with a write waiting for storage; when full, the oldest waiting write is
+    /// dropped (and counted in [`crate::storage::StorageStats::write_drops`]). Default: 1,024.
+    #[must_use]
+    pub fn storage_queue_size(mut self, size: usize) -> Self {
+        self.storage_queue_size = size;
+        self
+    }
+
+    /// After `failures` consecutive failed or timed-out storage calls, stop calling storage
+    /// for `cooldown`, then let one probe call through; its success resumes normal use.
+    /// Default: 5 failures, 30 s.
+    #[must_use]
+    pub fn storage_circuit_breaker(mut self, failures: u32, cooldown: Duration) -> Self {
+        self.storage_failure_threshold = failures;
+        self.storage_cooldown = cooldown;
+        self
+    }
+
+    /// Whether a storage backend is configured.
+    pub fn has_storage(&self) -> bool {
+        self.storage.is_some()
+    }
+
+    /// The storage timeout.
+    pub fn storage_timeout_value(&self) -> Duration {
+        self.storage_timeout
+    }
+
     /// The default stale time.
     pub fn stale_time_value(&self) -> Duration {
         self.stale_time
@@ -314,6 +412,11 @@ impl Default for QueryClientConfig {
             retry: 3,
             retry_delay: Arc::new(default_retry_delay),
             cache_max_size: 1000,
+            storage: None,
+            storage_timeout: Duration::from_secs(1),
+            storage_queue_size: 1024,
+            storage_failure_threshold: 5,
+            storage_cooldown: Duration::from_secs(30),
         }
     }
 }
@@ -325,6 +428,8 @@ impl fmt::Debug for QueryClientConfig {
             .field("gc_time", &self.gc_time)
             .field("retry", &self.retry)
             .field("cache_max_size", &self.cache_max_size)
+            .field("storage", &self.storage.is_some())
+            .field("storage_timeout", &self.storage_timeout)
             .finish_non_exhaustive()
     }
 }

@@ -9,6 +9,7 @@
 use std::any::Any;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,7 +25,10 @@ use crate::key::QueryKey;
 use crate::options::OptionsInner;
 use crate::retry::RetryPolicy;
 use crate::runtime::BoxFuture;
+use crate::runtime::Runtime;
 use crate::state::{FetchStatus, QueryStatus, RawState};
+use crate::storage::record::{Codec, Record};
+use crate::storage::{L2, L2Op};
 
 /// A state listener: receives each new state with its version number.
 pub(crate) type Listener<T> = Arc<dyn Fn(&RawState<T>, u64) + Send + Sync>;
@@ -54,6 +58,51 @@ pub(crate) struct CellInner<T> {
     next_listener: u64,
     /// How to fetch this key again without a caller's options (invalidation, resume).
     fetcher: Option<Arc<dyn Fetcher<T>>>,
+    /// How to persist this key; set by the first persisting options that touch it.
+    pub(crate) codec: Option<Codec<T>>,
+    hydration: Hydration,
+}
+
+/// Where a key stands with its one L2 read.
+enum Hydration {
+    NotStarted,
+    Running(Arc<Gate>),
+    Done,
+}
+
+/// Opened once a hydration read has finished (or been abandoned).
+pub(crate) struct Gate {
+    open: AtomicBool,
+    event: Event,
+}
+
+impl Gate {
+    fn new() -> Self {
+        Self { open: AtomicBool::new(false), event: Event::new() }
+    }
+
+    fn open(&self) {
+        self.open.store(true, Ordering::Release);
+        self.event.notify(usize::MAX);
+    }
+
+    /// Waits for the gate to open, at most `timeout`.
+    pub(crate) async fn wait(&self, runtime: &Runtime, timeout: Duration) {
+        let opened = async {
+            loop {
+                if self.open.load(Ordering::Acquire) {
+                    return;
+                }
+                let listener = self.event.listen();
+                if self.open.load(Ordering::Acquire) {
+                    return;
+                }
+                listener.await;
+            }
+        };
+        futures::pin_mut!(opened);
+        let _ = futures::future::select(opened, runtime.sleep(timeout)).await;
+    }
 }
 
 struct InFlight<T> {
@@ -99,6 +148,9 @@ pub(crate) trait Fetcher<T>: Send + Sync {
         cell: &Arc<QueryCell<T>>,
         client: &Arc<ClientInner>,
     ) -> Arc<FetchSlot<T>>;
+
+    /// How the options persist their data, if they do.
+    fn codec(&self) -> Option<Codec<T>>;
 }
 
 /// Work decided under a query's lock, carried out after it is released.
@@ -106,7 +158,8 @@ pub(crate) trait Fetcher<T>: Send + Sync {
 pub(crate) struct Effects<T> {
     changed: bool,
     notice: Option<Notice<T>>,
-    spawns: Vec<BoxFuture>,
+    pub(crate) spawns: Vec<BoxFuture>,
+    l2: Option<L2Op>,
 }
 
 struct Notice<T> {
@@ -117,10 +170,13 @@ struct Notice<T> {
 
 impl<T> Effects<T> {
     pub(crate) fn none() -> Self {
-        Self { changed: false, notice: None, spawns: Vec::new() }
+        Self { changed: false, notice: None, spawns: Vec::new(), l2: None }
     }
 
     pub(crate) fn run(self, client: &ClientInner, key: &QueryKey) {
+        if let (Some(op), Some(l2)) = (self.l2, &client.l2) {
+            l2.enqueue(key.clone(), op);
+        }
         for task in self.spawns {
             client.runtime.spawner().spawn(task);
         }
@@ -159,6 +215,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 listeners: Arc::from(Vec::new()),
                 next_listener: 0,
                 fetcher: None,
+                codec: None,
+                hydration: Hydration::NotStarted,
             }),
         }
     }
@@ -281,6 +339,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                         g.state.fetch_failure_count = 0;
                         g.state.fetch_failure_reason = None;
                         g.fresh_at = Some(client.runtime.now());
+                        Self::persist(&g, client, &mut effects);
                     }
                     Err(error) => {
                         g.state.status = QueryStatus::Error;
@@ -379,6 +438,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         g.state.fetch_failure_reason = None;
         g.fresh_at = Some(client.runtime.now());
         Self::changed(g, effects);
+        Self::persist(g, client, effects);
         self.maybe_schedule_gc(g, client, effects);
     }
 
@@ -400,9 +460,144 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         }
     }
 
-    /// Remembers how to refetch.
+    /// Remembers how to refetch, and how to persist if the options persist.
     pub(crate) fn set_fetcher(g: &mut CellInner<T>, fetcher: Arc<dyn Fetcher<T>>) {
+        if g.codec.is_none() {
+            g.codec = fetcher.codec();
+        }
         g.fetcher = Some(fetcher);
+    }
+
+    /// Marks the key persisted when `codec` is set.
+    pub(crate) fn adopt_codec(g: &mut CellInner<T>, codec: Option<Codec<T>>) {
+        if g.codec.is_none() {
+            g.codec = codec;
+        }
+    }
+
+    /// Queues a write of the current state to L2 when the key is persisted and holds data.
+    fn persist(g: &CellInner<T>, client: &ClientInner, effects: &mut Effects<T>) {
+        let (Some(_), Some(codec)) = (&client.l2, g.codec) else {
+            return;
+        };
+        if g.state.status != QueryStatus::Success {
+            return;
+        }
+        let state = g.state.clone();
+        let ttl = record_ttl(g.gc_time.unwrap_or(client.config.gc_time));
+        effects.l2 = Some(L2Op::Put { encode: Box::new(move || (codec.encode)(&state)), ttl });
+    }
+
+    /// Queues a delete of the key's L2 record when the key is persisted.
+    fn unpersist(g: &CellInner<T>, client: &ClientInner, effects: &mut Effects<T>) {
+        if client.l2.is_some() && g.codec.is_some() {
+            effects.l2 = Some(L2Op::Delete);
+        }
+    }
+
+    /// Starts the key's one L2 read if it is persisted, cold and not yet hydrated. Returns the
+    /// gate to wait on while a read is under way.
+    pub(crate) fn begin_hydration(
+        self: &Arc<Self>,
+        g: &mut CellInner<T>,
+        client: &Arc<ClientInner>,
+        gc_time: Option<Duration>,
+        effects: &mut Effects<T>,
+    ) -> Option<Arc<Gate>> {
+        let l2 = client.l2.as_ref()?;
+        match &g.hydration {
+            Hydration::Running(gate) => return Some(gate.clone()),
+            Hydration::Done => return None,
+            Hydration::NotStarted => {}
+        }
+        let codec = g.codec?;
+        if g.state.data.is_some() {
+            // Data written in this process since the key was created is newer than L2.
+            g.hydration = Hydration::Done;
+            return None;
+        }
+        let gate = Arc::new(Gate::new());
+        g.hydration = Hydration::Running(gate.clone());
+        if g.gc_time.is_none() {
+            g.gc_time = gc_time;
+        }
+        let task = hydrate(self.clone(), client.clone(), l2.clone(), codec, gate.clone());
+        effects.spawns.push(Box::pin(task));
+        Some(gate)
+    }
+
+    /// Restores a record read from L2 unless memory holds newer data.
+    fn apply_record(
+        g: &mut CellInner<T>,
+        client: &ClientInner,
+        record: Record<T>,
+        effects: &mut Effects<T>,
+    ) -> bool {
+        let Some(data) = record.data else {
+            return false;
+        };
+        if g.state.data.is_some() {
+            let newer = match (record.data_updated_at, g.state.data_updated_at) {
+                (Some(stored), Some(memory)) => stored > memory,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if !newer {
+                return false;
+            }
+        }
+        g.state.status = match record.status {
+            QueryStatus::Error => QueryStatus::Error,
+            _ => QueryStatus::Success,
+        };
+        g.state.data = Some(data);
+        g.state.error = record.error.map(|m| ErasedError::Restored(m.into()));
+        g.state.data_updated_at = record.data_updated_at;
+        g.state.error_updated_at = record.error_updated_at;
+        g.state.fetch_failure_count = record.fetch_failure_count;
+        g.state.fetch_failure_reason =
+            record.fetch_failure_reason.map(|m| ErasedError::Restored(m.into()));
+        // Age by the wall clock; a record from the future, or older than this machine's
+        // monotonic clock can express, is stale.
+        g.fresh_at = record.data_updated_at.and_then(|at| {
+            let age = client.runtime.system_now().duration_since(at).ok()?;
+            client.runtime.now().checked_sub(age)
+        });
+        Self::changed(g, effects);
+        true
+    }
+
+    /// After hydration, fetches if the key still needs it (used by observers, which do not
+    /// wait for hydration before showing a state).
+    pub(crate) fn fetch_after_hydration<E>(
+        self: &Arc<Self>,
+        gate: Arc<Gate>,
+        client: &Arc<ClientInner>,
+        options: &Arc<OptionsInner<T, E>>,
+    ) -> BoxFuture
+    where
+        E: fmt::Display + Send + Sync + 'static,
+    {
+        let (cell, client, options) = (self.clone(), client.clone(), options.clone());
+        Box::pin(async move {
+            let timeout = client.l2.as_ref().map_or(Duration::ZERO, |l2| l2.timeout());
+            gate.wait(&client.runtime, timeout).await;
+            let stale_time = options.stale_time.unwrap_or(client.config.stale_time);
+            let mut effects = Effects::none();
+            {
+                let mut g = cell.lock();
+                let wanted = !g.detached
+                    && !g.paused
+                    && g.observers > 0
+                    && !Self::is_fetching(&g)
+                    && (g.state.data.is_none()
+                        || Self::is_stale(&g, client.runtime.now(), stale_time));
+                if wanted {
+                    let _ = cell.join_or_begin(&mut g, &client, &options, &mut effects);
+                }
+            }
+            effects.run(&client, &cell.key);
+        })
     }
 
     /// Whether a fetch is in flight.
@@ -426,6 +621,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 g.state.data_updated_at = Some(SystemTime::UNIX_EPOCH);
             }
             Self::changed(&mut g, &mut effects);
+            Self::persist(&g, client, &mut effects);
             let fetcher = g.fetcher.clone();
             (refetch && g.observers > 0 && !g.paused).then_some(fetcher).flatten()
         };
@@ -448,6 +644,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 g.state.fetch_status = Self::idle_fetch_status(&g);
             }
             Self::changed(&mut g, &mut effects);
+            Self::unpersist(&g, client, &mut effects);
         }
         effects.run(client, &self.key);
     }
@@ -517,6 +714,10 @@ impl<T: Clone + Send + Sync + 'static> AnyQuery for QueryCell<T> {
         self
     }
 
+    fn persisted(&self) -> bool {
+        self.lock().codec.is_some()
+    }
+
     fn invalidate(self: Arc<Self>, client: &Arc<ClientInner>, refetch: bool) -> Option<BoxFuture> {
         let slot = QueryCell::invalidate(&self, client, refetch)?;
         Some(Box::pin(async move {
@@ -549,6 +750,51 @@ where
     ) -> Arc<FetchSlot<T>> {
         cell.fetch_with(client, &self)
     }
+
+    fn codec(&self) -> Option<Codec<T>> {
+        self.codec
+    }
+}
+
+/// The time to live of a record for a query with `gc_time`: a gc time of ten years or more
+/// means "keep" and writes no expiry.
+fn record_ttl(gc_time: Duration) -> Option<Duration> {
+    const FOREVER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+    (gc_time < FOREVER).then_some(gc_time)
+}
+
+/// The one L2 read of a cold key.
+async fn hydrate<T: Clone + Send + Sync + 'static>(
+    cell: Arc<QueryCell<T>>,
+    client: Arc<ClientInner>,
+    l2: Arc<L2>,
+    codec: Codec<T>,
+    gate: Arc<Gate>,
+) {
+    // Opens the gate however this task ends, so that no waiter waits for a dropped read.
+    struct OpenOnDrop(Arc<Gate>);
+    impl Drop for OpenOnDrop {
+        fn drop(&mut self) {
+            self.0.open();
+        }
+    }
+    let _open = OpenOnDrop(gate);
+    l2.count_hydration();
+    let record = l2.read(&cell.key, codec.decode).await;
+    let mut effects = Effects::none();
+    {
+        let mut g = cell.lock();
+        g.hydration = Hydration::Done;
+        if let Some(record) = record {
+            if !g.detached && QueryCell::apply_record(&mut g, &client, record, &mut effects) {
+                tracing::debug!(key = %cell.key, "hydrated from L2");
+                // A fresh record may mean no fetch follows, and gc is scheduled when a fetch
+                // ends: schedule it here so the restored query is still collected.
+                cell.maybe_schedule_gc(&mut g, &client, &mut effects);
+            }
+        }
+    }
+    effects.run(&client, &cell.key);
 }
 
 fn collect_garbage<T: Clone + Send + Sync + 'static>(

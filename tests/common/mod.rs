@@ -6,6 +6,8 @@
 //! things settle": on the manual runtime their sleeps are virtual and cost nothing.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod storage;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

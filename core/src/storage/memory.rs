@@ -1,0 +1,112 @@
+//! [`MemoryStorage`]: an L2 backend in a hash map, for tests, examples and benchmarks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::{StorageBackend, StorageFuture};
+
+/// An in-process [`StorageBackend`]: a hash map behind a mutex, with expiry.
+///
+/// Clones share one map, so a test can hand one clone to a client and inspect the other.
+/// Data does not outlive the process; use the facade's SQLite or Redis backends for that.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use pystackquery_core::storage::{MemoryStorage, StorageBackend};
+///
+/// let storage = MemoryStorage::new();
+/// storage.insert("('a',)", "{}");
+/// assert_eq!(storage.peek("('a',)").as_deref(), Some("{}"));
+/// futures::executor::block_on(async {
+///     storage.set("('b',)", "[]", Some(Duration::ZERO)).await.unwrap();
+///     assert_eq!(storage.get("('b',)").await.unwrap(), None); // expired at once
+/// });
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStorage {
+    map: Arc<Mutex<HashMap<String, Slot>>>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    value: String,
+    expires_at: Option<Instant>,
+}
+
+impl Slot {
+    fn live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
+impl MemoryStorage {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        // No user code runs under this lock; a poisoned map is still a consistent map.
+        self.map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The live value under `key`, read synchronously.
+    pub fn peek(&self, key: &str) -> Option<String> {
+        let now = Instant::now();
+        self.lock().get(key).filter(|slot| slot.live(now)).map(|slot| slot.value.clone())
+    }
+
+    /// Stores `value` under `key` without expiry, synchronously.
+    pub fn insert(&self, key: impl Into<String>, value: impl Into<String>) {
+        self.lock().insert(key.into(), Slot { value: value.into(), expires_at: None });
+    }
+
+    /// The time to live left for `key`, if it has one and is live.
+    pub fn ttl(&self, key: &str) -> Option<Duration> {
+        let now = Instant::now();
+        self.lock().get(key).and_then(|slot| slot.expires_at).map(|at| at - now)
+    }
+
+    /// Number of live entries.
+    pub fn len(&self) -> usize {
+        let now = Instant::now();
+        self.lock().values().filter(|slot| slot.live(now)).count()
+    }
+
+    /// Whether there is no live entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The live keys, in no particular order.
+    pub fn keys(&self) -> Vec<String> {
+        let now = Instant::now();
+        self.lock().iter().filter(|(_, slot)| slot.live(now)).map(|(k, _)| k.clone()).collect()
+    }
+}
+
+impl StorageBackend for MemoryStorage {
+    fn get<'a>(&'a self, key: &'a str) -> StorageFuture<'a, Option<String>> {
+        let value = self.peek(key);
+        Box::pin(async move { Ok(value) })
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        ttl: Option<Duration>,
+    ) -> StorageFuture<'a, ()> {
+        let expires_at = ttl.and_then(|ttl| Instant::now().checked_add(ttl));
+        self.lock().insert(key.to_owned(), Slot { value: value.to_owned(), expires_at });
+        Box::pin(async { Ok(()) })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> StorageFuture<'a, ()> {
+        self.lock().remove(key);
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -1,0 +1,207 @@
+//! L2 persistence: the [`StorageBackend`] seam, the in-memory backend, and the counters.
+//!
+//! A client configured with [`QueryClientConfig::storage`](crate::QueryClientConfig::storage)
+//! keeps a second tier behind its memory cache. Queries opt in with
+//! [`QueryOptions::persist`](crate::QueryOptions::persist) (their data type must implement
+//! serde's `Serialize` and `DeserializeOwned`); every other query stays in memory only, on the
+//! same client.
+//!
+//! - **Writes** happen in the background after a successful fetch, `set_query_data` and
+//!   invalidation. They are coalesced per key (the last state wins) in a bounded queue that
+//!   drops the oldest key when full; the record's time to live is the query's `gc_time`.
+//!   `remove_queries` and `reset_queries` delete the record.
+//! - **Hydration**: the first use of a cold key reads its record once. `fetch_query` waits for
+//!   that read, never longer than the storage timeout. The newer of memory and storage wins; a
+//!   record stamped in the future counts as stale; a record that does not decode is a miss,
+//!   logged at `warn`, counted, and overwritten by the next write.
+//! - **Faults**: every call is bounded by the storage timeout. After repeated failures the
+//!   client stops calling storage for a cool-down period, then probes again with one call.
+//!   A storage error never fails a caller and never stalls one past the timeout.
+//!
+//! The record is the JSON object the Python library writes, so Python and Rust processes can
+//! share one store:
+//!
+//! ```text
+//! key:   ('user', 42)
+//! value: {"status":"SUCCESS","fetch_status":"IDLE","data":{"name":"Ada"},"error":null,
+//!         "data_updated_at":1764066000.25,"error_updated_at":null,
+//!         "fetch_failure_count":0,"fetch_failure_reason":null}
+//! ```
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+mod l2;
+mod memory;
+pub(crate) mod record;
+
+pub(crate) use l2::{L2, L2Op, L2Settings};
+pub use memory::MemoryStorage;
+pub use record::{Record, RecordError};
+
+/// A boxed future borrowing from the backend and its arguments, as returned by
+/// [`StorageBackend`]'s methods.
+pub type StorageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'a>>;
+
+/// A key-value store for serialized query states (the L2 tier).
+///
+/// Keys are the queries' storage strings (Python's `str()` of the key tuple, such as
+/// `('user', 42)`); values are JSON records. Implementations need not enforce timeouts: the
+/// client bounds every call with its storage timeout and drops calls that overrun it.
+///
+/// The trait is object-safe; the client holds an `Arc<dyn StorageBackend>`.
+///
+/// # Examples
+///
+/// A backend that forwards to [`MemoryStorage`] and counts reads:
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::time::Duration;
+/// use pystackquery_core::storage::{MemoryStorage, StorageBackend, StorageFuture};
+///
+/// #[derive(Default)]
+/// struct Counting {
+///     inner: MemoryStorage,
+///     reads: AtomicUsize,
+/// }
+///
+/// impl StorageBackend for Counting {
+///     fn get<'a>(&'a self, key: &'a str) -> StorageFuture<'a, Option<String>> {
+///         self.reads.fetch_add(1, Ordering::Relaxed);
+///         self.inner.get(key)
+///     }
+///     fn set<'a>(
+///         &'a self,
+///         key: &'a str,
+///         value: &'a str,
+///         ttl: Option<Duration>,
+///     ) -> StorageFuture<'a, ()> {
+///         self.inner.set(key, value, ttl)
+///     }
+///     fn delete<'a>(&'a self, key: &'a str) -> StorageFuture<'a, ()> {
+///         self.inner.delete(key)
+///     }
+/// }
+///
+/// let storage = Counting::default();
+/// futures::executor::block_on(async {
+///     storage.set("('a',)", "{}", None).await.unwrap();
+///     assert_eq!(storage.get("('a',)").await.unwrap().as_deref(), Some("{}"));
+/// });
+/// assert_eq!(storage.reads.load(Ordering::Relaxed), 1);
+/// ```
+pub trait StorageBackend: Send + Sync + 'static {
+    /// The value stored under `key`, or `None` when there is none or it has expired.
+    fn get<'a>(&'a self, key: &'a str) -> StorageFuture<'a, Option<String>>;
+
+    /// Stores `value` under `key`, replacing any previous value. With a `ttl`, the value
+    /// expires that long after this call; `None` means it never expires.
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        ttl: Option<Duration>,
+    ) -> StorageFuture<'a, ()>;
+
+    /// Removes `key`. Removing a missing key is not an error.
+    fn delete<'a>(&'a self, key: &'a str) -> StorageFuture<'a, ()>;
+}
+
+impl<S: StorageBackend + ?Sized> StorageBackend for std::sync::Arc<S> {
+    fn get<'a>(&'a self, key: &'a str) -> StorageFuture<'a, Option<String>> {
+        (**self).get(key)
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        ttl: Option<Duration>,
+    ) -> StorageFuture<'a, ()> {
+        (**self).set(key, value, ttl)
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> StorageFuture<'a, ()> {
+        (**self).delete(key)
+    }
+}
+
+/// Why a storage call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The store could not be reached (connection refused or lost, file not openable).
+    #[error("storage unavailable: {0}")]
+    Unavailable(#[source] Box<dyn StdError + Send + Sync>),
+    /// The store was reached and refused or failed the operation.
+    #[error("storage operation failed: {0}")]
+    Backend(#[source] Box<dyn StdError + Send + Sync>),
+    /// The backend has been shut down (for example its worker thread has exited).
+    #[error("storage backend is closed")]
+    Closed,
+}
+
+impl StorageError {
+    /// An [`Unavailable`](Self::Unavailable) error from any error value.
+    pub fn unavailable(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self::Unavailable(error.into())
+    }
+
+    /// A [`Backend`](Self::Backend) error from any error value.
+    pub fn backend(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self::Backend(error.into())
+    }
+}
+
+/// What the client's L2 tier has done since the client was built, from
+/// [`QueryClient::storage_stats`](crate::QueryClient::storage_stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StorageStats {
+    /// Hydration reads started (one per cold key on first use).
+    pub hydrations: u64,
+    /// Reads that found a record that decoded.
+    pub hits: u64,
+    /// Reads that found no record.
+    pub misses: u64,
+    /// Records that could not be decoded (treated as misses).
+    pub decode_failures: u64,
+    /// States that could not be encoded (their write was skipped).
+    pub encode_failures: u64,
+    /// Records written.
+    pub writes: u64,
+    /// Records deleted.
+    pub deletes: u64,
+    /// Pending writes dropped because the write queue was full.
+    pub write_drops: u64,
+    /// Calls that returned an error.
+    pub errors: u64,
+    /// Calls that overran the storage timeout.
+    pub timeouts: u64,
+    /// Calls skipped because storage was failing and the client was waiting to probe it.
+    pub skipped: u64,
+}
+
+impl fmt::Display for StorageStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "hydrations {}, hits {}, misses {}, decode failures {}, writes {}, deletes {}, \
+             write drops {}, errors {}, timeouts {}, skipped {}",
+            self.hydrations,
+            self.hits,
+            self.misses,
+            self.decode_failures,
+            self.writes,
+            self.deletes,
+            self.write_drops,
+            self.errors,
+            self.timeouts,
+            self.skipped
+        )
+    }
+}
