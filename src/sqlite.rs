@@ -23,7 +23,8 @@ const PURGE_EVERY: u32 = 256;
 /// CREATE TABLE cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL)
 /// ```
 ///
-/// `expires_at` holds Unix seconds (`NULL`: never). Expired rows are never returned; they are
+/// `expires_at` holds Unix seconds (`NULL`: never). A file created by the Python recipe
+/// (without that column) gets it added on open. Expired rows are never returned; they are
 /// purged when the file is opened, every 256 writes, and by
 /// [`purge_expired`](Self::purge_expired).
 ///
@@ -135,6 +136,16 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
          (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL)",
         [],
     )?;
+    // A file made by the Python library's recipe has no expiry column: add it, so both keep
+    // working on the same file (Python's inserts leave it NULL, which means "never").
+    let has_expiry: bool = connection.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('cache') WHERE name = 'expires_at'",
+        [],
+        |row| row.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_expiry {
+        connection.execute("ALTER TABLE cache ADD COLUMN expires_at REAL", [])?;
+    }
     purge(&connection, now_seconds())?;
     Ok(connection)
 }

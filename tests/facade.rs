@@ -52,3 +52,55 @@ fn outside_tokio_falls_back_to_async_std() {
     let options = QueryOptions::new(key!("a"), || async { Ok::<_, String>(3) });
     assert_eq!(async_std::task::block_on(client.fetch_query(&options)).unwrap(), 3);
 }
+
+#[cfg(any(feature = "sqlite", feature = "redis"))]
+#[path = "common/servers.rs"]
+mod servers;
+
+/// The command-line tool setup: smol plus the embedded SQLite backend, no tokio anywhere.
+#[cfg(all(feature = "smol", feature = "sqlite", not(feature = "tokio")))]
+#[test]
+fn smol_with_sqlite_persists_across_clients() {
+    let dir = servers::ScratchDir::new("facade-sqlite");
+    let path = dir.path().join("cli.db");
+    let options = QueryOptions::new(key!("answer"), || async { Ok::<_, String>(42u32) })
+        .persist()
+        .stale_time(std::time::Duration::from_secs(60));
+    smol::block_on(async {
+        let storage = pystackquery::SqliteStorage::open(&path).unwrap();
+        let client = QueryClient::with_config(QueryClientConfig::default().storage(storage)).unwrap();
+        assert_eq!(client.fetch_query(&options).await.unwrap(), 42);
+        client.flush_storage().await;
+    });
+    smol::block_on(async {
+        let storage = pystackquery::SqliteStorage::open(&path).unwrap();
+        let client = QueryClient::with_config(QueryClientConfig::default().storage(storage)).unwrap();
+        let never = QueryOptions::new(key!("answer"), || async { Err::<u32, _>("not called") })
+            .persist()
+            .stale_time(std::time::Duration::from_secs(60));
+        assert_eq!(client.fetch_query(&never).await.unwrap(), 42);
+        assert_eq!(client.storage_stats().hits, 1);
+    });
+}
+
+/// Redis through its smol integration, with tokio not even compiled in.
+#[cfg(all(feature = "redis", any(feature = "smol", feature = "async-std"), not(feature = "tokio")))]
+#[test]
+fn redis_without_tokio() {
+    use pystackquery::storage::StorageBackend;
+    let server = match servers::RedisServer::start() {
+        Ok(server) => server,
+        Err(reason) => return eprintln!("skipped: {reason}"),
+    };
+    let run = async {
+        let storage = pystackquery::RedisStorage::connect(&server.url()).await.unwrap();
+        storage.set("('k',)", "v", Some(std::time::Duration::from_secs(5))).await.unwrap();
+        assert_eq!(storage.get("('k',)").await.unwrap().as_deref(), Some("v"));
+        storage.delete("('k',)").await.unwrap();
+        assert_eq!(storage.get("('k',)").await.unwrap(), None);
+    };
+    #[cfg(feature = "smol")]
+    smol::block_on(run);
+    #[cfg(not(feature = "smol"))]
+    async_std::task::block_on(run);
+}

@@ -143,11 +143,11 @@ impl QueryCache {
         };
         let mut removed = Vec::with_capacity(keys.len());
         for key in keys {
-            if let Some(&slot) = inner.map.get(&key) {
-                if let Some(entry) = inner.remove_slot(slot) {
-                    entry.try_detach(true);
-                    removed.push(entry);
-                }
+            if let Some(&slot) = inner.map.get(&key)
+                && let Some(entry) = inner.remove_slot(slot)
+            {
+                entry.try_detach(true);
+                removed.push(entry);
             }
         }
         removed

@@ -243,10 +243,10 @@ impl QueryClient {
         T: Clone + Send + Sync + serde::de::DeserializeOwned + 'static,
     {
         let key = key.into();
-        if let Some(cell) = self.existing::<T>(&key)? {
-            if let Some(data) = cell.lock().state.data.clone() {
-                return Ok(Some(data));
-            }
+        if let Some(cell) = self.existing::<T>(&key)?
+            && let Some(data) = cell.lock().state.data.clone()
+        {
+            return Ok(Some(data));
         }
         let Some(l2) = &self.inner.l2 else {
             return Ok(None);
@@ -376,10 +376,10 @@ impl QueryClient {
         let prefix = prefix.into();
         let removed = self.inner.cache.remove_matching(Some(&prefix));
         for entry in &removed {
-            if let Some(l2) = &self.inner.l2 {
-                if entry.persisted() {
-                    l2.enqueue(entry.key().clone(), L2Op::Delete);
-                }
+            if let Some(l2) = &self.inner.l2
+                && entry.persisted()
+            {
+                l2.enqueue(entry.key().clone(), L2Op::Delete);
             }
             self.inner.emit_removed(entry.key());
         }

@@ -225,12 +225,12 @@ where
     fn compute(&self, raw: Option<&RawState<T>>) -> QueryState<S, E> {
         let key = self.options.key();
         let mut state: QueryState<T, E> = raw.map(|r| r.typed(key)).unwrap_or_default();
-        if state.data.is_none() && matches!(state.status, QueryStatus::Idle | QueryStatus::Pending)
+        if state.data.is_none()
+            && matches!(state.status, QueryStatus::Idle | QueryStatus::Pending)
+            && let Some(placeholder) = &self.options.inner.placeholder_data
         {
-            if let Some(placeholder) = &self.options.inner.placeholder_data {
-                state.data = Some(placeholder.clone());
-                state.is_placeholder = true;
-            }
+            state.data = Some(placeholder.clone());
+            state.is_placeholder = true;
         }
         let data = state.data.take();
         let mut out = state.map(|_: T| unreachable_data::<S>());

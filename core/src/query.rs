@@ -269,10 +269,10 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     where
         E: fmt::Display + Send + Sync + 'static,
     {
-        if let Some(f) = &g.in_flight {
-            if f.generation == g.generation {
-                return f.slot.clone();
-            }
+        if let Some(f) = &g.in_flight
+            && f.generation == g.generation
+        {
+            return f.slot.clone();
         }
         let slot = Arc::new(FetchSlot::new());
         let generation = g.generation;
@@ -560,7 +560,12 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         // Age by the wall clock; a record from the future, or older than this machine's
         // monotonic clock can express, is stale.
         g.fresh_at = record.data_updated_at.and_then(|at| {
-            let age = client.runtime.system_now().duration_since(at).ok()?;
+            let age = match client.runtime.system_now().duration_since(at) {
+                Ok(age) => age,
+                // Float seconds round to within a microsecond; only a real lead is "future".
+                Err(ahead) if ahead.duration() < ROUNDING_SLACK => Duration::ZERO,
+                Err(_) => return None,
+            };
             client.runtime.now().checked_sub(age)
         });
         Self::changed(g, effects);
@@ -682,10 +687,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             g.fetcher.clone()
         };
         effects.run(client, &self.key);
-        if refetch {
-            if let Some(fetcher) = fetcher {
-                let _ = fetcher.start(self, client);
-            }
+        if refetch && let Some(fetcher) = fetcher {
+            let _ = fetcher.start(self, client);
         }
     }
 }
@@ -756,6 +759,10 @@ where
     }
 }
 
+/// How far ahead of the wall clock a restored timestamp may be and still count as "now":
+/// the float seconds of the record format round to well within this.
+const ROUNDING_SLACK: Duration = Duration::from_millis(1);
+
 /// The time to live of a record for a query with `gc_time`: a gc time of ten years or more
 /// means "keep" and writes no expiry.
 fn record_ttl(gc_time: Duration) -> Option<Duration> {
@@ -785,13 +792,14 @@ async fn hydrate<T: Clone + Send + Sync + 'static>(
     {
         let mut g = cell.lock();
         g.hydration = Hydration::Done;
-        if let Some(record) = record {
-            if !g.detached && QueryCell::apply_record(&mut g, &client, record, &mut effects) {
-                tracing::debug!(key = %cell.key, "hydrated from L2");
-                // A fresh record may mean no fetch follows, and gc is scheduled when a fetch
-                // ends: schedule it here so the restored query is still collected.
-                cell.maybe_schedule_gc(&mut g, &client, &mut effects);
-            }
+        if let Some(record) = record
+            && !g.detached
+            && QueryCell::apply_record(&mut g, &client, record, &mut effects)
+        {
+            tracing::debug!(key = %cell.key, "hydrated from L2");
+            // A fresh record may mean no fetch follows, and gc is scheduled when a fetch
+            // ends: schedule it here so the restored query is still collected.
+            cell.maybe_schedule_gc(&mut g, &client, &mut effects);
         }
     }
     effects.run(&client, &cell.key);

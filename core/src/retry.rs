@@ -44,10 +44,10 @@ impl<E> RetryPolicy<E> {
         if attempt >= self.retries {
             return None;
         }
-        if let Some(retry_if) = &self.retry_if {
-            if !retry_if(attempt, error) {
-                return None;
-            }
+        if let Some(retry_if) = &self.retry_if
+            && !retry_if(attempt, error)
+        {
+            return None;
         }
         Some((self.delay)(attempt))
     }

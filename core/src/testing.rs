@@ -148,10 +148,8 @@ impl TestRuntime {
         self.shared.lock().main_woken = true;
         loop {
             let poll_main = std::mem::take(&mut self.shared.lock().main_woken);
-            if poll_main {
-                if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-                    return output;
-                }
+            if poll_main && let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                return output;
             }
             if let Some(task) = self.shared.pop_ready() {
                 task.run();
@@ -272,10 +270,8 @@ impl ArcWake for Task {
 impl Drop for Task {
     fn drop(&mut self) {
         let pending = self.future.get_mut().map(|f| f.is_some()).unwrap_or(false);
-        if pending {
-            if let Some(shared) = self.shared.upgrade() {
-                shared.live_tasks.fetch_sub(1, Ordering::SeqCst);
-            }
+        if pending && let Some(shared) = self.shared.upgrade() {
+            shared.live_tasks.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

@@ -6,6 +6,7 @@
 //! things settle": on the manual runtime their sleeps are virtual and cost nothing.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod servers;
 pub mod storage;
 
 use std::future::Future;

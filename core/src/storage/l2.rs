@@ -152,12 +152,12 @@ impl L2 {
             } else {
                 q.pending.insert(key.clone(), op);
                 q.order.push_back(key);
-                if q.order.len() > self.settings.queue_capacity.max(1) {
-                    if let Some(oldest) = q.order.pop_front() {
-                        q.pending.remove(&oldest);
-                        bump(&self.counters.write_drops);
-                        tracing::debug!(key = %oldest, "L2 write queue full; dropped the oldest");
-                    }
+                if q.order.len() > self.settings.queue_capacity.max(1)
+                    && let Some(oldest) = q.order.pop_front()
+                {
+                    q.pending.remove(&oldest);
+                    bump(&self.counters.write_drops);
+                    tracing::debug!(key = %oldest, "L2 write queue full; dropped the oldest");
                 }
             }
             !std::mem::replace(&mut q.running, true)
@@ -325,10 +325,10 @@ impl Breaker {
         }
         // Half open: one probe at a time. A probe whose caller vanished counts as lost once
         // it has had twice the timeout to finish.
-        if let Some(started) = self.probe_started {
-            if now < started + timeout * 2 {
-                return false;
-            }
+        if let Some(started) = self.probe_started
+            && now < started + timeout * 2
+        {
+            return false;
         }
         self.probe_started = Some(now);
         true
