@@ -68,13 +68,15 @@ fn smol_with_sqlite_persists_across_clients() {
         .stale_time(std::time::Duration::from_secs(60));
     smol::block_on(async {
         let storage = pystackquery::SqliteStorage::open(&path).unwrap();
-        let client = QueryClient::with_config(QueryClientConfig::default().storage(storage)).unwrap();
+        let client =
+            QueryClient::with_config(QueryClientConfig::default().storage(storage)).unwrap();
         assert_eq!(client.fetch_query(&options).await.unwrap(), 42);
         client.flush_storage().await;
     });
     smol::block_on(async {
         let storage = pystackquery::SqliteStorage::open(&path).unwrap();
-        let client = QueryClient::with_config(QueryClientConfig::default().storage(storage)).unwrap();
+        let client =
+            QueryClient::with_config(QueryClientConfig::default().storage(storage)).unwrap();
         let never = QueryOptions::new(key!("answer"), || async { Err::<u32, _>("not called") })
             .persist()
             .stale_time(std::time::Duration::from_secs(60));
@@ -84,7 +86,11 @@ fn smol_with_sqlite_persists_across_clients() {
 }
 
 /// Redis through its smol integration, with tokio not even compiled in.
-#[cfg(all(feature = "redis", any(feature = "smol", feature = "async-std"), not(feature = "tokio")))]
+#[cfg(all(
+    feature = "redis",
+    any(feature = "smol", feature = "async-std"),
+    not(feature = "tokio")
+))]
 #[test]
 fn redis_without_tokio() {
     use pystackquery::storage::StorageBackend;
