@@ -32,6 +32,15 @@ fn client(h: &Harness, store: &MemoryStorage, stale: Duration) -> QueryClient {
     h.client_with(QueryClientConfig::default().storage(store.clone()).stale_time(stale))
 }
 
+/// A client on a store whose faults stay well inside a generous timeout.
+fn slow_store_client(h: &Harness, store: &FaultyStorage) -> QueryClient {
+    let config = QueryClientConfig::default()
+        .storage(store.clone())
+        .stale_time(Duration::from_secs(100))
+        .storage_timeout(Duration::from_secs(5));
+    h.client_with(config)
+}
+
 async fn successful_fetch_writes_the_record(h: Harness) {
     let store = MemoryStorage::new();
     let client = client(&h, &store, Duration::ZERO);
@@ -147,11 +156,7 @@ async fn remove_and_reset_delete_the_record(h: Harness) {
 
 async fn removal_racing_a_new_hydration_wins(h: Harness) {
     let store = FaultyStorage::new(&h.runtime);
-    let config = QueryClientConfig::default()
-        .storage(store.clone())
-        .stale_time(Duration::from_secs(100))
-        .storage_timeout(Duration::from_secs(5));
-    let client = h.client_with(config);
+    let client = slow_store_client(&h, &store);
     let calls = Counter::default();
     client.fetch_query(&persisted(key!("k"), &calls, "old")).await.unwrap();
     client.flush_storage().await;
@@ -267,11 +272,7 @@ async fn memory_newer_than_storage_wins(h: Harness) {
     let store = FaultyStorage::new(&h.runtime);
     store.inner.insert("('race',)", python_record(json!("old"), unix_now(&h.runtime) - 1000.0));
     store.set_fault(Fault::Delay(Duration::from_millis(50)));
-    let config = QueryClientConfig::default()
-        .storage(store.clone())
-        .stale_time(Duration::from_secs(100))
-        .storage_timeout(Duration::from_secs(5));
-    let client = h.client_with(config);
+    let client = slow_store_client(&h, &store);
     let calls = Counter::default();
     let options = persisted(key!("race"), &calls, "fetched");
     let pending = {
