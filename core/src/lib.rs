@@ -15,6 +15,8 @@
 //! - [`QueryKey`] and [`key!`]: keys of string, integer and boolean parts.
 //! - [`QueryState`]: what a query holds (status, data, error, timestamps).
 //! - [`QueryError`]: why there is no data; the query function's error stays typed.
+//! - [`storage::StorageBackend`]: the L2 seam (persistence behind memory), with
+//!   [`storage::MemoryStorage`]; queries opt in with [`QueryOptions::persist`].
 //!
 //! # Example
 //!
