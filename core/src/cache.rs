@@ -1,14 +1,26 @@
-//! The L1 store: a map from key to query, an LRU order, and an ordered prefix index.
+//! The L1 store: sharded maps from key to query, an LRU order, and an ordered prefix index.
 //!
-//! One mutex guards all three. Lookups move the entry to the front of the LRU list (a few
-//! index writes in a slab, no allocation); inserts evict from the back, skipping queries that
-//! are observed or fetching. The ordered index answers "every key under this prefix" with one
+//! The map is split into [`SHARDS`] shards, each behind its own mutex, so that hits on
+//! different keys from different threads do not queue on one lock. Each shard keeps its
+//! queries in a slab with an intrusive LRU list; every list position carries a [`Stamp`]
+//! (the client clock at the last use, plus a per-thread sequence to order uses within one clock
+//! tick). Eviction compares the least recently used evictable query of every shard and takes
+//! the oldest, which is the exact LRU victim for one thread and a close approximation under
+//! concurrency. Evictions are rare (an insert into a full cache), hits are not.
+//!
+//! The ordered index (one `BTreeSet` of keys) answers "every key under this prefix" with one
 //! range scan: keys sharing a prefix are contiguous in part-wise order, so the scan costs
-//! O(log n + matches) instead of the seed's walk over every key.
+//! O(log n + matches) instead of the seed's walk over every key. It is only written while
+//! the key's shard lock is held, so it always contains every key the shards contain.
+//!
+//! Lock order: a shard lock, then (optionally) the index lock or a query lock. Never two shard
+//! locks at once.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::client::ClientInner;
@@ -21,11 +33,15 @@ pub(crate) trait AnyQuery: Send + Sync + 'static {
     fn key(&self) -> &QueryKey;
     /// The data type's name, for type-mismatch errors.
     fn type_name(&self) -> &'static str;
+    /// Whether the query could be evicted now (neither observed nor fetching).
+    fn is_idle(&self) -> bool;
     /// Marks the query as gone from the cache if it is neither observed nor fetching (or if
-    /// `force`). Returns whether it did. Called with the cache lock held.
+    /// `force`). Returns whether it did. Called with the shard lock held.
     fn try_detach(&self, force: bool) -> bool;
     /// Upcast for downcasting to the typed query.
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    /// Borrowing upcast, for the hit path (no reference-count traffic).
+    fn as_any(&self) -> &dyn Any;
     /// Whether the query writes to L2.
     fn persisted(&self) -> bool;
     /// Marks stale; with `refetch`, refetches if observed. Returns the refetch to wait for.
@@ -33,65 +49,138 @@ pub(crate) trait AnyQuery: Send + Sync + 'static {
     /// Back to the initial state.
     fn reset(self: Arc<Self>, client: &Arc<ClientInner>);
     /// Pauses background fetching.
-    fn pause(&self, client: &ClientInner);
+    fn pause(&self, client: &Arc<ClientInner>);
     /// Resumes background fetching.
     fn resume(self: Arc<Self>, client: &Arc<ClientInner>, refetch: bool);
+    /// Garbage collection: what to do with this query at `now` (nanoseconds on the client
+    /// clock).
+    fn gc_check(&self, now: u64) -> GcVerdict;
+}
+
+/// What the garbage collector should do with a query it was asked to look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GcVerdict {
+    /// Its removal was cancelled (it is observed or fetching, or was written again without a
+    /// pending removal).
+    Keep,
+    /// Its removal was pushed back to this time.
+    Later(u64),
+    /// Its time has come.
+    Remove,
 }
 
 /// A shared, type-erased query.
 pub(crate) type Entry = Arc<dyn AnyQuery>;
 
-const NIL: usize = usize::MAX;
+/// Number of shards (a power of two).
+pub(crate) const SHARDS: usize = 32;
 
-pub(crate) struct QueryCache {
-    inner: Mutex<Inner>,
+const NIL: u32 = u32::MAX;
+
+/// When a query was last used: the client clock in nanoseconds, then a per-thread sequence
+/// that orders uses within one clock reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub(crate) struct Stamp {
+    at: u64,
+    seq: u64,
 }
 
-struct Inner {
-    map: HashMap<QueryKey, usize, KeyHashBuilder>,
-    slots: Vec<Slot>,
-    free: Vec<usize>,
-    /// Most recently used.
-    head: usize,
-    /// Least recently used.
-    tail: usize,
-    index: BTreeSet<QueryKey>,
+impl Stamp {
+    /// A stamp for a use at `at` nanoseconds on the client clock.
+    pub(crate) fn new(at: u64) -> Self {
+        thread_local! {
+            static SEQ: Cell<u64> = const { Cell::new(0) };
+        }
+        let seq = SEQ.with(|s| {
+            let next = s.get().wrapping_add(1);
+            s.set(next);
+            next
+        });
+        Self { at, seq }
+    }
+}
+
+pub(crate) struct QueryCache {
+    shards: Box<[Shard]>,
+    index: Mutex<BTreeSet<QueryKey>>,
+    len: AtomicUsize,
     max_size: usize,
+}
+
+/// One shard, on its own cache line pair so that two shards never share one.
+#[repr(align(128))]
+struct Shard {
+    lock: Mutex<ShardInner>,
+}
+
+#[derive(Default)]
+struct ShardInner {
+    map: HashMap<QueryKey, u32, KeyHashBuilder>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Most recently used.
+    head: u32,
+    /// Least recently used.
+    tail: u32,
 }
 
 struct Slot {
     entry: Option<Entry>,
-    prev: usize,
-    next: usize,
+    prev: u32,
+    next: u32,
+    stamp: Stamp,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No user code runs under the cache's locks (only query bookkeeping, which cannot
+    // panic), so a poisoned lock still guards consistent data.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl QueryCache {
     pub(crate) fn new(max_size: usize) -> Self {
-        Self {
-            inner: Mutex::new(Inner {
-                map: HashMap::with_hasher(KeyHashBuilder),
-                slots: Vec::new(),
-                free: Vec::new(),
-                head: NIL,
-                tail: NIL,
-                index: BTreeSet::new(),
-                max_size,
-            }),
-        }
+        let shards = (0..SHARDS)
+            .map(|_| Shard {
+                lock: Mutex::new(ShardInner { head: NIL, tail: NIL, ..ShardInner::default() }),
+            })
+            .collect();
+        Self { shards, index: Mutex::new(BTreeSet::new()), len: AtomicUsize::new(0), max_size }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // No user code runs under this lock (only `try_detach`, which cannot panic), so a
-        // poisoned lock still guards consistent data.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn shard(&self, key: &QueryKey) -> &Shard {
+        // Bits 32.. pick the shard: the maps inside use the low bits for buckets and the top
+        // seven as tags, so this keeps both well spread within a shard.
+        &self.shards[(key.hash_u64() >> 32) as usize & (SHARDS - 1)]
     }
 
-    /// The query under `key`, marked most recently used.
-    pub(crate) fn get(&self, key: &QueryKey) -> Option<Entry> {
-        let mut inner = self.lock();
-        let slot = *inner.map.get(key)?;
-        inner.touch(slot);
-        inner.slots[slot].entry.clone()
+    /// Runs `f` on the query under `key` with its shard locked; when `f` returns `Some`,
+    /// marks the query used at `stamp`. The hit path: no reference count is touched.
+    pub(crate) fn peek_with<R>(
+        &self,
+        key: &QueryKey,
+        stamp: Stamp,
+        f: impl FnOnce(&dyn AnyQuery) -> Option<R>,
+    ) -> Option<R> {
+        let mut shard = lock(&self.shard(key).lock);
+        let slot = *shard.map.get(key)?;
+        let out = f(&**shard.slots[slot as usize].entry.as_ref()?)?;
+        shard.touch(slot, stamp);
+        Some(out)
+    }
+
+    /// The query under `key`, marked used at `stamp`.
+    pub(crate) fn get(&self, key: &QueryKey, stamp: Stamp) -> Option<Entry> {
+        let mut shard = lock(&self.shard(key).lock);
+        let slot = *shard.map.get(key)?;
+        shard.touch(slot, stamp);
+        shard.slots[slot as usize].entry.clone()
+    }
+
+    /// The query under `key`, without marking it used.
+    pub(crate) fn lookup(&self, key: &QueryKey) -> Option<Entry> {
+        let shard = lock(&self.shard(key).lock);
+        let slot = *shard.map.get(key)?;
+        shard.slots[slot as usize].entry.clone()
     }
 
     /// The query under `key`, created by `make` when missing. Returns the entry and the
@@ -99,55 +188,106 @@ impl QueryCache {
     pub(crate) fn get_or_insert_with(
         &self,
         key: &QueryKey,
+        stamp: Stamp,
         make: impl FnOnce() -> Entry,
     ) -> (Entry, Vec<Entry>) {
-        let mut inner = self.lock();
-        if let Some(&slot) = inner.map.get(key) {
-            inner.touch(slot);
-            if let Some(entry) = inner.slots[slot].entry.clone() {
-                return (entry, Vec::new());
+        let entry = {
+            let mut shard = lock(&self.shard(key).lock);
+            if let Some(&slot) = shard.map.get(key) {
+                shard.touch(slot, stamp);
+                if let Some(entry) = shard.slots[slot as usize].entry.clone() {
+                    return (entry, Vec::new());
+                }
             }
-        }
-        let entry = make();
+            let entry = make();
+            shard.insert(key.clone(), entry.clone(), stamp);
+            lock(&self.index).insert(key.clone());
+            entry
+        };
+        let len = self.len.fetch_add(1, Ordering::Relaxed) + 1;
         let mut evicted = Vec::new();
-        while inner.map.len() >= inner.max_size.max(1) {
-            match inner.evict_one() {
-                Some(e) => evicted.push(e),
-                None => break,
+        if len > self.max_size.max(1) {
+            while self.len.load(Ordering::Relaxed) > self.max_size.max(1) {
+                match self.evict_one(&entry) {
+                    Some(e) => evicted.push(e),
+                    None => break,
+                }
             }
         }
-        inner.insert(key.clone(), entry.clone());
         (entry, evicted)
+    }
+
+    /// Evicts the least recently used idle query other than `keep`.
+    fn evict_one(&self, keep: &Entry) -> Option<Entry> {
+        // Tried a few times: a candidate may become busy between the scan and the removal.
+        for _ in 0..4 {
+            let mut best: Option<(Stamp, usize, u32)> = None;
+            for (i, shard) in self.shards.iter().enumerate() {
+                let shard = lock(&shard.lock);
+                if let Some((stamp, slot)) = shard.oldest_idle(keep) {
+                    if best.is_none_or(|(s, _, _)| stamp < s) {
+                        best = Some((stamp, i, slot));
+                    }
+                }
+            }
+            let (stamp, i, slot) = best?;
+            let mut shard = lock(&self.shards[i].lock);
+            let s = &shard.slots[slot as usize];
+            let still = s.stamp == stamp && s.entry.as_ref().is_some_and(|e| e.try_detach(false));
+            if still {
+                let entry = shard.remove_slot(slot)?;
+                lock(&self.index).remove(entry.key());
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                return Some(entry);
+            }
+        }
+        None
     }
 
     /// Removes `key` if it still holds `expected` and that query agrees to go (`try_detach`).
     pub(crate) fn remove_if_idle(&self, key: &QueryKey, expected: &Entry) -> bool {
-        let mut inner = self.lock();
-        let Some(&slot) = inner.map.get(key) else {
+        let mut shard = lock(&self.shard(key).lock);
+        let Some(&slot) = shard.map.get(key) else {
             return false;
         };
-        let same = inner.slots[slot].entry.as_ref().is_some_and(|e| same_query(e, expected));
+        let same =
+            shard.slots[slot as usize].entry.as_ref().is_some_and(|e| same_query(e, expected));
         if !same || !expected.try_detach(false) {
             return false;
         }
-        inner.remove_slot(slot);
+        if let Some(entry) = shard.remove_slot(slot) {
+            lock(&self.index).remove(entry.key());
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
         true
+    }
+
+    /// Keys under `prefix` (every key when `None`), in index order.
+    fn keys_under(&self, prefix: Option<&QueryKey>) -> Vec<QueryKey> {
+        let index = lock(&self.index);
+        match prefix {
+            Some(prefix) => index
+                .range((Bound::Included(prefix), Bound::Unbounded))
+                .take_while(|k| prefix.is_prefix_of(k))
+                .cloned()
+                .collect(),
+            None => index.iter().cloned().collect(),
+        }
     }
 
     /// Removes every query under `prefix` (all when `None`), observed or not.
     pub(crate) fn remove_matching(&self, prefix: Option<&QueryKey>) -> Vec<Entry> {
-        let mut inner = self.lock();
-        let keys: Vec<QueryKey> = match prefix {
-            Some(prefix) => inner.keys_under(prefix),
-            None => inner.index.iter().cloned().collect(),
-        };
+        let keys = self.keys_under(prefix);
         let mut removed = Vec::with_capacity(keys.len());
         for key in keys {
-            if let Some(&slot) = inner.map.get(&key)
-                && let Some(entry) = inner.remove_slot(slot)
-            {
-                entry.try_detach(true);
-                removed.push(entry);
+            let mut shard = lock(&self.shard(&key).lock);
+            if let Some(&slot) = shard.map.get(&key) {
+                if let Some(entry) = shard.remove_slot(slot) {
+                    lock(&self.index).remove(entry.key());
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                    entry.try_detach(true);
+                    removed.push(entry);
+                }
             }
         }
         removed
@@ -155,32 +295,22 @@ impl QueryCache {
 
     /// Every query under `prefix` (all when `None`), without touching the LRU order.
     pub(crate) fn find_matching(&self, prefix: Option<&QueryKey>) -> Vec<Entry> {
-        let inner = self.lock();
-        let keys: Vec<QueryKey> = match prefix {
-            Some(prefix) => inner.keys_under(prefix),
-            None => inner.index.iter().cloned().collect(),
-        };
-        keys.iter()
-            .filter_map(|k| inner.map.get(k).and_then(|&s| inner.slots[s].entry.clone()))
-            .collect()
+        self.keys_under(prefix).iter().filter_map(|k| self.lookup(k)).collect()
     }
 
     /// Keys in least-recently-used-first order (for tests and inspection).
     pub(crate) fn keys_lru_first(&self) -> Vec<QueryKey> {
-        let inner = self.lock();
-        let mut keys = Vec::with_capacity(inner.map.len());
-        let mut at = inner.tail;
-        while at != NIL {
-            if let Some(e) = &inner.slots[at].entry {
-                keys.push(e.key().clone());
-            }
-            at = inner.slots[at].prev;
+        let mut all: Vec<(Stamp, QueryKey)> = Vec::with_capacity(self.len());
+        for shard in self.shards.iter() {
+            let shard = lock(&shard.lock);
+            all.extend(shard.slots.iter().filter_map(|s| Some((s.stamp, s.entry.as_ref()?.key().clone()))));
         }
-        keys
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.into_iter().map(|(_, k)| k).collect()
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.lock().map.len()
+        self.len.load(Ordering::Relaxed)
     }
 }
 
@@ -189,34 +319,28 @@ pub(crate) fn same_query(a: &Entry, b: &Entry) -> bool {
     std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
 }
 
-impl Inner {
-    fn keys_under(&self, prefix: &QueryKey) -> Vec<QueryKey> {
-        self.index
-            .range((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|k| prefix.is_prefix_of(k))
-            .cloned()
-            .collect()
-    }
-
-    fn unlink(&mut self, slot: usize) {
-        let (prev, next) = (self.slots[slot].prev, self.slots[slot].next);
+impl ShardInner {
+    fn unlink(&mut self, slot: u32) {
+        let (prev, next) = (self.slots[slot as usize].prev, self.slots[slot as usize].next);
         if prev == NIL {
             self.head = next;
         } else {
-            self.slots[prev].next = next;
+            self.slots[prev as usize].next = next;
         }
         if next == NIL {
             self.tail = prev;
         } else {
-            self.slots[next].prev = prev;
+            self.slots[next as usize].prev = prev;
         }
     }
 
-    fn push_front(&mut self, slot: usize) {
-        self.slots[slot].prev = NIL;
-        self.slots[slot].next = self.head;
-        if self.head != NIL {
-            self.slots[self.head].prev = slot;
+    fn push_front(&mut self, slot: u32) {
+        let head = self.head;
+        let s = &mut self.slots[slot as usize];
+        s.prev = NIL;
+        s.next = head;
+        if head != NIL {
+            self.slots[head as usize].prev = slot;
         }
         self.head = slot;
         if self.tail == NIL {
@@ -224,47 +348,55 @@ impl Inner {
         }
     }
 
-    fn touch(&mut self, slot: usize) {
+    fn touch(&mut self, slot: u32, stamp: Stamp) {
+        let s = &mut self.slots[slot as usize];
+        // Stamps from other threads may arrive slightly out of order; never move backwards.
+        if stamp > s.stamp {
+            s.stamp = stamp;
+        }
         if self.head != slot {
             self.unlink(slot);
             self.push_front(slot);
         }
     }
 
-    fn insert(&mut self, key: QueryKey, entry: Entry) {
+    fn insert(&mut self, key: QueryKey, entry: Entry, stamp: Stamp) {
         let slot = match self.free.pop() {
             Some(slot) => {
-                self.slots[slot].entry = Some(entry);
+                let s = &mut self.slots[slot as usize];
+                s.entry = Some(entry);
+                s.stamp = stamp;
                 slot
             }
             None => {
-                self.slots.push(Slot { entry: Some(entry), prev: NIL, next: NIL });
-                self.slots.len() - 1
+                self.slots.push(Slot { entry: Some(entry), prev: NIL, next: NIL, stamp });
+                // A shard holding four billion queries is beyond any memory this runs in.
+                (self.slots.len() - 1) as u32
             }
         };
         self.push_front(slot);
-        self.index.insert(key.clone());
         self.map.insert(key, slot);
     }
 
-    fn remove_slot(&mut self, slot: usize) -> Option<Entry> {
-        let entry = self.slots[slot].entry.take()?;
+    fn remove_slot(&mut self, slot: u32) -> Option<Entry> {
+        let entry = self.slots[slot as usize].entry.take()?;
         self.unlink(slot);
         self.free.push(slot);
         self.map.remove(entry.key());
-        self.index.remove(entry.key());
         Some(entry)
     }
 
-    /// Evicts the least recently used query that agrees to go.
-    fn evict_one(&mut self) -> Option<Entry> {
+    /// The least recently used query of this shard that could be evicted, other than `keep`.
+    fn oldest_idle(&self, keep: &Entry) -> Option<(Stamp, u32)> {
         let mut at = self.tail;
         while at != NIL {
-            let prev = self.slots[at].prev;
-            if self.slots[at].entry.as_ref().is_some_and(|e| e.try_detach(false)) {
-                return self.remove_slot(at);
+            let s = &self.slots[at as usize];
+            if let Some(e) = &s.entry {
+                if !same_query(e, keep) && e.is_idle() {
+                    return Some((s.stamp, at));
+                }
             }
-            at = prev;
+            at = s.prev;
         }
         None
     }

@@ -3,7 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::cache::{Entry, QueryCache};
+use std::time::Instant;
+
+use crate::cache::{Entry, QueryCache, Stamp};
+use crate::gc::GcQueue;
 use crate::error::{QueryError, TypeMismatch};
 use crate::events::{CacheEvent, EventHub, EventSubscription};
 use crate::key::QueryKey;
@@ -47,6 +50,9 @@ pub(crate) struct ClientInner {
     pub(crate) cache: QueryCache,
     pub(crate) events: Arc<EventHub>,
     pub(crate) l2: Option<Arc<L2>>,
+    pub(crate) gc: GcQueue,
+    /// The origin of the client clock (see [`ClientInner::clock`]).
+    pub(crate) base: Instant,
 }
 
 impl QueryClient {
@@ -62,6 +68,7 @@ impl QueryClient {
             };
             Arc::new(L2::new(backend, runtime.clone(), settings))
         });
+        let base = runtime.now();
         Self {
             inner: Arc::new(ClientInner {
                 runtime,
@@ -69,6 +76,8 @@ impl QueryClient {
                 cache,
                 events: Arc::new(EventHub::new()),
                 l2,
+                gc: GcQueue::new(),
+                base,
             }),
         }
     }
@@ -108,8 +117,32 @@ impl QueryClient {
         T: Clone + Send + Sync + 'static,
         E: fmt::Display + Send + Sync + 'static,
     {
-        let key = options.key();
         let stale_time = options.inner.stale_time.unwrap_or(self.inner.config.stale_time);
+        // The hit path: one shard lock and one query lock, no reference counts touched, no
+        // allocation. Anything else (a miss, stale data to revalidate, hydration, a type
+        // mismatch) takes the general path below.
+        let now = self.inner.runtime.now();
+        let stamp = Stamp::new(self.inner.since_base(now));
+        let hit = self.inner.cache.peek_with(options.key(), stamp, |entry| {
+            let cell = entry.as_any().downcast_ref::<QueryCell<T>>()?;
+            QueryCell::cached_answer(&cell.lock(), now, stale_time)
+        });
+        match hit {
+            Some(data) => Ok(data),
+            None => Box::pin(self.fetch_query_general(options, stale_time)).await,
+        }
+    }
+
+    async fn fetch_query_general<T, E>(
+        &self,
+        options: &QueryOptions<T, E>,
+        stale_time: std::time::Duration,
+    ) -> Result<T, QueryError<E>>
+    where
+        T: Clone + Send + Sync + 'static,
+        E: fmt::Display + Send + Sync + 'static,
+    {
+        let key = options.key();
         enum Plan<T> {
             Data(T),
             Wait(Arc<FetchSlot<T>>),
@@ -409,7 +442,7 @@ impl QueryClient {
     /// [`crate::FetchStatus::Paused`]. Returns whether the key is cached.
     pub fn pause(&self, key: impl Into<QueryKey>) -> bool {
         let key = key.into();
-        match self.inner.cache.get(&key) {
+        match self.inner.cache.get(&key, self.inner.stamp()) {
             Some(entry) => {
                 entry.pause(&self.inner);
                 true
@@ -422,7 +455,7 @@ impl QueryClient {
     /// the key is cached.
     pub fn resume(&self, key: impl Into<QueryKey>, refetch: bool) -> bool {
         let key = key.into();
-        match self.inner.cache.get(&key) {
+        match self.inner.cache.get(&key, self.inner.stamp()) {
             Some(entry) => {
                 entry.resume(&self.inner, refetch);
                 true
@@ -499,7 +532,7 @@ impl QueryClient {
         T: Clone + Send + Sync + 'static,
     {
         let mut created = false;
-        let (entry, evicted) = self.inner.cache.get_or_insert_with(key, || {
+        let (entry, evicted) = self.inner.cache.get_or_insert_with(key, self.inner.stamp(), || {
             created = true;
             Arc::new(QueryCell::<T>::new(key.clone()))
         });
@@ -521,7 +554,8 @@ impl QueryClient {
     where
         T: Clone + Send + Sync + 'static,
     {
-        self.inner.cache.get(key).map(|entry| downcast::<T>(key, entry)).transpose()
+        let entry = self.inner.cache.get(key, self.inner.stamp());
+        entry.map(|entry| downcast::<T>(key, entry)).transpose()
     }
 }
 
@@ -538,6 +572,21 @@ where
 }
 
 impl ClientInner {
+    /// The runtime clock as nanoseconds since the client was built.
+    pub(crate) fn clock(&self) -> u64 {
+        self.since_base(self.runtime.now())
+    }
+
+    pub(crate) fn since_base(&self, now: Instant) -> u64 {
+        // Saturates after 584 years.
+        u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// A use stamp for the LRU order, now.
+    pub(crate) fn stamp(&self) -> Stamp {
+        Stamp::new(self.clock())
+    }
+
     pub(crate) fn emit(&self, event: &CacheEvent) {
         self.events.emit(event);
     }
@@ -549,8 +598,9 @@ impl ClientInner {
 
 impl Drop for ClientInner {
     fn drop(&mut self) {
-        // Detach every query so that pending garbage-collection timers are cancelled.
+        // Detach every query, and let the gc sweeper see that the client is gone.
         let _ = self.cache.remove_matching(None);
+        self.gc.close();
     }
 }
 

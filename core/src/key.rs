@@ -191,6 +191,11 @@ impl QueryKey {
         Self(Arc::new(KeyInner { hash: hasher.finish(), parts, storage: OnceLock::new() }))
     }
 
+    /// The precomputed hash of the parts.
+    pub(crate) fn hash_u64(&self) -> u64 {
+        self.0.hash
+    }
+
     /// The parts of the key.
     pub fn parts(&self) -> &[KeyPart] {
         &self.0.parts

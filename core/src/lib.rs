@@ -65,6 +65,7 @@ mod client;
 mod convenience;
 mod error;
 mod events;
+mod gc;
 mod key;
 mod listeners;
 mod mutation;

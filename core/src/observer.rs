@@ -289,7 +289,7 @@ where
                 continue;
             }
             g.observers += 1;
-            QueryCell::cancel_gc(&mut g);
+            QueryCell::cancel_gc(&mut g, &mut effects);
             let listener = QueryCell::add_listener(
                 &mut g,
                 Arc::new(move |raw: &RawState<T>, version| {

@@ -10,14 +10,13 @@ use std::any::Any;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use event_listener::Event;
 use futures::FutureExt;
-use futures::future::{AbortHandle, Abortable};
 
-use crate::cache::{AnyQuery, Entry};
+use crate::cache::{AnyQuery, GcVerdict};
 use crate::client::ClientInner;
 use crate::error::{ErasedError, QueryError, panic_message};
 use crate::events::CacheEvent;
@@ -52,7 +51,10 @@ pub(crate) struct CellInner<T> {
     pub(crate) paused: bool,
     pub(crate) observers: usize,
     pub(crate) detached: bool,
-    gc: Option<AbortHandle>,
+    /// When this query may be garbage-collected (client clock, nanoseconds), if it may.
+    gc_at: Option<u64>,
+    /// The time of this query's entry in the client's gc heap, if it has one.
+    gc_queued: Option<u64>,
     gc_time: Option<Duration>,
     listeners: Arc<[(u64, Listener<T>)]>,
     next_listener: u64,
@@ -160,6 +162,10 @@ pub(crate) struct Effects<T> {
     notice: Option<Notice<T>>,
     pub(crate) spawns: Vec<BoxFuture>,
     l2: Option<L2Op>,
+    /// Queue for garbage collection at this time.
+    gc: Option<u64>,
+    /// A queued garbage collection was cancelled.
+    gc_cancelled: bool,
 }
 
 struct Notice<T> {
@@ -170,10 +176,23 @@ struct Notice<T> {
 
 impl<T> Effects<T> {
     pub(crate) fn none() -> Self {
-        Self { changed: false, notice: None, spawns: Vec::new(), l2: None }
+        Self {
+            changed: false,
+            notice: None,
+            spawns: Vec::new(),
+            l2: None,
+            gc: None,
+            gc_cancelled: false,
+        }
     }
 
-    pub(crate) fn run(self, client: &ClientInner, key: &QueryKey) {
+    pub(crate) fn run(self, client: &Arc<ClientInner>, key: &QueryKey) {
+        if let Some(at) = self.gc {
+            client.gc.schedule(client, key.clone(), at);
+        }
+        if self.gc_cancelled {
+            client.gc.cancelled();
+        }
         if let (Some(op), Some(l2)) = (self.l2, &client.l2) {
             l2.enqueue(key.clone(), op);
         }
@@ -210,7 +229,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 paused: false,
                 observers: 0,
                 detached: false,
-                gc: None,
+                gc_at: None,
+                gc_queued: None,
                 gc_time: None,
                 listeners: Arc::from(Vec::new()),
                 next_listener: 0,
@@ -258,6 +278,17 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         }
     }
 
+    /// The data a `fetch_query` may return at once without starting anything: fresh data, or
+    /// stale data whose revalidation is already running (or cannot run: paused).
+    pub(crate) fn cached_answer(g: &CellInner<T>, now: Instant, stale_time: Duration) -> Option<T> {
+        if g.detached {
+            return None;
+        }
+        let data = g.state.data.as_ref()?;
+        let settled = !Self::is_stale(g, now, stale_time) || g.in_flight.is_some() || g.paused;
+        settled.then(|| data.clone())
+    }
+
     /// Joins the fetch in flight for the current generation, or starts one.
     pub(crate) fn join_or_begin<E>(
         self: &Arc<Self>,
@@ -278,9 +309,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         let generation = g.generation;
         g.in_flight = Some(InFlight { generation, slot: slot.clone() });
         g.gc_time = Some(options.gc_time.unwrap_or(client.config.gc_time));
-        if let Some(gc) = g.gc.take() {
-            gc.abort();
-        }
+        Self::cancel_gc(g, effects);
         if g.state.data.is_none() {
             g.state.status = QueryStatus::Pending;
         }
@@ -366,7 +395,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// Records a failed attempt that will be retried.
     fn record_failure(
         &self,
-        client: &ClientInner,
+        client: &Arc<ClientInner>,
         generation: u64,
         failures: u32,
         error: ErasedError,
@@ -394,30 +423,21 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         if g.observers > 0 || g.in_flight.is_some() || g.detached {
             return;
         }
-        if let Some(old) = g.gc.take() {
-            old.abort();
-        }
         let gc_time = g.gc_time.unwrap_or(client.config.gc_time);
-        let deadline = client.runtime.now().checked_add(gc_time);
-        let Some(deadline) = deadline else {
-            return; // A gc time too large to represent means "never".
-        };
-        let (handle, registration) = AbortHandle::new_pair();
-        g.gc = Some(handle);
-        let sleep = client.runtime.sleep_until(deadline);
-        let cell = Arc::downgrade(self);
-        let client = Arc::downgrade(client);
-        let task = async move {
-            sleep.await;
-            collect_garbage(cell, client);
-        };
-        effects.spawns.push(Box::pin(Abortable::new(task, registration).map(drop)));
+        let at = u64::try_from(gc_time.as_nanos()).ok().and_then(|d| client.clock().checked_add(d));
+        g.gc_at = at; // `None`: a gc time too large to represent means "never".
+        if let Some(at) = at {
+            if g.gc_queued.is_none_or(|queued| at < queued) {
+                g.gc_queued = Some(at);
+                effects.gc = Some(at);
+            }
+        }
     }
 
     /// Cancels a pending garbage collection.
-    pub(crate) fn cancel_gc(g: &mut CellInner<T>) {
-        if let Some(gc) = g.gc.take() {
-            gc.abort();
+    pub(crate) fn cancel_gc(g: &mut CellInner<T>, effects: &mut Effects<T>) {
+        if g.gc_at.take().is_some() {
+            effects.gc_cancelled = true;
         }
     }
 
@@ -655,7 +675,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     }
 
     /// Pauses background fetching.
-    pub(crate) fn pause(&self, client: &ClientInner) {
+    pub(crate) fn pause(&self, client: &Arc<ClientInner>) {
         let mut effects = Effects::none();
         {
             let mut g = self.lock();
@@ -709,8 +729,36 @@ impl<T: Clone + Send + Sync + 'static> AnyQuery for QueryCell<T> {
         }
         g.detached = true;
         g.generation += 1;
-        Self::cancel_gc(&mut g);
+        g.gc_at = None;
         true
+    }
+
+    fn is_idle(&self) -> bool {
+        let g = self.lock();
+        g.observers == 0 && g.in_flight.is_none() && !g.detached
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn gc_check(&self, now: u64) -> GcVerdict {
+        let mut g = self.lock();
+        let idle = g.observers == 0 && g.in_flight.is_none() && !g.detached;
+        match g.gc_at {
+            Some(at) if idle && at > now => {
+                g.gc_queued = Some(at);
+                GcVerdict::Later(at)
+            }
+            Some(_) if idle => {
+                g.gc_queued = None;
+                GcVerdict::Remove
+            }
+            _ => {
+                g.gc_queued = None;
+                GcVerdict::Keep
+            }
+        }
     }
 
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
@@ -732,7 +780,7 @@ impl<T: Clone + Send + Sync + 'static> AnyQuery for QueryCell<T> {
         QueryCell::reset(&self, client);
     }
 
-    fn pause(&self, client: &ClientInner) {
+    fn pause(&self, client: &Arc<ClientInner>) {
         QueryCell::pause(self, client);
     }
 
@@ -803,21 +851,6 @@ async fn hydrate<T: Clone + Send + Sync + 'static>(
         }
     }
     effects.run(&client, &cell.key);
-}
-
-fn collect_garbage<T: Clone + Send + Sync + 'static>(
-    cell: Weak<QueryCell<T>>,
-    client: Weak<ClientInner>,
-) {
-    let (Some(cell), Some(client)) = (cell.upgrade(), client.upgrade()) else {
-        return;
-    };
-    let key = cell.key.clone();
-    let entry: Entry = cell;
-    if client.cache.remove_if_idle(&key, &entry) {
-        tracing::debug!(%key, "garbage-collected unobserved query");
-        client.emit_removed(&key);
-    }
 }
 
 /// Finishes the slot with [`QueryError::Cancelled`] if the fetch task is dropped unfinished
