@@ -22,6 +22,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::client::ClientInner;
 use crate::key::{KeyHashBuilder, QueryKey};
@@ -77,17 +78,17 @@ pub(crate) const SHARDS: usize = 32;
 
 const NIL: u32 = u32::MAX;
 
-/// When a query was last used: the client clock in nanoseconds, then a per-thread sequence
-/// that orders uses within one clock reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+/// When a query was last used: the runtime clock, then a per-thread sequence that orders uses
+/// within one clock reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Stamp {
-    at: u64,
+    at: Instant,
     seq: u64,
 }
 
 impl Stamp {
-    /// A stamp for a use at `at` nanoseconds on the client clock.
-    pub(crate) fn new(at: u64) -> Self {
+    /// A stamp for a use at `at` on the runtime clock.
+    pub(crate) fn new(at: Instant) -> Self {
         thread_local! {
             static SEQ: Cell<u64> = const { Cell::new(0) };
         }
@@ -303,7 +304,9 @@ impl QueryCache {
         let mut all: Vec<(Stamp, QueryKey)> = Vec::with_capacity(self.len());
         for shard in self.shards.iter() {
             let shard = lock(&shard.lock);
-            all.extend(shard.slots.iter().filter_map(|s| Some((s.stamp, s.entry.as_ref()?.key().clone()))));
+            all.extend(
+                shard.slots.iter().filter_map(|s| Some((s.stamp, s.entry.as_ref()?.key().clone()))),
+            );
         }
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all.into_iter().map(|(_, k)| k).collect()

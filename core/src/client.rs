@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::cache::{Entry, QueryCache, Stamp};
-use crate::gc::GcQueue;
 use crate::error::{QueryError, TypeMismatch};
 use crate::events::{CacheEvent, EventHub, EventSubscription};
+use crate::gc::GcQueue;
 use crate::key::QueryKey;
 use crate::mutation::{Mutation, MutationOptions};
 use crate::observer::QueryObserver;
@@ -122,7 +122,7 @@ impl QueryClient {
         // allocation. Anything else (a miss, stale data to revalidate, hydration, a type
         // mismatch) takes the general path below.
         let now = self.inner.runtime.now();
-        let stamp = Stamp::new(self.inner.since_base(now));
+        let stamp = Stamp::new(now);
         let hit = self.inner.cache.peek_with(options.key(), stamp, |entry| {
             let cell = entry.as_any().downcast_ref::<QueryCell<T>>()?;
             QueryCell::cached_answer(&cell.lock(), now, stale_time)
@@ -146,7 +146,7 @@ impl QueryClient {
         enum Plan<T> {
             Data(T),
             Wait(Arc<FetchSlot<T>>),
-            Hydrate(Arc<crate::query::Gate>),
+            Hydrate(crate::query::HydrationStep),
         }
         let mut hydration_waited = false;
         let slot: Arc<FetchSlot<T>> = 'lookup: loop {
@@ -160,10 +160,8 @@ impl QueryClient {
                 if self.inner.l2.is_some() && !hydration_waited {
                     QueryCell::adopt_codec(&mut g, options.inner.codec);
                     let gc_time = Some(options.inner.gc_time.unwrap_or(self.inner.config.gc_time));
-                    if let Some(gate) =
-                        cell.begin_hydration(&mut g, &self.inner, gc_time, &mut effects)
-                    {
-                        break 'plan Plan::Hydrate(gate);
+                    if let Some(step) = cell.begin_hydration(&mut g, &self.inner, gc_time) {
+                        break 'plan Plan::Hydrate(step);
                     }
                 }
                 let now = self.inner.runtime.now();
@@ -198,9 +196,9 @@ impl QueryClient {
             match plan {
                 Plan::Data(data) => return Ok(data),
                 Plan::Wait(slot) => break slot,
-                Plan::Hydrate(gate) => {
+                Plan::Hydrate(step) => {
                     hydration_waited = true;
-                    self.wait_hydration(&gate).await;
+                    step.settle(&self.inner).await;
                 }
             }
         };
@@ -223,16 +221,14 @@ impl QueryClient {
             }
         };
         if self.inner.l2.is_some() {
-            let mut effects = Effects::none();
-            let gate = {
+            let step = {
                 let mut g = cell.lock();
                 QueryCell::adopt_codec(&mut g, options.inner.codec);
                 let gc_time = Some(options.inner.gc_time.unwrap_or(self.inner.config.gc_time));
-                cell.begin_hydration(&mut g, &self.inner, gc_time, &mut effects)
+                cell.begin_hydration(&mut g, &self.inner, gc_time)
             };
-            effects.run(&self.inner, options.key());
-            if let Some(gate) = gate {
-                self.wait_hydration(&gate).await;
+            if let Some(step) = step {
+                step.settle(&self.inner).await;
             }
         }
         let needs_fetch = {
@@ -298,13 +294,6 @@ impl QueryClient {
     pub async fn flush_storage(&self) {
         if let Some(l2) = &self.inner.l2 {
             l2.flush().await;
-        }
-    }
-
-    /// Waits for a hydration read, at most the storage timeout.
-    async fn wait_hydration(&self, gate: &crate::query::Gate) {
-        if let Some(l2) = &self.inner.l2 {
-            gate.wait(&self.inner.runtime, l2.timeout()).await;
         }
     }
 
@@ -577,14 +566,14 @@ impl ClientInner {
         self.since_base(self.runtime.now())
     }
 
-    pub(crate) fn since_base(&self, now: Instant) -> u64 {
+    fn since_base(&self, now: Instant) -> u64 {
         // Saturates after 584 years.
         u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// A use stamp for the LRU order, now.
     pub(crate) fn stamp(&self) -> Stamp {
-        Stamp::new(self.clock())
+        Stamp::new(self.runtime.now())
     }
 
     pub(crate) fn emit(&self, event: &CacheEvent) {

@@ -16,7 +16,7 @@ use crate::error::{QueryError, panic_message};
 use crate::events::CacheEvent;
 use crate::listeners::{ListenerList, Subscription};
 use crate::options::QueryOptions;
-use crate::query::{Effects, QueryCell};
+use crate::query::{Effects, HydrationStep, QueryCell};
 use crate::state::{QueryState, QueryStatus, RawState};
 
 type SelectFn<T, S> = Arc<dyn Fn(&T) -> S + Send + Sync>;
@@ -305,7 +305,14 @@ where
                 && (g.state.data.is_none()
                     || QueryCell::is_stale(&g, client.runtime.now(), stale_time));
             let gc_time = Some(self.options.inner.gc_time.unwrap_or(client.config.gc_time));
-            let hydration = cell.begin_hydration(&mut g, client, gc_time, &mut effects);
+            let hydration = match cell.begin_hydration(&mut g, client, gc_time) {
+                Some(HydrationStep::Run { gate, read }) => {
+                    effects.spawns.push(read);
+                    Some(gate)
+                }
+                Some(HydrationStep::Wait(gate)) => Some(gate),
+                None => None,
+            };
             if wants_fetch {
                 match hydration {
                     // Fetch once the stored record is in, and only if it is not fresh.

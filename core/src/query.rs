@@ -56,13 +56,35 @@ pub(crate) struct CellInner<T> {
     /// The time of this query's entry in the client's gc heap, if it has one.
     gc_queued: Option<u64>,
     gc_time: Option<Duration>,
-    listeners: Arc<[(u64, Listener<T>)]>,
+    /// `None` while there is no listener (most queries), to save an allocation per query.
+    listeners: Option<Arc<[(u64, Listener<T>)]>>,
     next_listener: u64,
     /// How to fetch this key again without a caller's options (invalidation, resume).
     fetcher: Option<Arc<dyn Fetcher<T>>>,
     /// How to persist this key; set by the first persisting options that touch it.
     pub(crate) codec: Option<Codec<T>>,
     hydration: Hydration,
+}
+
+/// What a caller of [`QueryCell::begin_hydration`] must do.
+pub(crate) enum HydrationStep {
+    /// Another caller is reading: wait for this gate (bounded by the storage timeout).
+    Wait(Arc<Gate>),
+    /// Run this read (it opens `gate` when done, or when dropped).
+    Run { gate: Arc<Gate>, read: BoxFuture },
+}
+
+impl HydrationStep {
+    /// Awaits the step in the caller: runs the read inline, or waits for another's.
+    pub(crate) async fn settle(self, client: &ClientInner) {
+        match self {
+            Self::Run { read, .. } => read.await,
+            Self::Wait(gate) => {
+                let timeout = client.l2.as_ref().map_or(Duration::ZERO, |l2| l2.timeout());
+                gate.wait(&client.runtime, timeout).await;
+            }
+        }
+    }
 }
 
 /// Where a key stands with its one L2 read.
@@ -232,7 +254,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 gc_at: None,
                 gc_queued: None,
                 gc_time: None,
-                listeners: Arc::from(Vec::new()),
+                listeners: None,
                 next_listener: 0,
                 fetcher: None,
                 codec: None,
@@ -253,10 +275,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
 
     /// A notice for the listeners, if there are any.
     fn notice(g: &CellInner<T>) -> Option<Notice<T>> {
-        if g.listeners.is_empty() {
-            return None;
-        }
-        Some(Notice { listeners: g.listeners.clone(), state: g.state.clone(), version: g.version })
+        let listeners = g.listeners.clone()?;
+        Some(Notice { listeners, state: g.state.clone(), version: g.version })
     }
 
     fn idle_fetch_status(g: &CellInner<T>) -> FetchStatus {
@@ -466,17 +486,20 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     pub(crate) fn add_listener(g: &mut CellInner<T>, listener: Listener<T>) -> u64 {
         let id = g.next_listener;
         g.next_listener += 1;
-        let mut list: Vec<_> = g.listeners.iter().cloned().collect();
+        let mut list: Vec<_> = g.listeners.iter().flat_map(|l| l.iter().cloned()).collect();
         list.push((id, listener));
-        g.listeners = list.into();
+        g.listeners = Some(list.into());
         id
     }
 
     /// Removes a listener.
     pub(crate) fn remove_listener(g: &mut CellInner<T>, id: u64) {
-        if g.listeners.iter().any(|(i, _)| *i == id) {
-            let list: Vec<_> = g.listeners.iter().filter(|(i, _)| *i != id).cloned().collect();
-            g.listeners = list.into();
+        let Some(current) = &g.listeners else {
+            return;
+        };
+        if current.iter().any(|(i, _)| *i == id) {
+            let list: Vec<_> = current.iter().filter(|(i, _)| *i != id).cloned().collect();
+            g.listeners = (!list.is_empty()).then(|| list.into());
         }
     }
 
@@ -515,18 +538,18 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         }
     }
 
-    /// Starts the key's one L2 read if it is persisted, cold and not yet hydrated. Returns the
-    /// gate to wait on while a read is under way.
+    /// Claims the key's one L2 read if it is persisted, cold and not yet hydrated: returns the
+    /// read to run (the caller awaits it or spawns it), or the gate to wait on while another
+    /// caller's read is under way.
     pub(crate) fn begin_hydration(
         self: &Arc<Self>,
         g: &mut CellInner<T>,
         client: &Arc<ClientInner>,
         gc_time: Option<Duration>,
-        effects: &mut Effects<T>,
-    ) -> Option<Arc<Gate>> {
+    ) -> Option<HydrationStep> {
         let l2 = client.l2.as_ref()?;
         match &g.hydration {
-            Hydration::Running(gate) => return Some(gate.clone()),
+            Hydration::Running(gate) => return Some(HydrationStep::Wait(gate.clone())),
             Hydration::Done => return None,
             Hydration::NotStarted => {}
         }
@@ -541,9 +564,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         if g.gc_time.is_none() {
             g.gc_time = gc_time;
         }
-        let task = hydrate(self.clone(), client.clone(), l2.clone(), codec, gate.clone());
-        effects.spawns.push(Box::pin(task));
-        Some(gate)
+        let read = hydrate(self.clone(), client.clone(), l2.clone(), codec, gate.clone());
+        Some(HydrationStep::Run { gate, read: Box::pin(read) })
     }
 
     /// Restores a record read from L2 unless memory holds newer data.
@@ -826,14 +848,20 @@ async fn hydrate<T: Clone + Send + Sync + 'static>(
     codec: Codec<T>,
     gate: Arc<Gate>,
 ) {
-    // Opens the gate however this task ends, so that no waiter waits for a dropped read.
-    struct OpenOnDrop(Arc<Gate>);
-    impl Drop for OpenOnDrop {
+    // However this read ends (finished, or dropped with its caller), the key counts as
+    // hydrated and the gate opens, so that no waiter waits for a read that will not finish.
+    struct Finish<T: Clone + Send + Sync + 'static>(Arc<QueryCell<T>>, Arc<Gate>);
+    impl<T: Clone + Send + Sync + 'static> Drop for Finish<T> {
         fn drop(&mut self) {
-            self.0.open();
+            let mut g = self.0.lock();
+            if matches!(g.hydration, Hydration::Running(_)) {
+                g.hydration = Hydration::Done;
+            }
+            drop(g);
+            self.1.open();
         }
     }
-    let _open = OpenOnDrop(gate);
+    let _finish = Finish(cell.clone(), gate);
     l2.count_hydration();
     let record = l2.read(&cell.key, codec.decode).await;
     let mut effects = Effects::none();

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use event_listener::Event;
+use futures::FutureExt;
 use futures::future::{Either, select};
 
 use super::record::{Record, RecordError};
@@ -282,7 +283,15 @@ impl L2 {
             bump(&self.counters.skipped);
             return None;
         }
-        let outcome = select(op(&*self.backend), self.runtime.sleep(timeout)).await;
+        let mut call = op(&*self.backend);
+        // A backend that answers at once (memory, a cache hit) needs no timer.
+        let outcome = match (&mut call).now_or_never() {
+            Some(result) => Either::Left((result, ())),
+            None => match select(call, self.runtime.sleep(timeout)).await {
+                Either::Left((result, _)) => Either::Left((result, ())),
+                Either::Right(((), _)) => Either::Right(()),
+            },
+        };
         match outcome {
             Either::Left((Ok(value), _)) => {
                 self.lock_breaker().success();
@@ -294,7 +303,7 @@ impl L2 {
                 self.failure();
                 None
             }
-            Either::Right(((), _)) => {
+            Either::Right(()) => {
                 bump(&self.counters.timeouts);
                 tracing::warn!(%key, "L2 {what} timed out after {timeout:?}");
                 self.failure();
