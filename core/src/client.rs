@@ -13,7 +13,7 @@ use crate::key::QueryKey;
 use crate::mutation::{Mutation, MutationOptions};
 use crate::observer::QueryObserver;
 use crate::options::{QueryClientConfig, QueryOptions};
-use crate::query::{Effects, FetchSlot, QueryCell};
+use crate::query::{Effects, FetchSlot, QueryCell, QuickAnswer};
 use crate::runtime::Runtime;
 use crate::state::QueryState;
 use crate::storage::record::Record;
@@ -123,12 +123,13 @@ impl QueryClient {
         // mismatch) takes the general path below.
         let now = self.inner.runtime.now();
         let stamp = Stamp::new(now);
-        let hit = self.inner.cache.peek_with(options.key(), stamp, |entry| {
+        let quick = self.inner.cache.peek_with(options.key(), stamp, |entry| {
             let cell = entry.as_any().downcast_ref::<QueryCell<T>>()?;
-            QueryCell::cached_answer(&cell.lock(), now, stale_time)
+            QueryCell::quick_answer(&cell.lock(), now, stale_time)
         });
-        match hit {
-            Some(data) => Ok(data),
+        match quick {
+            Some(QuickAnswer::Data(data)) => Ok(data),
+            Some(QuickAnswer::Join(slot)) => slot.wait().await.map_err(|e| e.typed(options.key())),
             None => Box::pin(self.fetch_query_general(options, stale_time)).await,
         }
     }

@@ -66,6 +66,12 @@ pub(crate) struct CellInner<T> {
     hydration: Hydration,
 }
 
+/// See [`QueryCell::quick_answer`].
+pub(crate) enum QuickAnswer<T> {
+    Data(T),
+    Join(Arc<FetchSlot<T>>),
+}
+
 /// What a caller of [`QueryCell::begin_hydration`] must do.
 pub(crate) enum HydrationStep {
     /// Another caller is reading: wait for this gate (bounded by the storage timeout).
@@ -298,15 +304,28 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         }
     }
 
-    /// The data a `fetch_query` may return at once without starting anything: fresh data, or
-    /// stale data whose revalidation is already running (or cannot run: paused).
-    pub(crate) fn cached_answer(g: &CellInner<T>, now: Instant, stale_time: Duration) -> Option<T> {
+    /// What a `fetch_query` may do at once without starting anything: return fresh data (or
+    /// stale data whose revalidation is already running, or cannot run: paused), or join the
+    /// fetch in flight for a key with no data yet.
+    pub(crate) fn quick_answer(
+        g: &CellInner<T>,
+        now: Instant,
+        stale_time: Duration,
+    ) -> Option<QuickAnswer<T>> {
         if g.detached {
             return None;
         }
-        let data = g.state.data.as_ref()?;
-        let settled = !Self::is_stale(g, now, stale_time) || g.in_flight.is_some() || g.paused;
-        settled.then(|| data.clone())
+        match &g.state.data {
+            Some(data) => {
+                let settled =
+                    !Self::is_stale(g, now, stale_time) || g.in_flight.is_some() || g.paused;
+                settled.then(|| QuickAnswer::Data(data.clone()))
+            }
+            None => {
+                let f = g.in_flight.as_ref()?;
+                (f.generation == g.generation).then(|| QuickAnswer::Join(f.slot.clone()))
+            }
+        }
     }
 
     /// Joins the fetch in flight for the current generation, or starts one.
