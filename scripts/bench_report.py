@@ -9,6 +9,7 @@ of medians and the ratios the design's targets are stated in, and writes an SVG 
 each ratio stands against its target. Standard library only.
 """
 
+import html
 import json
 import math
 import os
@@ -136,12 +137,12 @@ for i, (label, measured, target, direction, shown) in enumerate(checks):
     y = top + i * row_h
     color = "#2e7d32" if margin >= 1 else "#c62828"
     x0, x1 = x(1), x(margin)
-    out.append(f'<text x="{left - 8}" y="{y + 16}" text-anchor="end">{label}</text>')
+    out.append(f'<text x="{left - 8}" y="{y + 16}" text-anchor="end">{html.escape(label)}</text>')
     out.append(
         f'<rect x="{min(x0, x1):.1f}" y="{y + 5}" width="{abs(x1 - x0):.1f}" height="15" '
         f'fill="{color}"/>'
     )
-    out.append(f'<text x="{left + width + 8}" y="{y + 16}">{shown}</text>')
+    out.append(f'<text x="{left + width + 8}" y="{y + 16}">{html.escape(shown)}</text>')
 base = top + row_h * len(checks)
 out.append(f'<line x1="{x(1):.1f}" y1="{top}" x2="{x(1):.1f}" y2="{base}" stroke="black"/>')
 for tick in (1 / 20, 1 / 10, 1 / 4, 1 / 2, 1, 2, 4, 10, 20):

@@ -225,10 +225,10 @@ impl QueryCache {
             let mut best: Option<(Stamp, usize, u32)> = None;
             for (i, shard) in self.shards.iter().enumerate() {
                 let shard = lock(&shard.lock);
-                if let Some((stamp, slot)) = shard.oldest_idle(keep) {
-                    if best.is_none_or(|(s, _, _)| stamp < s) {
-                        best = Some((stamp, i, slot));
-                    }
+                if let Some((stamp, slot)) = shard.oldest_idle(keep)
+                    && best.is_none_or(|(s, _, _)| stamp < s)
+                {
+                    best = Some((stamp, i, slot));
                 }
             }
             let (stamp, i, slot) = best?;
@@ -282,13 +282,13 @@ impl QueryCache {
         let mut removed = Vec::with_capacity(keys.len());
         for key in keys {
             let mut shard = lock(&self.shard(&key).lock);
-            if let Some(&slot) = shard.map.get(&key) {
-                if let Some(entry) = shard.remove_slot(slot) {
-                    lock(&self.index).remove(entry.key());
-                    self.len.fetch_sub(1, Ordering::Relaxed);
-                    entry.try_detach(true);
-                    removed.push(entry);
-                }
+            if let Some(&slot) = shard.map.get(&key)
+                && let Some(entry) = shard.remove_slot(slot)
+            {
+                lock(&self.index).remove(entry.key());
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                entry.try_detach(true);
+                removed.push(entry);
             }
         }
         removed
@@ -308,7 +308,7 @@ impl QueryCache {
                 shard.slots.iter().filter_map(|s| Some((s.stamp, s.entry.as_ref()?.key().clone()))),
             );
         }
-        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.sort_by_key(|a| a.0);
         all.into_iter().map(|(_, k)| k).collect()
     }
 
@@ -394,10 +394,11 @@ impl ShardInner {
         let mut at = self.tail;
         while at != NIL {
             let s = &self.slots[at as usize];
-            if let Some(e) = &s.entry {
-                if !same_query(e, keep) && e.is_idle() {
-                    return Some((s.stamp, at));
-                }
+            if let Some(e) = &s.entry
+                && !same_query(e, keep)
+                && e.is_idle()
+            {
+                return Some((s.stamp, at));
             }
             at = s.prev;
         }

@@ -32,6 +32,9 @@ use crate::storage::{L2, L2Op};
 /// A state listener: receives each new state with its version number.
 pub(crate) type Listener<T> = Arc<dyn Fn(&RawState<T>, u64) + Send + Sync>;
 
+/// A query's listeners with their ids, replaced (copy on write) when one is added or removed.
+type Listeners<T> = Arc<[(u64, Listener<T>)]>;
+
 /// The cached query for one key, with data of type `T`.
 pub(crate) struct QueryCell<T> {
     key: QueryKey,
@@ -57,7 +60,7 @@ pub(crate) struct CellInner<T> {
     gc_queued: Option<u64>,
     gc_time: Option<Duration>,
     /// `None` while there is no listener (most queries), to save an allocation per query.
-    listeners: Option<Arc<[(u64, Listener<T>)]>>,
+    listeners: Option<Listeners<T>>,
     next_listener: u64,
     /// How to fetch this key again without a caller's options (invalidation, resume).
     fetcher: Option<Arc<dyn Fetcher<T>>>,
@@ -197,7 +200,7 @@ pub(crate) struct Effects<T> {
 }
 
 struct Notice<T> {
-    listeners: Arc<[(u64, Listener<T>)]>,
+    listeners: Listeners<T>,
     state: RawState<T>,
     version: u64,
 }
@@ -465,11 +468,11 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         let gc_time = g.gc_time.unwrap_or(client.config.gc_time);
         let at = u64::try_from(gc_time.as_nanos()).ok().and_then(|d| client.clock().checked_add(d));
         g.gc_at = at; // `None`: a gc time too large to represent means "never".
-        if let Some(at) = at {
-            if g.gc_queued.is_none_or(|queued| at < queued) {
-                g.gc_queued = Some(at);
-                effects.gc = Some(at);
-            }
+        if let Some(at) = at
+            && g.gc_queued.is_none_or(|queued| at < queued)
+        {
+            g.gc_queued = Some(at);
+            effects.gc = Some(at);
         }
     }
 
