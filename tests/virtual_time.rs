@@ -271,3 +271,69 @@ fn hundred_thousand_subscribe_cycles_leave_nothing_behind() {
     assert_eq!(test.pending_timers(), 0, "no timer left");
     assert_eq!(test.live_tasks(), 0, "no task left");
 }
+
+/// The gc sweeper keeps one heap for every query: removals scheduled out of order, pushed back
+/// by a new write, or cancelled by an observer each happen at exactly their own time.
+#[test]
+fn the_sweeper_removes_each_query_at_its_own_time() {
+    let test = TestRuntime::new();
+    let client = client(&test, QueryClientConfig::default());
+    let gc = |secs: u64, name: &'static str| {
+        QueryOptions::new(key!(name), || async { Ok::<_, String>(0u8) })
+            .gc_time(Duration::from_secs(secs))
+    };
+    for (secs, name) in [(30, "c"), (10, "a"), (20, "b"), (40, "d")] {
+        test.block_on(client.fetch_query(&gc(secs, name))).unwrap();
+    }
+    let alive = |client: &QueryClient| {
+        let mut keys: Vec<String> = client.cached_keys().iter().map(|k| k.to_string()).collect();
+        keys.sort();
+        keys
+    };
+    test.advance(Duration::from_secs(5));
+    client.set_query_data(key!("a"), 1u8).unwrap(); // a: pushed back to 15 s
+    let observer = client.watch(&gc(40, "d").enabled(false));
+    let sub = observer.subscribe(|_| {}); // d: cancelled while observed
+    test.advance(Duration::from_millis(9_999));
+    assert_eq!(alive(&client), ["('a',)", "('b',)", "('c',)", "('d',)"], "at 14.999 s");
+    test.advance(Duration::from_millis(1));
+    assert_eq!(alive(&client), ["('b',)", "('c',)", "('d',)"], "a at 15 s");
+    test.advance(Duration::from_secs(5));
+    assert_eq!(alive(&client), ["('c',)", "('d',)"], "b at 20 s");
+    test.advance(Duration::from_secs(10));
+    assert_eq!(alive(&client), ["('d',)"], "c at 30 s");
+    test.advance(Duration::from_secs(100));
+    assert_eq!(alive(&client), ["('d',)"], "d is observed");
+    drop(sub); // d: removed 40 s after its last observer left
+    test.advance(Duration::from_millis(39_999));
+    assert_eq!(alive(&client), ["('d',)"]);
+    test.advance(Duration::from_millis(1));
+    assert!(client.is_empty());
+    assert_eq!((test.pending_timers(), test.live_tasks()), (0, 0), "the sweeper has exited");
+}
+
+/// Eviction across shards follows the exact least-recently-used order of one thread, checked
+/// against a model over many keys.
+#[test]
+fn eviction_follows_the_lru_order_across_shards() {
+    let test = TestRuntime::new();
+    let client = client(&test, QueryClientConfig::default().cache_max_size(40));
+    let mut model: Vec<u64> = Vec::new(); // least recently used first
+    let mut use_key = |client: &QueryClient, i: u64, model: &mut Vec<u64>| {
+        client.set_query_data(key!("k", i), i).unwrap();
+        model.retain(|&k| k != i);
+        model.push(i);
+        if model.len() > 40 {
+            model.remove(0);
+        }
+    };
+    // A fixed pseudo-random walk over 100 keys: inserts, re-uses and evictions interleave.
+    let mut x: u64 = 12345;
+    for _ in 0..2_000 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        use_key(&client, (x >> 33) % 100, &mut model);
+    }
+    let expected: Vec<_> = model.iter().map(|&i| key!("k", i)).collect();
+    assert_eq!(client.cached_keys(), expected);
+    test.run_until_idle();
+}
