@@ -319,7 +319,7 @@ fn eviction_follows_the_lru_order_across_shards() {
     let test = TestRuntime::new();
     let client = client(&test, QueryClientConfig::default().cache_max_size(40));
     let mut model: Vec<u64> = Vec::new(); // least recently used first
-    let mut use_key = |client: &QueryClient, i: u64, model: &mut Vec<u64>| {
+    let use_key = |client: &QueryClient, i: u64, model: &mut Vec<u64>| {
         client.set_query_data(key!("k", i), i).unwrap();
         model.retain(|&k| k != i);
         model.push(i);
