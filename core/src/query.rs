@@ -192,7 +192,8 @@ pub(crate) struct Effects<T> {
     changed: bool,
     notice: Option<Notice<T>>,
     pub(crate) spawns: Vec<BoxFuture>,
-    l2: Option<L2Op>,
+    /// An L2 write was queued and the write worker must be started.
+    l2_start: bool,
     /// Queue for garbage collection at this time.
     gc: Option<u64>,
     /// A queued garbage collection was cancelled.
@@ -211,7 +212,7 @@ impl<T> Effects<T> {
             changed: false,
             notice: None,
             spawns: Vec::new(),
-            l2: None,
+            l2_start: false,
             gc: None,
             gc_cancelled: false,
         }
@@ -224,8 +225,8 @@ impl<T> Effects<T> {
         if self.gc_cancelled {
             client.gc.cancelled();
         }
-        if let (Some(op), Some(l2)) = (self.l2, &client.l2) {
-            l2.enqueue(key.clone(), op);
+        if let (true, Some(l2)) = (self.l2_start, &client.l2) {
+            l2.start_worker();
         }
         for task in self.spawns {
             client.runtime.spawner().spawn(task);
@@ -410,7 +411,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                         g.state.fetch_failure_count = 0;
                         g.state.fetch_failure_reason = None;
                         g.fresh_at = Some(client.runtime.now());
-                        Self::persist(&g, client, &mut effects);
+                        self.persist(&g, client, &mut effects);
                     }
                     Err(error) => {
                         g.state.status = QueryStatus::Error;
@@ -500,7 +501,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         g.state.fetch_failure_reason = None;
         g.fresh_at = Some(client.runtime.now());
         Self::changed(g, effects);
-        Self::persist(g, client, effects);
+        self.persist(g, client, effects);
         self.maybe_schedule_gc(g, client, effects);
     }
 
@@ -541,8 +542,11 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     }
 
     /// Queues a write of the current state to L2 when the key is persisted and holds data.
-    fn persist(g: &CellInner<T>, client: &ClientInner, effects: &mut Effects<T>) {
-        let (Some(_), Some(codec)) = (&client.l2, g.codec) else {
+    /// The write is queued before the query's lock is released, so that anyone who can see the
+    /// state can also `flush_storage` it; the worker is started after (no spawning under a
+    /// lock).
+    fn persist(&self, g: &CellInner<T>, client: &ClientInner, effects: &mut Effects<T>) {
+        let (Some(l2), Some(codec)) = (&client.l2, g.codec) else {
             return;
         };
         if g.state.status != QueryStatus::Success {
@@ -550,13 +554,14 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         }
         let state = g.state.clone();
         let ttl = record_ttl(g.gc_time.unwrap_or(client.config.gc_time));
-        effects.l2 = Some(L2Op::Put { encode: Box::new(move || (codec.encode)(&state)), ttl });
+        let op = L2Op::Put { encode: Box::new(move || (codec.encode)(&state)), ttl };
+        effects.l2_start |= l2.push(self.key.clone(), op);
     }
 
     /// Queues a delete of the key's L2 record when the key is persisted.
-    fn unpersist(g: &CellInner<T>, client: &ClientInner, effects: &mut Effects<T>) {
-        if client.l2.is_some() && g.codec.is_some() {
-            effects.l2 = Some(L2Op::Delete);
+    fn unpersist(&self, g: &CellInner<T>, client: &ClientInner, effects: &mut Effects<T>) {
+        if let (Some(l2), Some(_)) = (&client.l2, g.codec) {
+            effects.l2_start |= l2.push(self.key.clone(), L2Op::Delete);
         }
     }
 
@@ -690,7 +695,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 g.state.data_updated_at = Some(SystemTime::UNIX_EPOCH);
             }
             Self::changed(&mut g, &mut effects);
-            Self::persist(&g, client, &mut effects);
+            self.persist(&g, client, &mut effects);
             let fetcher = g.fetcher.clone();
             (refetch && g.observers > 0 && !g.paused).then_some(fetcher).flatten()
         };
@@ -713,7 +718,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 g.state.fetch_status = Self::idle_fetch_status(&g);
             }
             Self::changed(&mut g, &mut effects);
-            Self::unpersist(&g, client, &mut effects);
+            self.unpersist(&g, client, &mut effects);
         }
         effects.run(client, &self.key);
     }

@@ -143,46 +143,57 @@ impl L2 {
         self.breaker.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues `op` for `key`, replacing an op already pending for it. When the queue is full,
-    /// the oldest pending op is dropped and counted.
+    /// Queues `op` for `key` and starts the write worker if it is not running.
     pub(crate) fn enqueue(self: &Arc<Self>, key: QueryKey, op: L2Op) {
-        let spawn = {
-            let mut q = self.lock_queue();
-            if let Some(slot) = q.pending.get_mut(&key) {
-                *slot = op;
-            } else {
-                q.pending.insert(key.clone(), op);
-                q.order.push_back(key);
-                if q.order.len() > self.settings.queue_capacity.max(1)
-                    && let Some(oldest) = q.order.pop_front()
-                {
-                    q.pending.remove(&oldest);
-                    bump(&self.counters.write_drops);
-                    tracing::debug!(key = %oldest, "L2 write queue full; dropped the oldest");
-                }
-            }
-            !std::mem::replace(&mut q.running, true)
-        };
-        if spawn {
-            let l2 = self.clone();
-            self.runtime.spawn(async move { l2.drain().await });
+        if self.push(key, op) {
+            self.start_worker();
         }
+    }
+
+    /// Queues `op` for `key`, replacing an op already pending for it. When the queue is full,
+    /// the oldest pending op is dropped and counted. Returns whether the caller must call
+    /// [`start_worker`](Self::start_worker) (it may hold a lock; this never spawns).
+    pub(crate) fn push(&self, key: QueryKey, op: L2Op) -> bool {
+        let mut q = self.lock_queue();
+        if let Some(slot) = q.pending.get_mut(&key) {
+            *slot = op;
+        } else {
+            q.pending.insert(key.clone(), op);
+            q.order.push_back(key);
+            if q.order.len() > self.settings.queue_capacity.max(1)
+                && let Some(oldest) = q.order.pop_front()
+            {
+                q.pending.remove(&oldest);
+                bump(&self.counters.write_drops);
+                tracing::debug!(key = %oldest, "L2 write queue full; dropped the oldest");
+            }
+        }
+        !std::mem::replace(&mut q.running, true)
+    }
+
+    /// Spawns the write worker (after [`push`](Self::push) said it is needed).
+    pub(crate) fn start_worker(self: &Arc<Self>) {
+        let l2 = self.clone();
+        self.runtime.spawn(async move { l2.drain().await });
     }
 
     /// Carries out queued ops one at a time until the queue is empty.
     async fn drain(self: Arc<Self>) {
-        // If the runtime drops this task, the next enqueue must start a new worker.
-        struct Running<'a>(&'a L2);
+        // Stops being "the worker" in the same critical section that finds the queue empty,
+        // so that a push racing with the exit either is seen here or starts a new worker. If
+        // the runtime drops this task instead, the guard hands over the same way.
+        struct Running<'a>(&'a L2, bool);
         impl Drop for Running<'_> {
             fn drop(&mut self) {
-                let mut q = self.0.lock_queue();
-                q.running = false;
-                q.current = None;
-                drop(q);
+                if !self.1 {
+                    let mut q = self.0.lock_queue();
+                    q.running = false;
+                    q.current = None;
+                }
                 self.0.idle.notify(usize::MAX);
             }
         }
-        let _running = Running(&self);
+        let mut running = Running(&self, false);
         loop {
             let next = {
                 let mut q = self.lock_queue();
@@ -191,9 +202,13 @@ impl L2 {
                     Some((key, op))
                 });
                 q.current = next.as_ref().map(|(key, op)| (key.clone(), op.is_delete()));
+                if next.is_none() {
+                    q.running = false;
+                }
                 next
             };
             let Some((key, op)) = next else {
+                running.1 = true; // already handed over under the lock
                 return;
             };
             let name = key.storage_string();
