@@ -10,7 +10,7 @@ use crate::key::QueryKey;
 use crate::retry::{RetryDelayFn, RetryIfFn, default_retry_delay};
 use crate::runtime::BoxFuture;
 use crate::storage::StorageBackend;
-use crate::storage::record::Codec;
+use crate::storage::record::{Codec, CodecFn};
 
 type QueryFn<T, E> = Arc<dyn Fn() -> BoxFuture<Result<T, E>> + Send + Sync>;
 type DataCallback<T> = Arc<dyn Fn(&T) + Send + Sync>;
@@ -59,7 +59,7 @@ pub(crate) struct OptionsInner<T, E> {
     pub(crate) on_settled: Option<SettledCallback<T, E>>,
     pub(crate) placeholder_data: Option<T>,
     /// Set by [`QueryOptions::persist`]: how to write this query's states to L2.
-    pub(crate) codec: Option<Codec<T>>,
+    pub(crate) codec: Option<CodecFn<T>>,
 }
 
 impl<T, E> QueryOptions<T, E>
@@ -217,7 +217,7 @@ where
     /// ```
     #[must_use]
     pub fn persist(self) -> Self {
-        self.edit(|o| o.codec = Some(Codec::serde()))
+        self.edit(|o| o.codec = Some(Codec::<T>::serde as CodecFn<T>))
     }
 }
 

@@ -26,14 +26,18 @@ use crate::retry::RetryPolicy;
 use crate::runtime::BoxFuture;
 use crate::runtime::Runtime;
 use crate::state::{FetchStatus, QueryStatus, RawState};
-use crate::storage::record::{Codec, Record};
+use crate::storage::record::{Codec, CodecFn, Record};
 use crate::storage::{L2, L2Op};
 
 /// A state listener: receives each new state with its version number.
 pub(crate) type Listener<T> = Arc<dyn Fn(&RawState<T>, u64) + Send + Sync>;
 
 /// A query's listeners with their ids, replaced (copy on write) when one is added or removed.
-type Listeners<T> = Arc<[(u64, Listener<T>)]>;
+type Listeners<T> = Arc<Vec<(u64, Listener<T>)>>;
+
+/// Listener ids come from one counter for the whole process, so a query needs no counter of
+/// its own.
+static NEXT_LISTENER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The cached query for one key, with data of type `T`.
 pub(crate) struct QueryCell<T> {
@@ -50,23 +54,28 @@ pub(crate) struct CellInner<T> {
     pub(crate) generation: u64,
     /// Advanced by every state change; listeners drop notices older than one they have seen.
     pub(crate) version: u64,
-    in_flight: Option<InFlight<T>>,
+    in_flight: Option<Arc<FetchSlot<T>>>,
     pub(crate) paused: bool,
-    pub(crate) observers: usize,
+    pub(crate) observers: u32,
     pub(crate) detached: bool,
-    /// When this query may be garbage-collected (client clock, nanoseconds), if it may.
-    gc_at: Option<u64>,
-    /// The time of this query's entry in the client's gc heap, if it has one.
-    gc_queued: Option<u64>,
-    gc_time: Option<Duration>,
+    /// When this query may be garbage-collected (client clock, nanoseconds); [`NEVER`] when it
+    /// may not.
+    gc_at: u64,
+    /// The time of this query's entry in the client's gc heap; [`NEVER`] when it has none.
+    gc_queued: u64,
+    /// The query's gc time in nanoseconds (saturated), or [`NEVER`] when unset (the client
+    /// default applies).
+    gc_time: u64,
     /// `None` while there is no listener (most queries), to save an allocation per query.
     listeners: Option<Listeners<T>>,
-    next_listener: u64,
     /// How to fetch this key again without a caller's options (invalidation, resume).
     fetcher: Option<Arc<dyn Fetcher<T>>>,
     /// How to persist this key; set by the first persisting options that touch it.
-    pub(crate) codec: Option<Codec<T>>,
-    hydration: Hydration,
+    pub(crate) codec: Option<CodecFn<T>>,
+    /// The gate of the key's one L2 read, once it has started.
+    hydration: Option<Arc<Gate>>,
+    /// The key's L2 read has finished, was abandoned, or was not needed.
+    hydrated: bool,
 }
 
 /// See [`QueryCell::quick_answer`].
@@ -94,13 +103,6 @@ impl HydrationStep {
             }
         }
     }
-}
-
-/// Where a key stands with its one L2 read.
-enum Hydration {
-    NotStarted,
-    Running(Arc<Gate>),
-    Done,
 }
 
 /// Opened once a hydration read has finished (or been abandoned).
@@ -138,20 +140,33 @@ impl Gate {
     }
 }
 
-struct InFlight<T> {
-    generation: u64,
-    slot: Arc<FetchSlot<T>>,
+impl<T> CellInner<T> {
+    /// The query's gc time, or the client's when the query has none.
+    fn gc_time(&self, client: &ClientInner) -> Duration {
+        if self.gc_time == NEVER {
+            client.config.gc_time
+        } else {
+            Duration::from_nanos(self.gc_time)
+        }
+    }
+
+    fn set_gc_time(&mut self, gc_time: Duration) {
+        // 584 years and more all mean "never"; NEVER itself is kept for "unset".
+        self.gc_time = u64::try_from(gc_time.as_nanos()).unwrap_or(NEVER - 1).min(NEVER - 1);
+    }
 }
 
 /// The outcome of one fetch, shared by every caller that joined it.
 pub(crate) struct FetchSlot<T> {
+    /// The query generation the fetch was started under.
+    generation: u64,
     result: OnceLock<Result<T, ErasedError>>,
     done: Event,
 }
 
 impl<T: Clone> FetchSlot<T> {
-    fn new() -> Self {
-        Self { result: OnceLock::new(), done: Event::new() }
+    fn new(generation: u64) -> Self {
+        Self { generation, result: OnceLock::new(), done: Event::new() }
     }
 
     fn complete(&self, result: Result<T, ErasedError>) {
@@ -183,7 +198,7 @@ pub(crate) trait Fetcher<T>: Send + Sync {
     ) -> Arc<FetchSlot<T>>;
 
     /// How the options persist their data, if they do.
-    fn codec(&self) -> Option<Codec<T>>;
+    fn codec(&self) -> Option<CodecFn<T>>;
 }
 
 /// Work decided under a query's lock, carried out after it is released.
@@ -261,14 +276,14 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 paused: false,
                 observers: 0,
                 detached: false,
-                gc_at: None,
-                gc_queued: None,
-                gc_time: None,
+                gc_at: NEVER,
+                gc_queued: NEVER,
+                gc_time: NEVER,
                 listeners: None,
-                next_listener: 0,
                 fetcher: None,
                 codec: None,
-                hydration: Hydration::NotStarted,
+                hydration: None,
+                hydrated: false,
             }),
         }
     }
@@ -327,7 +342,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             }
             None => {
                 let f = g.in_flight.as_ref()?;
-                (f.generation == g.generation).then(|| QuickAnswer::Join(f.slot.clone()))
+                (f.generation == g.generation).then(|| QuickAnswer::Join(f.clone()))
             }
         }
     }
@@ -346,12 +361,12 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         if let Some(f) = &g.in_flight
             && f.generation == g.generation
         {
-            return f.slot.clone();
+            return f.clone();
         }
-        let slot = Arc::new(FetchSlot::new());
         let generation = g.generation;
-        g.in_flight = Some(InFlight { generation, slot: slot.clone() });
-        g.gc_time = Some(options.gc_time.unwrap_or(client.config.gc_time));
+        let slot = Arc::new(FetchSlot::new(generation));
+        g.in_flight = Some(slot.clone());
+        g.set_gc_time(options.gc_time.unwrap_or(client.config.gc_time));
         Self::cancel_gc(g, effects);
         if g.state.data.is_none() {
             g.state.status = QueryStatus::Pending;
@@ -397,7 +412,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         {
             let mut g = self.lock();
             let current = g.generation == generation && !g.detached;
-            let ours = g.in_flight.as_ref().is_some_and(|f| Arc::ptr_eq(&f.slot, slot));
+            let ours = g.in_flight.as_ref().is_some_and(|f| Arc::ptr_eq(f, slot));
             if ours {
                 g.in_flight = None;
             }
@@ -466,20 +481,19 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         if g.observers > 0 || g.in_flight.is_some() || g.detached {
             return;
         }
-        let gc_time = g.gc_time.unwrap_or(client.config.gc_time);
+        let gc_time = g.gc_time(client);
         let at = u64::try_from(gc_time.as_nanos()).ok().and_then(|d| client.clock().checked_add(d));
-        g.gc_at = at; // `None`: a gc time too large to represent means "never".
-        if let Some(at) = at
-            && g.gc_queued.is_none_or(|queued| at < queued)
-        {
-            g.gc_queued = Some(at);
-            effects.gc = Some(at);
+        // A gc time too large to represent means "never".
+        g.gc_at = at.unwrap_or(NEVER);
+        if g.gc_at < g.gc_queued {
+            g.gc_queued = g.gc_at;
+            effects.gc = Some(g.gc_at);
         }
     }
 
     /// Cancels a pending garbage collection.
     pub(crate) fn cancel_gc(g: &mut CellInner<T>, effects: &mut Effects<T>) {
-        if g.gc_at.take().is_some() {
+        if std::mem::replace(&mut g.gc_at, NEVER) != NEVER {
             effects.gc_cancelled = true;
         }
     }
@@ -507,11 +521,10 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
 
     /// Adds a listener; returns its id.
     pub(crate) fn add_listener(g: &mut CellInner<T>, listener: Listener<T>) -> u64 {
-        let id = g.next_listener;
-        g.next_listener += 1;
+        let id = NEXT_LISTENER.fetch_add(1, Ordering::Relaxed);
         let mut list: Vec<_> = g.listeners.iter().flat_map(|l| l.iter().cloned()).collect();
         list.push((id, listener));
-        g.listeners = Some(list.into());
+        g.listeners = Some(Arc::new(list));
         id
     }
 
@@ -522,7 +535,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         };
         if current.iter().any(|(i, _)| *i == id) {
             let list: Vec<_> = current.iter().filter(|(i, _)| *i != id).cloned().collect();
-            g.listeners = (!list.is_empty()).then(|| list.into());
+            g.listeners = (!list.is_empty()).then(|| Arc::new(list));
         }
     }
 
@@ -535,7 +548,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     }
 
     /// Marks the key persisted when `codec` is set.
-    pub(crate) fn adopt_codec(g: &mut CellInner<T>, codec: Option<Codec<T>>) {
+    pub(crate) fn adopt_codec(g: &mut CellInner<T>, codec: Option<CodecFn<T>>) {
         if g.codec.is_none() {
             g.codec = codec;
         }
@@ -553,8 +566,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             return;
         }
         let state = g.state.clone();
-        let ttl = record_ttl(g.gc_time.unwrap_or(client.config.gc_time));
-        let op = L2Op::Put { encode: Box::new(move || (codec.encode)(&state)), ttl };
+        let ttl = record_ttl(g.gc_time(client));
+        let op = L2Op::Put { encode: Box::new(move || (codec().encode)(&state)), ttl };
         effects.l2_start |= l2.push(self.key.clone(), op);
     }
 
@@ -575,23 +588,26 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         gc_time: Option<Duration>,
     ) -> Option<HydrationStep> {
         let l2 = client.l2.as_ref()?;
-        match &g.hydration {
-            Hydration::Running(gate) => return Some(HydrationStep::Wait(gate.clone())),
-            Hydration::Done => return None,
-            Hydration::NotStarted => {}
+        if g.hydrated {
+            return None;
+        }
+        if let Some(gate) = &g.hydration {
+            return Some(HydrationStep::Wait(gate.clone()));
         }
         let codec = g.codec?;
         if g.state.data.is_some() {
             // Data written in this process since the key was created is newer than L2.
-            g.hydration = Hydration::Done;
+            g.hydrated = true;
             return None;
         }
         let gate = Arc::new(Gate::new());
-        g.hydration = Hydration::Running(gate.clone());
-        if g.gc_time.is_none() {
-            g.gc_time = gc_time;
+        g.hydration = Some(gate.clone());
+        if g.gc_time == NEVER
+            && let Some(gc_time) = gc_time
+        {
+            g.set_gc_time(gc_time);
         }
-        let read = hydrate(self.clone(), client.clone(), l2.clone(), codec, gate.clone());
+        let read = hydrate(self.clone(), client.clone(), l2.clone(), codec(), gate.clone());
         Some(HydrationStep::Run { gate, read: Box::pin(read) })
     }
 
@@ -778,7 +794,7 @@ impl<T: Clone + Send + Sync + 'static> AnyQuery for QueryCell<T> {
         }
         g.detached = true;
         g.generation += 1;
-        g.gc_at = None;
+        g.gc_at = NEVER;
         true
     }
 
@@ -794,19 +810,16 @@ impl<T: Clone + Send + Sync + 'static> AnyQuery for QueryCell<T> {
     fn gc_check(&self, now: u64) -> GcVerdict {
         let mut g = self.lock();
         let idle = g.observers == 0 && g.in_flight.is_none() && !g.detached;
-        match g.gc_at {
-            Some(at) if idle && at > now => {
-                g.gc_queued = Some(at);
-                GcVerdict::Later(at)
-            }
-            Some(_) if idle => {
-                g.gc_queued = None;
-                GcVerdict::Remove
-            }
-            _ => {
-                g.gc_queued = None;
-                GcVerdict::Keep
-            }
+        let at = g.gc_at;
+        if !idle || at == NEVER {
+            g.gc_queued = NEVER;
+            GcVerdict::Keep
+        } else if at > now {
+            g.gc_queued = at;
+            GcVerdict::Later(at)
+        } else {
+            g.gc_queued = NEVER;
+            GcVerdict::Remove
         }
     }
 
@@ -851,10 +864,13 @@ where
         cell.fetch_with(client, &self)
     }
 
-    fn codec(&self) -> Option<Codec<T>> {
+    fn codec(&self) -> Option<CodecFn<T>> {
         self.codec
     }
 }
+
+/// The "no time" value of `gc_at` and `gc_queued`.
+const NEVER: u64 = u64::MAX;
 
 /// How far ahead of the wall clock a restored timestamp may be and still count as "now":
 /// the float seconds of the record format round to well within this.
@@ -881,9 +897,8 @@ async fn hydrate<T: Clone + Send + Sync + 'static>(
     impl<T: Clone + Send + Sync + 'static> Drop for Finish<T> {
         fn drop(&mut self) {
             let mut g = self.0.lock();
-            if matches!(g.hydration, Hydration::Running(_)) {
-                g.hydration = Hydration::Done;
-            }
+            g.hydrated = true;
+            g.hydration = None;
             drop(g);
             self.1.open();
         }
@@ -894,7 +909,8 @@ async fn hydrate<T: Clone + Send + Sync + 'static>(
     let mut effects = Effects::none();
     {
         let mut g = cell.lock();
-        g.hydration = Hydration::Done;
+        g.hydrated = true;
+        g.hydration = None;
         if let Some(record) = record
             && !g.detached
             && QueryCell::apply_record(&mut g, &client, record, &mut effects)
