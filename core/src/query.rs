@@ -1,5 +1,5 @@
 //! One key's state machine: state, generation fencing, the in-flight fetch shared by every
-//! caller, retries, panics, and the garbage-collection timer.
+//! caller, retries, panics, and when the query may be garbage-collected (see `gc`).
 //!
 //! Locking: each query has one mutex; it is never held while user code runs (query functions,
 //! callbacks, listeners) or while the runtime is asked to spawn. Work decided under the lock is
