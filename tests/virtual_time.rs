@@ -188,15 +188,23 @@ fn resubscribing_cancels_gc() {
     assert_eq!(client.len(), 0);
 }
 
+/// Options polling `("poll",)` every `every`, on data that stays fresh for two hours (so only
+/// the interval fetches), with the key already cached.
+fn polled(
+    client: &QueryClient,
+    calls: &Arc<Mutex<u32>>,
+    every: Duration,
+) -> QueryOptions<u32, String> {
+    client.set_query_data(key!("poll"), 0u32).unwrap();
+    counted(calls, key!("poll")).stale_time(Duration::from_secs(7200)).refetch_interval(every)
+}
+
 #[test]
 fn interval_of_30s_fetches_120_times_an_hour_and_stops_after_unsubscribe() {
     let test = TestRuntime::new();
     let client = client(&test, QueryClientConfig::default());
     let calls = Arc::new(Mutex::new(0));
-    client.set_query_data(key!("poll"), 0u32).unwrap();
-    let options = counted(&calls, key!("poll"))
-        .stale_time(Duration::from_secs(7200))
-        .refetch_interval(Duration::from_secs(30));
+    let options = polled(&client, &calls, Duration::from_secs(30));
     let observer = client.watch(&options);
     let sub = observer.subscribe(|_| {});
     test.advance(Duration::from_secs(3600));
@@ -211,10 +219,7 @@ fn paused_query_skips_interval_ticks_until_resumed() {
     let test = TestRuntime::new();
     let client = client(&test, QueryClientConfig::default());
     let calls = Arc::new(Mutex::new(0));
-    client.set_query_data(key!("poll"), 0u32).unwrap();
-    let options = counted(&calls, key!("poll"))
-        .stale_time(Duration::from_secs(7200))
-        .refetch_interval(Duration::from_secs(10));
+    let options = polled(&client, &calls, Duration::from_secs(10));
     let _sub = client.watch(&options).subscribe(|_| {});
     test.advance(Duration::from_secs(30));
     assert_eq!(*calls.lock().unwrap(), 3);

@@ -158,12 +158,10 @@ impl QueryClient {
                 if g.detached {
                     continue 'lookup; // Removed between the lookup and the lock: look up again.
                 }
-                if self.inner.l2.is_some() && !hydration_waited {
-                    QueryCell::adopt_codec(&mut g, options.inner.codec);
-                    let gc_time = Some(options.inner.gc_time.unwrap_or(self.inner.config.gc_time));
-                    if let Some(step) = cell.begin_hydration(&mut g, &self.inner, gc_time) {
-                        break 'plan Plan::Hydrate(step);
-                    }
+                if !hydration_waited
+                    && let Some(step) = cell.begin_hydration(&mut g, &self.inner, &options.inner)
+                {
+                    break 'plan Plan::Hydrate(step);
                 }
                 let now = self.inner.runtime.now();
                 match g.state.data.clone() {
@@ -224,9 +222,7 @@ impl QueryClient {
         if self.inner.l2.is_some() {
             let step = {
                 let mut g = cell.lock();
-                QueryCell::adopt_codec(&mut g, options.inner.codec);
-                let gc_time = Some(options.inner.gc_time.unwrap_or(self.inner.config.gc_time));
-                cell.begin_hydration(&mut g, &self.inner, gc_time)
+                cell.begin_hydration(&mut g, &self.inner, &options.inner)
             };
             if let Some(step) = step {
                 step.settle(&self.inner).await;
@@ -570,6 +566,11 @@ impl ClientInner {
     fn since_base(&self, now: Instant) -> u64 {
         // Saturates after 584 years.
         u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The storage timeout, or zero without storage (nothing to wait for).
+    pub(crate) fn storage_timeout(&self) -> std::time::Duration {
+        self.l2.as_ref().map_or(std::time::Duration::ZERO, |l2| l2.timeout())
     }
 
     /// A use stamp for the LRU order, now.

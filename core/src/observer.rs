@@ -317,8 +317,7 @@ where
                 && !g.paused
                 && (g.state.data.is_none()
                     || QueryCell::is_stale(&g, client.runtime.now(), stale_time));
-            let gc_time = Some(self.options.inner.gc_time.unwrap_or(client.config.gc_time));
-            let hydration = match cell.begin_hydration(&mut g, client, gc_time) {
+            let hydration = match cell.begin_hydration(&mut g, client, &self.options.inner) {
                 Some(HydrationStep::Run { gate, read }) => {
                     effects.spawns.push(read);
                     Some(gate)

@@ -97,10 +97,7 @@ impl HydrationStep {
     pub(crate) async fn settle(self, client: &ClientInner) {
         match self {
             Self::Run { read, .. } => read.await,
-            Self::Wait(gate) => {
-                let timeout = client.l2.as_ref().map_or(Duration::ZERO, |l2| l2.timeout());
-                gate.wait(&client.runtime, timeout).await;
-            }
+            Self::Wait(gate) => gate.wait(&client.runtime, client.storage_timeout()).await,
         }
     }
 }
@@ -548,7 +545,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     }
 
     /// Marks the key persisted when `codec` is set.
-    pub(crate) fn adopt_codec(g: &mut CellInner<T>, codec: Option<CodecFn<T>>) {
+    fn adopt_codec(g: &mut CellInner<T>, codec: Option<CodecFn<T>>) {
         if g.codec.is_none() {
             g.codec = codec;
         }
@@ -581,13 +578,17 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// Claims the key's one L2 read if it is persisted, cold and not yet hydrated: returns the
     /// read to run (the caller awaits it or spawns it), or the gate to wait on while another
     /// caller's read is under way.
-    pub(crate) fn begin_hydration(
+    ///
+    /// `options` mark the key persisted if they persist, and give the gc time the restored
+    /// query keeps if no fetch follows.
+    pub(crate) fn begin_hydration<E>(
         self: &Arc<Self>,
         g: &mut CellInner<T>,
         client: &Arc<ClientInner>,
-        gc_time: Option<Duration>,
+        options: &OptionsInner<T, E>,
     ) -> Option<HydrationStep> {
         let l2 = client.l2.as_ref()?;
+        Self::adopt_codec(g, options.codec);
         if g.hydrated {
             return None;
         }
@@ -602,10 +603,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         }
         let gate = Arc::new(Gate::new());
         g.hydration = Some(gate.clone());
-        if g.gc_time == NEVER
-            && let Some(gc_time) = gc_time
-        {
-            g.set_gc_time(gc_time);
+        if g.gc_time == NEVER {
+            g.set_gc_time(options.gc_time.unwrap_or(client.config.gc_time));
         }
         let read = hydrate(self.clone(), client.clone(), l2.clone(), codec(), gate.clone());
         Some(HydrationStep::Run { gate, read: Box::pin(read) })
@@ -670,8 +669,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     {
         let (cell, client, options) = (self.clone(), client.clone(), options.clone());
         Box::pin(async move {
-            let timeout = client.l2.as_ref().map_or(Duration::ZERO, |l2| l2.timeout());
-            gate.wait(&client.runtime, timeout).await;
+            gate.wait(&client.runtime, client.storage_timeout()).await;
             let stale_time = options.stale_time.unwrap_or(client.config.stale_time);
             let mut effects = Effects::none();
             {

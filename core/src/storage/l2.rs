@@ -299,26 +299,27 @@ impl L2 {
             return None;
         }
         let mut call = op(&*self.backend);
-        // A backend that answers at once (memory, a cache hit) needs no timer.
+        // A backend that answers at once (memory, a cache hit) needs no timer. `None`: the
+        // call overran the timeout.
         let outcome = match (&mut call).now_or_never() {
-            Some(result) => Either::Left((result, ())),
+            Some(result) => Some(result),
             None => match select(call, self.runtime.sleep(timeout)).await {
-                Either::Left((result, _)) => Either::Left((result, ())),
-                Either::Right(((), _)) => Either::Right(()),
+                Either::Left((result, _)) => Some(result),
+                Either::Right(((), _)) => None,
             },
         };
         match outcome {
-            Either::Left((Ok(value), _)) => {
+            Some(Ok(value)) => {
                 self.lock_breaker().success();
                 Some(value)
             }
-            Either::Left((Err(error), _)) => {
+            Some(Err(error)) => {
                 bump(&self.counters.errors);
                 tracing::warn!(%key, "L2 {what} failed: {error}");
                 self.failure();
                 None
             }
-            Either::Right(()) => {
+            None => {
                 bump(&self.counters.timeouts);
                 tracing::warn!(%key, "L2 {what} timed out after {timeout:?}");
                 self.failure();
