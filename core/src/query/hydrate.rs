@@ -1,0 +1,277 @@
+//! Persistence glue: queuing L2 writes and deletes, and the one L2 read (hydration) of a
+//! cold key.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use event_listener::Event;
+
+use super::cell::{CellInner, QueryCell};
+use super::effects::Effects;
+use super::removal::NEVER;
+use crate::client::ClientInner;
+use crate::error::ErasedError;
+use crate::options::OptionsInner;
+use crate::runtime::BoxFuture;
+use crate::runtime::Runtime;
+use crate::state::QueryStatus;
+use crate::storage::record::{Codec, CodecFn, Record};
+use crate::storage::{L2, L2Op};
+
+/// What a caller of [`QueryCell::begin_hydration`] must do.
+pub(crate) enum HydrationStep {
+    /// Another caller is reading: wait for this gate (bounded by the storage timeout).
+    Wait(Arc<Gate>),
+    /// Run this read (it opens `gate` when done, or when dropped).
+    Run { gate: Arc<Gate>, read: BoxFuture },
+}
+
+impl HydrationStep {
+    /// Awaits the step in the caller: runs the read inline, or waits for another's.
+    pub(crate) async fn settle(self, client: &ClientInner) {
+        match self {
+            Self::Run { read, .. } => read.await,
+            Self::Wait(gate) => gate.wait(&client.runtime, client.storage_timeout()).await,
+        }
+    }
+}
+
+/// Opened once a hydration read has finished (or been abandoned).
+pub(crate) struct Gate {
+    pub(crate) open: AtomicBool,
+    pub(crate) event: Event,
+}
+
+impl Gate {
+    pub(crate) fn new() -> Self {
+        Self { open: AtomicBool::new(false), event: Event::new() }
+    }
+
+    pub(crate) fn open(&self) {
+        self.open.store(true, Ordering::Release);
+        self.event.notify(usize::MAX);
+    }
+
+    /// Waits for the gate to open, at most `timeout`.
+    pub(crate) async fn wait(&self, runtime: &Runtime, timeout: Duration) {
+        let opened = async {
+            loop {
+                if self.open.load(Ordering::Acquire) {
+                    return;
+                }
+                let listener = self.event.listen();
+                if self.open.load(Ordering::Acquire) {
+                    return;
+                }
+                listener.await;
+            }
+        };
+        futures::pin_mut!(opened);
+        let _ = futures::future::select(opened, runtime.sleep(timeout)).await;
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
+    /// Marks the key persisted when `codec` is set.
+    pub(crate) fn adopt_codec(g: &mut CellInner<T>, codec: Option<CodecFn<T>>) {
+        if g.codec.is_none() {
+            g.codec = codec;
+        }
+    }
+
+    /// Queues a write of the current state to L2 when the key is persisted and holds data.
+    /// The write is queued before the query's lock is released, so that anyone who can see the
+    /// state can also `flush_storage` it; the worker is started after (no spawning under a
+    /// lock).
+    pub(crate) fn persist(&self, g: &CellInner<T>, client: &ClientInner, effects: &mut Effects<T>) {
+        let (Some(l2), Some(codec)) = (&client.l2, g.codec) else {
+            return;
+        };
+        if g.state.status != QueryStatus::Success {
+            return;
+        }
+        let state = g.state.clone();
+        let ttl = record_ttl(g.gc_time(client));
+        let op = L2Op::Put { encode: Box::new(move || (codec().encode)(&state)), ttl };
+        effects.l2_start |= l2.push(self.key.clone(), op);
+    }
+
+    /// Queues a delete of the key's L2 record when the key is persisted.
+    pub(crate) fn unpersist(
+        &self,
+        g: &CellInner<T>,
+        client: &ClientInner,
+        effects: &mut Effects<T>,
+    ) {
+        if let (Some(l2), Some(_)) = (&client.l2, g.codec) {
+            effects.l2_start |= l2.push(self.key.clone(), L2Op::Delete);
+        }
+    }
+
+    /// Claims the key's one L2 read if it is persisted, cold and not yet hydrated: returns the
+    /// read to run (the caller awaits it or spawns it), or the gate to wait on while another
+    /// caller's read is under way.
+    ///
+    /// `options` mark the key persisted if they persist, and give the gc time the restored
+    /// query keeps if no fetch follows.
+    pub(crate) fn begin_hydration<E>(
+        self: &Arc<Self>,
+        g: &mut CellInner<T>,
+        client: &Arc<ClientInner>,
+        options: &OptionsInner<T, E>,
+    ) -> Option<HydrationStep> {
+        let l2 = client.l2.as_ref()?;
+        Self::adopt_codec(g, options.codec);
+        if g.hydrated {
+            return None;
+        }
+        if let Some(gate) = &g.hydration {
+            return Some(HydrationStep::Wait(gate.clone()));
+        }
+        let codec = g.codec?;
+        if g.state.data.is_some() {
+            // Data written in this process since the key was created is newer than L2.
+            g.hydrated = true;
+            return None;
+        }
+        let gate = Arc::new(Gate::new());
+        g.hydration = Some(gate.clone());
+        if g.gc_time == NEVER {
+            g.set_gc_time(options.gc_time.unwrap_or(client.config.gc_time));
+        }
+        let read = hydrate(self.clone(), client.clone(), l2.clone(), codec(), gate.clone());
+        Some(HydrationStep::Run { gate, read: Box::pin(read) })
+    }
+
+    /// Restores a record read from L2 unless memory holds newer data.
+    pub(crate) fn apply_record(
+        g: &mut CellInner<T>,
+        client: &ClientInner,
+        record: Record<T>,
+        effects: &mut Effects<T>,
+    ) -> bool {
+        let Some(data) = record.data else {
+            return false;
+        };
+        if g.state.data.is_some() {
+            let newer = match (record.data_updated_at, g.state.data_updated_at) {
+                (Some(stored), Some(memory)) => stored > memory,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if !newer {
+                return false;
+            }
+        }
+        g.state.status = match record.status {
+            QueryStatus::Error => QueryStatus::Error,
+            _ => QueryStatus::Success,
+        };
+        g.state.data = Some(data);
+        g.state.error = record.error.map(|m| ErasedError::Restored(m.into()));
+        g.state.data_updated_at = record.data_updated_at;
+        g.state.error_updated_at = record.error_updated_at;
+        g.state.fetch_failure_count = record.fetch_failure_count;
+        g.state.fetch_failure_reason =
+            record.fetch_failure_reason.map(|m| ErasedError::Restored(m.into()));
+        // Age by the wall clock; a record from the future, or older than this machine's
+        // monotonic clock can express, is stale.
+        g.fresh_at = record.data_updated_at.and_then(|at| {
+            let age = match client.runtime.system_now().duration_since(at) {
+                Ok(age) => age,
+                // Float seconds round to within a microsecond; only a real lead is "future".
+                Err(ahead) if ahead.duration() < ROUNDING_SLACK => Duration::ZERO,
+                Err(_) => return None,
+            };
+            client.runtime.now().checked_sub(age)
+        });
+        Self::changed(g, effects);
+        true
+    }
+
+    /// After hydration, fetches if the key still needs it (used by observers, which do not
+    /// wait for hydration before showing a state).
+    pub(crate) fn fetch_after_hydration<E>(
+        self: &Arc<Self>,
+        gate: Arc<Gate>,
+        client: &Arc<ClientInner>,
+        options: &Arc<OptionsInner<T, E>>,
+    ) -> BoxFuture
+    where
+        E: fmt::Display + Send + Sync + 'static,
+    {
+        let (cell, client, options) = (self.clone(), client.clone(), options.clone());
+        Box::pin(async move {
+            gate.wait(&client.runtime, client.storage_timeout()).await;
+            let stale_time = options.stale_time.unwrap_or(client.config.stale_time);
+            let mut effects = Effects::none();
+            {
+                let mut g = cell.lock();
+                let wanted = !g.detached
+                    && !g.paused
+                    && g.observers > 0
+                    && !Self::is_fetching(&g)
+                    && (g.state.data.is_none()
+                        || Self::is_stale(&g, client.runtime.now(), stale_time));
+                if wanted {
+                    let _ = cell.join_or_begin(&mut g, &client, &options, &mut effects);
+                }
+            }
+            effects.run(&client, &cell.key);
+        })
+    }
+}
+
+/// How far ahead of the wall clock a restored timestamp may be and still count as "now":
+/// the float seconds of the record format round to well within this.
+pub(crate) const ROUNDING_SLACK: Duration = Duration::from_millis(1);
+
+/// The time to live of a record for a query with `gc_time`: a gc time of ten years or more
+/// means "keep" and writes no expiry.
+pub(crate) fn record_ttl(gc_time: Duration) -> Option<Duration> {
+    const FOREVER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+    (gc_time < FOREVER).then_some(gc_time)
+}
+
+/// The one L2 read of a cold key.
+pub(crate) async fn hydrate<T: Clone + Send + Sync + 'static>(
+    cell: Arc<QueryCell<T>>,
+    client: Arc<ClientInner>,
+    l2: Arc<L2>,
+    codec: Codec<T>,
+    gate: Arc<Gate>,
+) {
+    // However this read ends (finished, or dropped with its caller), the key counts as
+    // hydrated and the gate opens, so that no waiter waits for a read that will not finish.
+    struct Finish<T: Clone + Send + Sync + 'static>(Arc<QueryCell<T>>, Arc<Gate>);
+    impl<T: Clone + Send + Sync + 'static> Drop for Finish<T> {
+        fn drop(&mut self) {
+            let mut g = self.0.lock();
+            g.hydrated = true;
+            g.hydration = None;
+            drop(g);
+            self.1.open();
+        }
+    }
+    let _finish = Finish(cell.clone(), gate);
+    l2.count_hydration();
+    let record = l2.read(&cell.key, codec.decode).await;
+    let mut effects = Effects::none();
+    {
+        let mut g = cell.lock();
+        g.hydrated = true;
+        g.hydration = None;
+        if let Some(record) = record
+            && !g.detached
+            && QueryCell::apply_record(&mut g, &client, record, &mut effects)
+        {
+            tracing::debug!(key = %cell.key, "hydrated from L2");
+            // A fresh record may mean no fetch follows, and gc is scheduled when a fetch
+            // ends: schedule it here so the restored query is still collected.
+            cell.maybe_schedule_gc(&mut g, &client, &mut effects);
+        }
+    }
+    effects.run(&client, &cell.key);
+}

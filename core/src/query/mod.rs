@@ -1,0 +1,19 @@
+//! One key's state machine: state, generation fencing, the in-flight fetch shared by every
+//! caller, retries, panics, and when the query may be garbage-collected (see `gc`).
+//!
+//! Locking: each query has one mutex; it is never held while user code runs (query functions,
+//! callbacks, listeners) or while the runtime is asked to spawn. Work decided under the lock is
+//! collected in [`Effects`] and carried out after the lock is released. The cache lock may be
+//! taken before a query lock, never after one.
+
+mod cell;
+mod effects;
+mod erased;
+mod fetch;
+mod hydrate;
+mod removal;
+
+pub(crate) use cell::{QueryCell, QuickAnswer};
+pub(crate) use effects::Effects;
+pub(crate) use fetch::FetchSlot;
+pub(crate) use hydrate::HydrationStep;
