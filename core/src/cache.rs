@@ -13,65 +13,31 @@
 //! O(log n + matches) instead of the seed's walk over every key. It is only written while
 //! the key's shard lock is held, so it always contains every key the shards contain.
 //!
-//! Lock order: a shard lock, then (optionally) the index lock or a query lock. Never two shard
-//! locks at once.
+//! The store is generic over the query type it holds (`Q: Stored`): it knows keys, idleness
+//! and detaching, nothing of fetching, observers or the client. Lock order: see ARCHITECTURE.md.
 
-use std::any::Any;
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::client::ClientInner;
 use crate::key::{KeyHashBuilder, QueryKey};
-use crate::runtime::BoxFuture;
+use crate::sync::{Mutex, MutexGuard};
 
-/// What the cache needs from a query, whatever its data type.
-pub(crate) trait AnyQuery: Send + Sync + 'static {
+/// What the store needs from a query, whatever its data type: nothing of the engine.
+pub(crate) trait Stored: Send + Sync + 'static {
     /// The key.
     fn key(&self) -> &QueryKey;
     /// The data type's name, for type-mismatch errors.
     fn type_name(&self) -> &'static str;
     /// Whether the query could be evicted now (neither observed nor fetching).
     fn is_idle(&self) -> bool;
-    /// Marks the query as gone from the cache if it is neither observed nor fetching (or if
+    /// Marks the query as gone from the store if it is neither observed nor fetching (or if
     /// `force`). Returns whether it did. Called with the shard lock held.
     fn try_detach(&self, force: bool) -> bool;
-    /// Upcast for downcasting to the typed query.
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
-    /// Borrowing upcast, for the hit path (no reference-count traffic).
-    fn as_any(&self) -> &dyn Any;
-    /// Whether the query writes to L2.
-    fn persisted(&self) -> bool;
-    /// Marks stale; with `refetch`, refetches if observed. Returns the refetch to wait for.
-    fn invalidate(self: Arc<Self>, client: &Arc<ClientInner>, refetch: bool) -> Option<BoxFuture>;
-    /// Back to the initial state.
-    fn reset(self: Arc<Self>, client: &Arc<ClientInner>);
-    /// Pauses background fetching.
-    fn pause(&self, client: &Arc<ClientInner>);
-    /// Resumes background fetching.
-    fn resume(self: Arc<Self>, client: &Arc<ClientInner>, refetch: bool);
-    /// Garbage collection: what to do with this query at `now` (nanoseconds on the client
-    /// clock).
-    fn gc_check(&self, now: u64) -> GcVerdict;
 }
-
-/// What the garbage collector should do with a query it was asked to look at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum GcVerdict {
-    /// Its removal was cancelled (it is observed or fetching, or was written again without a
-    /// pending removal).
-    Keep,
-    /// Its removal was pushed back to this time.
-    Later(u64),
-    /// Its time has come.
-    Remove,
-}
-
-/// A shared, type-erased query.
-pub(crate) type Entry = Arc<dyn AnyQuery>;
 
 /// Number of shards (a power of two).
 pub(crate) const SHARDS: usize = 32;
@@ -101,8 +67,8 @@ impl Stamp {
     }
 }
 
-pub(crate) struct QueryCache {
-    shards: Box<[Shard]>,
+pub(crate) struct QueryCache<Q: ?Sized> {
+    shards: Box<[Shard<Q>]>,
     index: Mutex<BTreeSet<QueryKey>>,
     len: AtomicUsize,
     max_size: usize,
@@ -110,14 +76,13 @@ pub(crate) struct QueryCache {
 
 /// One shard, on its own cache line pair so that two shards never share one.
 #[repr(align(128))]
-struct Shard {
-    lock: Mutex<ShardInner>,
+struct Shard<Q: ?Sized> {
+    lock: Mutex<ShardInner<Q>>,
 }
 
-#[derive(Default)]
-struct ShardInner {
+struct ShardInner<Q: ?Sized> {
     map: HashMap<QueryKey, u32, KeyHashBuilder>,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<Q>>,
     free: Vec<u32>,
     /// Most recently used.
     head: u32,
@@ -125,30 +90,34 @@ struct ShardInner {
     tail: u32,
 }
 
-struct Slot {
-    entry: Option<Entry>,
+struct Slot<Q: ?Sized> {
+    entry: Option<Arc<Q>>,
     prev: u32,
     next: u32,
     stamp: Stamp,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // No user code runs under the cache's locks (only query bookkeeping, which cannot
-    // panic), so a poisoned lock still guards consistent data.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock()
 }
 
-impl QueryCache {
+impl<Q: ?Sized + Stored> QueryCache<Q> {
     pub(crate) fn new(max_size: usize) -> Self {
         let shards = (0..SHARDS)
             .map(|_| Shard {
-                lock: Mutex::new(ShardInner { head: NIL, tail: NIL, ..ShardInner::default() }),
+                lock: Mutex::new(ShardInner {
+                    map: HashMap::default(),
+                    slots: Vec::new(),
+                    free: Vec::new(),
+                    head: NIL,
+                    tail: NIL,
+                }),
             })
             .collect();
         Self { shards, index: Mutex::new(BTreeSet::new()), len: AtomicUsize::new(0), max_size }
     }
 
-    fn shard(&self, key: &QueryKey) -> &Shard {
+    fn shard(&self, key: &QueryKey) -> &Shard<Q> {
         // Bits 32.. pick the shard: the maps inside use the low bits for buckets and the top
         // seven as tags, so this keeps both well spread within a shard.
         &self.shards[(key.hash_u64() >> 32) as usize & (SHARDS - 1)]
@@ -160,7 +129,7 @@ impl QueryCache {
         &self,
         key: &QueryKey,
         stamp: Stamp,
-        f: impl FnOnce(&dyn AnyQuery) -> Option<R>,
+        f: impl FnOnce(&Q) -> Option<R>,
     ) -> Option<R> {
         let mut shard = lock(&self.shard(key).lock);
         let slot = *shard.map.get(key)?;
@@ -170,7 +139,7 @@ impl QueryCache {
     }
 
     /// The query under `key`, marked used at `stamp`.
-    pub(crate) fn get(&self, key: &QueryKey, stamp: Stamp) -> Option<Entry> {
+    pub(crate) fn get(&self, key: &QueryKey, stamp: Stamp) -> Option<Arc<Q>> {
         let mut shard = lock(&self.shard(key).lock);
         let slot = *shard.map.get(key)?;
         shard.touch(slot, stamp);
@@ -178,7 +147,7 @@ impl QueryCache {
     }
 
     /// The query under `key`, without marking it used.
-    pub(crate) fn lookup(&self, key: &QueryKey) -> Option<Entry> {
+    pub(crate) fn lookup(&self, key: &QueryKey) -> Option<Arc<Q>> {
         let shard = lock(&self.shard(key).lock);
         let slot = *shard.map.get(key)?;
         shard.slots[slot as usize].entry.clone()
@@ -190,8 +159,8 @@ impl QueryCache {
         &self,
         key: &QueryKey,
         stamp: Stamp,
-        make: impl FnOnce() -> Entry,
-    ) -> (Entry, Vec<Entry>) {
+        make: impl FnOnce() -> Arc<Q>,
+    ) -> (Arc<Q>, Vec<Arc<Q>>) {
         let entry = {
             let mut shard = lock(&self.shard(key).lock);
             if let Some(&slot) = shard.map.get(key) {
@@ -219,7 +188,7 @@ impl QueryCache {
     }
 
     /// Evicts the least recently used idle query other than `keep`.
-    fn evict_one(&self, keep: &Entry) -> Option<Entry> {
+    fn evict_one(&self, keep: &Arc<Q>) -> Option<Arc<Q>> {
         // Tried a few times: a candidate may become busy between the scan and the removal.
         for _ in 0..4 {
             let mut best: Option<(Stamp, usize, u32)> = None;
@@ -246,7 +215,7 @@ impl QueryCache {
     }
 
     /// Removes `key` if it still holds `expected` and that query agrees to go (`try_detach`).
-    pub(crate) fn remove_if_idle(&self, key: &QueryKey, expected: &Entry) -> bool {
+    pub(crate) fn remove_if_idle(&self, key: &QueryKey, expected: &Arc<Q>) -> bool {
         let mut shard = lock(&self.shard(key).lock);
         let Some(&slot) = shard.map.get(key) else {
             return false;
@@ -277,7 +246,7 @@ impl QueryCache {
     }
 
     /// Removes every query under `prefix` (all when `None`), observed or not.
-    pub(crate) fn remove_matching(&self, prefix: Option<&QueryKey>) -> Vec<Entry> {
+    pub(crate) fn remove_matching(&self, prefix: Option<&QueryKey>) -> Vec<Arc<Q>> {
         let keys = self.keys_under(prefix);
         let mut removed = Vec::with_capacity(keys.len());
         for key in keys {
@@ -295,7 +264,7 @@ impl QueryCache {
     }
 
     /// Every query under `prefix` (all when `None`), without touching the LRU order.
-    pub(crate) fn find_matching(&self, prefix: Option<&QueryKey>) -> Vec<Entry> {
+    pub(crate) fn find_matching(&self, prefix: Option<&QueryKey>) -> Vec<Arc<Q>> {
         self.keys_under(prefix).iter().filter_map(|k| self.lookup(k)).collect()
     }
 
@@ -318,11 +287,11 @@ impl QueryCache {
 }
 
 /// Whether two entries are the same query (compares the data pointers, not the vtables).
-pub(crate) fn same_query(a: &Entry, b: &Entry) -> bool {
+pub(crate) fn same_query<Q: ?Sized>(a: &Arc<Q>, b: &Arc<Q>) -> bool {
     std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
 }
 
-impl ShardInner {
+impl<Q: ?Sized + Stored> ShardInner<Q> {
     fn unlink(&mut self, slot: u32) {
         let (prev, next) = (self.slots[slot as usize].prev, self.slots[slot as usize].next);
         if prev == NIL {
@@ -363,7 +332,7 @@ impl ShardInner {
         }
     }
 
-    fn insert(&mut self, key: QueryKey, entry: Entry, stamp: Stamp) {
+    fn insert(&mut self, key: QueryKey, entry: Arc<Q>, stamp: Stamp) {
         let slot = match self.free.pop() {
             Some(slot) => {
                 let s = &mut self.slots[slot as usize];
@@ -381,7 +350,7 @@ impl ShardInner {
         self.map.insert(key, slot);
     }
 
-    fn remove_slot(&mut self, slot: u32) -> Option<Entry> {
+    fn remove_slot(&mut self, slot: u32) -> Option<Arc<Q>> {
         let entry = self.slots[slot as usize].entry.take()?;
         self.unlink(slot);
         self.free.push(slot);
@@ -390,7 +359,7 @@ impl ShardInner {
     }
 
     /// The least recently used query of this shard that could be evicted, other than `keep`.
-    fn oldest_idle(&self, keep: &Entry) -> Option<(Stamp, u32)> {
+    fn oldest_idle(&self, keep: &Arc<Q>) -> Option<(Stamp, u32)> {
         let mut at = self.tail;
         while at != NIL {
             let s = &self.slots[at as usize];
@@ -405,3 +374,12 @@ impl ShardInner {
         None
     }
 }
+
+impl<Q: ?Sized> std::fmt::Debug for QueryCache<Q> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryCache").field("len", &self.len.load(Ordering::Relaxed)).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -2,12 +2,10 @@
 //! observers added and removed.
 
 use std::fmt;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
-use crate::error::panic_message;
 use crate::key::QueryKey;
+use crate::listeners::ListenerList;
 
 /// Something that happened in a client's cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,52 +23,28 @@ pub enum CacheEvent {
     ObserverRemoved(QueryKey),
 }
 
-type EventListener = Arc<dyn Fn(&CacheEvent) + Send + Sync>;
-
-/// The listeners of one client. Emitting costs one atomic load when nobody listens.
-#[derive(Default)]
+/// The event listeners of one client. Emitting costs one atomic load when nobody listens.
 pub(crate) struct EventHub {
-    any: AtomicBool,
-    next: AtomicU64,
-    listeners: Mutex<Arc<[(u64, EventListener)]>>,
+    listeners: ListenerList<CacheEvent>,
 }
 
 impl EventHub {
-    pub(crate) fn new() -> Self {
-        Self {
-            any: AtomicBool::new(false),
-            next: AtomicU64::new(0),
-            listeners: Mutex::new(Arc::from(Vec::new())),
-        }
+    pub(crate) const fn new() -> Self {
+        Self { listeners: ListenerList::new() }
     }
 
+    /// Calls every listener with `event`, with no lock held.
     pub(crate) fn emit(&self, event: &CacheEvent) {
-        if !self.any.load(Ordering::Acquire) {
-            return;
-        }
-        let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        for (_, listener) in listeners.iter() {
-            if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| listener(event))) {
-                tracing::error!("cache event listener panicked: {}", panic_message(&*payload));
-            }
-        }
+        self.listeners.notify_every(event);
     }
 
-    pub(crate) fn add(self: &Arc<Self>, listener: EventListener) -> EventSubscription {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut guard = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-        let mut list: Vec<_> = guard.iter().cloned().collect();
-        list.push((id, listener));
-        *guard = list.into();
-        self.any.store(true, Ordering::Release);
+    /// Registers `listener` until the returned subscription is dropped.
+    pub(crate) fn add(
+        self: &Arc<Self>,
+        listener: impl Fn(&CacheEvent) + Send + Sync + 'static,
+    ) -> EventSubscription {
+        let id = self.listeners.add(Box::new(move |event, _| listener(event)));
         EventSubscription { hub: Arc::downgrade(self), id }
-    }
-
-    fn remove(&self, id: u64) {
-        let mut guard = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-        let list: Vec<_> = guard.iter().filter(|(i, _)| *i != id).cloned().collect();
-        self.any.store(!list.is_empty(), Ordering::Release);
-        *guard = list.into();
     }
 }
 
@@ -89,7 +63,7 @@ impl EventSubscription {
 impl Drop for EventSubscription {
     fn drop(&mut self) {
         if let Some(hub) = self.hub.upgrade() {
-            hub.remove(self.id);
+            hub.listeners.remove(self.id);
         }
     }
 }

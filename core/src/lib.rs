@@ -60,22 +60,36 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 #![forbid(unsafe_code)]
 
-mod cache;
-mod client;
-mod convenience;
+// Layers, bottom to top (a module imports only modules below it; see ARCHITECTURE.md):
+// runtime, key, error, state, sync -> listeners, events, retryer, storage, gc -> options ->
+// cache -> ctx -> sweeper -> query -> observer, mutation -> client -> convenience.
+pub mod runtime;
+mod sync;
+
 mod error;
+mod key;
+mod state;
+
 mod events;
 mod gc;
-mod key;
 mod listeners;
+mod retryer;
+pub mod storage;
+
+mod options;
+
+mod cache;
+mod ctx;
+mod sweeper;
+
+mod query;
+
 mod mutation;
 mod observer;
-mod options;
-mod query;
-mod retry;
-pub mod runtime;
-mod state;
-pub mod storage;
+
+mod client;
+mod convenience;
+
 #[cfg(feature = "test-util")]
 pub mod testing;
 
@@ -88,6 +102,6 @@ pub use listeners::Subscription;
 pub use mutation::{Mutation, MutationOptions, MutationState, MutationStatus};
 pub use observer::{QueryObserver, QueryStream};
 pub use options::{QueryClientConfig, QueryOptions};
-pub use retry::{MAX_DEFAULT_RETRY_DELAY, RetryDelayFn, RetryIfFn, default_retry_delay};
+pub use retryer::{MAX_DEFAULT_RETRY_DELAY, RetryDelayFn, RetryIfFn, default_retry_delay};
 pub use runtime::Runtime;
 pub use state::{FetchStatus, QueryState, QueryStatus};

@@ -1,88 +1,191 @@
-//! Listener lists shared by observers and mutations: copy-on-write, delivered without locks,
-//! newest-wins per listener, panics contained.
+//! The one listener list of the engine: copy-on-write, delivered without any lock held,
+//! optionally newest-wins per listener, panics contained.
+//!
+//! [`Listeners`] is the bare list, for an owner that already has a lock (a query keeps its
+//! listeners under its own lock, so an idle query pays one pointer for them).
+//! [`ListenerList`] adds a lock of its own, for owners that have none (observers, mutations,
+//! cache events). Either way a notification takes a [`Snapshot`] under the lock and calls the
+//! listeners after releasing it, so a listener may subscribe, unsubscribe or call back into the
+//! client.
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::error::panic_message;
+use crate::sync::Mutex;
 
-struct Entry<S> {
+/// Listener ids come from one counter for the whole process, so no list needs a counter.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A listener's callback: the state and its version.
+pub(crate) type Callback<S> = Box<dyn Fn(&S, u64) + Send + Sync>;
+
+struct Listener<S: ?Sized> {
     id: u64,
-    /// `version + 1` of the newest state delivered (0: none yet).
+    /// `version + 1` of the newest state delivered (0: none yet), for newest-wins delivery.
     delivered: AtomicU64,
-    call: Box<dyn Fn(&S) + Send + Sync>,
+    call: Callback<S>,
 }
 
-/// Listeners of states of type `S`.
-pub(crate) struct ListenerList<S> {
-    entries: Mutex<Arc<[Arc<Entry<S>>]>>,
-    next: AtomicU64,
+type List<S> = Arc<Vec<Arc<Listener<S>>>>;
+
+/// A copy-on-write list of listeners, guarded by its owner's lock. Empty costs one pointer.
+pub(crate) struct Listeners<S: ?Sized> {
+    list: Option<List<S>>,
 }
 
-impl<S> ListenerList<S> {
-    pub(crate) fn new() -> Self {
-        Self { entries: Mutex::new(Arc::from(Vec::new())), next: AtomicU64::new(0) }
-    }
+/// The listeners at one moment, to notify after the owner's lock is released.
+pub(crate) struct Snapshot<S: ?Sized>(Option<List<S>>);
 
-    fn snapshot(&self) -> Arc<[Arc<Entry<S>>]> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clone()
+impl<S: ?Sized> Listeners<S> {
+    /// No listeners.
+    pub(crate) const fn new() -> Self {
+        Self { list: None }
     }
 
     /// Adds a listener and returns its id.
-    pub(crate) fn add(&self, call: Box<dyn Fn(&S) + Send + Sync>) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let entry = Arc::new(Entry { id, delivered: AtomicU64::new(0), call });
-        let mut guard = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let mut list: Vec<_> = guard.iter().cloned().collect();
-        list.push(entry);
-        *guard = list.into();
+    pub(crate) fn add(&mut self, call: Callback<S>) -> u64 {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let listener = Arc::new(Listener { id, delivered: AtomicU64::new(0), call });
+        let mut list: Vec<_> = self.list.iter().flat_map(|l| l.iter().cloned()).collect();
+        list.push(listener);
+        self.list = Some(Arc::new(list));
         id
     }
 
-    /// Removes a listener; returns how many remain.
+    /// Removes listener `id` (if present) and returns how many remain.
+    pub(crate) fn remove(&mut self, id: u64) -> usize {
+        let Some(current) = &self.list else {
+            return 0;
+        };
+        if current.iter().any(|l| l.id == id) {
+            let list: Vec<_> = current.iter().filter(|l| l.id != id).cloned().collect();
+            self.list = (!list.is_empty()).then(|| Arc::new(list));
+        }
+        self.len()
+    }
+
+    /// Number of listeners.
+    pub(crate) fn len(&self) -> usize {
+        self.list.as_ref().map_or(0, |l| l.len())
+    }
+
+    /// The current listeners, to notify once the owner's lock is released; `None` when there
+    /// are none (nothing to clone, nothing to notify).
+    pub(crate) fn snapshot(&self) -> Option<Snapshot<S>> {
+        self.list.clone().map(|l| Snapshot(Some(l)))
+    }
+}
+
+impl<S: ?Sized> Snapshot<S> {
+    /// Calls every listener with `state`, newest-wins: a listener that has already seen
+    /// `version` or a newer one is skipped, so states are shown in order and a late one is
+    /// dropped.
+    pub(crate) fn notify(&self, state: &S, version: u64) {
+        for listener in self.0.iter().flat_map(|l| l.iter()) {
+            deliver(listener, state, Some(version));
+        }
+    }
+
+    /// Calls every listener with `state`, each call made (events, where each one counts).
+    pub(crate) fn notify_every(&self, state: &S) {
+        for listener in self.0.iter().flat_map(|l| l.iter()) {
+            deliver(listener, state, None);
+        }
+    }
+
+    /// Calls listener `id` only, newest-wins (the immediate call of a new subscriber).
+    pub(crate) fn notify_one(&self, id: u64, state: &S, version: u64) {
+        if let Some(listener) = self.0.iter().flat_map(|l| l.iter()).find(|l| l.id == id) {
+            deliver(listener, state, Some(version));
+        }
+    }
+}
+
+fn deliver<S: ?Sized>(listener: &Listener<S>, state: &S, version: Option<u64>) {
+    if let Some(version) = version {
+        let stamp = version.saturating_add(1);
+        if listener.delivered.fetch_max(stamp, Ordering::AcqRel) >= stamp {
+            return;
+        }
+    }
+    let call = AssertUnwindSafe(|| (listener.call)(state, version.unwrap_or(0)));
+    if let Err(payload) = std::panic::catch_unwind(call) {
+        tracing::error!(
+            "listener panicked: {}; the other listeners still run",
+            panic_message(&*payload)
+        );
+    }
+}
+
+/// A listener list with a lock of its own. `is_empty` is one atomic load.
+pub(crate) struct ListenerList<S: ?Sized> {
+    inner: Mutex<Listeners<S>>,
+    len: AtomicUsize,
+}
+
+impl<S: ?Sized> ListenerList<S> {
+    pub(crate) const fn new() -> Self {
+        Self { inner: Mutex::new(Listeners::new()), len: AtomicUsize::new(0) }
+    }
+
+    /// Adds a listener and returns its id.
+    pub(crate) fn add(&self, call: Callback<S>) -> u64 {
+        let mut list = self.inner.lock();
+        let id = list.add(call);
+        self.len.store(list.len(), Ordering::Release);
+        id
+    }
+
+    /// Removes listener `id`; returns how many remain.
     pub(crate) fn remove(&self, id: u64) -> usize {
-        let mut guard = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let list: Vec<_> = guard.iter().filter(|e| e.id != id).cloned().collect();
-        let left = list.len();
-        *guard = list.into();
+        let mut list = self.inner.lock();
+        let left = list.remove(id);
+        self.len.store(left, Ordering::Release);
         left
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.snapshot().len()
+        self.len.load(Ordering::Acquire)
     }
 
-    /// Delivers `state` (of `version`) to every listener that has not seen a newer one.
-    pub(crate) fn deliver(&self, state: &S, version: u64) {
-        for entry in self.snapshot().iter() {
-            Self::deliver_to(entry, state, version);
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Notifies every listener, newest-wins (see [`Snapshot::notify`]); no lock is held
+    /// during the calls.
+    pub(crate) fn notify(&self, state: &S, version: u64) {
+        if let Some(snapshot) = self.snapshot() {
+            snapshot.notify(state, version);
         }
     }
 
-    /// Delivers `state` to listener `id` only (the immediate call of a new subscriber).
-    pub(crate) fn deliver_one(&self, id: u64, state: &S, version: u64) {
-        if let Some(entry) = self.snapshot().iter().find(|e| e.id == id) {
-            Self::deliver_to(entry, state, version);
+    /// Notifies every listener of every call (see [`Snapshot::notify_every`]).
+    pub(crate) fn notify_every(&self, state: &S) {
+        if let Some(snapshot) = self.snapshot() {
+            snapshot.notify_every(state);
         }
     }
 
-    fn deliver_to(entry: &Entry<S>, state: &S, version: u64) {
-        let stamp = version + 1;
-        if entry.delivered.fetch_max(stamp, Ordering::AcqRel) >= stamp {
-            return; // This listener already saw this state or a newer one.
+    /// Notifies listener `id` only.
+    pub(crate) fn notify_one(&self, id: u64, state: &S, version: u64) {
+        if let Some(snapshot) = self.snapshot() {
+            snapshot.notify_one(id, state, version);
         }
-        if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| (entry.call)(state))) {
-            tracing::error!(
-                "listener panicked: {}; other listeners still run",
-                panic_message(&*payload)
-            );
+    }
+
+    fn snapshot(&self) -> Option<Snapshot<S>> {
+        if self.is_empty() {
+            return None;
         }
+        self.inner.lock().snapshot()
     }
 }
 
-impl<S> fmt::Debug for ListenerList<S> {
+impl<S: ?Sized> fmt::Debug for ListenerList<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ListenerList").field("len", &self.len()).finish()
     }
@@ -120,3 +223,6 @@ impl fmt::Debug for Subscription {
         f.debug_struct("Subscription").field("active", &self.unsubscribe.is_some()).finish()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,16 +3,16 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures::FutureExt;
 
-use crate::client::QueryClient;
 use crate::error::{QueryError, panic_message};
 use crate::listeners::{ListenerList, Subscription};
-use crate::retry::{RetryDelayFn, RetryIfFn, RetryPolicy, default_retry_delay};
-use crate::runtime::BoxFuture;
+use crate::retryer::{Outcome, RetryDelayFn, RetryIfFn, Retryer, default_retry_delay};
+use crate::runtime::{BoxFuture, Runtime};
+use crate::sync::Mutex;
 
 type MutationFn<I, T, E> = Arc<dyn Fn(I) -> BoxFuture<Result<T, E>> + Send + Sync>;
 type OnMutate<I, C> = Arc<dyn Fn(I) -> BoxFuture<C> + Send + Sync>;
@@ -305,7 +305,7 @@ pub struct Mutation<I, T, E, C = ()> {
 }
 
 struct MutationShared<I, T, E, C> {
-    client: QueryClient,
+    runtime: Runtime,
     options: MutationOptions<I, T, E, C>,
     state: Mutex<(MutationState<T, E>, u64)>,
     listeners: ListenerList<MutationState<T, E>>,
@@ -324,10 +324,10 @@ where
     E: Send + Sync + 'static,
     C: Clone + Send + Sync + 'static,
 {
-    pub(crate) fn new(client: QueryClient, options: MutationOptions<I, T, E, C>) -> Self {
+    pub(crate) fn new(runtime: Runtime, options: MutationOptions<I, T, E, C>) -> Self {
         Self {
             shared: Arc::new(MutationShared {
-                client,
+                runtime,
                 options,
                 state: Mutex::new((MutationState::default(), 0)),
                 listeners: ListenerList::new(),
@@ -337,7 +337,7 @@ where
 
     /// The current state.
     pub fn state(&self) -> MutationState<T, E> {
-        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).0.clone()
+        self.shared.state.lock().0.clone()
     }
 
     /// Calls `listener` on every state change until the subscription is dropped.
@@ -345,7 +345,7 @@ where
         &self,
         listener: impl Fn(&MutationState<T, E>) + Send + Sync + 'static,
     ) -> Subscription {
-        let id = self.shared.listeners.add(Box::new(listener));
+        let id = self.shared.listeners.add(Box::new(move |state, _| listener(state)));
         let shared = self.shared.clone();
         Subscription::new(move || {
             shared.listeners.remove(id);
@@ -359,12 +359,12 @@ where
 
     fn update(&self, f: impl FnOnce(&mut MutationState<T, E>)) {
         let (state, version) = {
-            let mut guard = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = self.shared.state.lock();
             f(&mut guard.0);
             guard.1 += 1;
             (guard.0.clone(), guard.1)
         };
-        self.shared.listeners.deliver(&state, version);
+        self.shared.listeners.notify(&state, version);
     }
 
     /// Runs the mutation: `on_mutate`, then the function with retries, then `on_success` or
@@ -376,7 +376,7 @@ where
     /// The function's error after its retries, or a panic.
     pub async fn mutate(&self, input: I) -> Result<T, QueryError<E>> {
         let options = &self.shared.options;
-        let runtime = self.shared.client.runtime().clone();
+        let runtime = self.shared.runtime.clone();
         let now = runtime.system_now();
         self.update(|s| {
             s.status = MutationStatus::Pending;
@@ -393,33 +393,18 @@ where
             },
             None => None,
         };
-        let policy = RetryPolicy {
+        let retryer = Retryer {
             retries: options.retry,
             delay: options.retry_delay.clone(),
             retry_if: options.retry_if.clone(),
         };
-        let mut attempt = 0;
-        let result = loop {
-            let call =
-                std::panic::catch_unwind(AssertUnwindSafe(|| (options.mutation_fn)(input.clone())));
-            let outcome = match call {
-                Ok(future) => guarded(future).await,
-                Err(payload) => Err(panic_message(&*payload)),
-            };
-            match outcome {
-                Ok(Ok(data)) => break Ok(data),
-                Ok(Err(error)) => match policy.next_delay(attempt, &error) {
-                    Some(delay) => {
-                        attempt += 1;
-                        self.update(|s| s.failure_count = attempt);
-                        runtime.sleep(delay).await;
-                    }
-                    None => break Err(QueryError::Failed(Arc::new(error))),
-                },
-                Err(message) => break Err(QueryError::Panicked(message)),
-            }
-        };
-        let failures = if result.is_err() { attempt + 1 } else { 0 };
+        let Outcome { result, failures } = retryer
+            .run(
+                &runtime,
+                || (options.mutation_fn)(input.clone()),
+                |failed, _| self.update(|s| s.failure_count = failed),
+            )
+            .await;
         self.settle(result, input, context, failures).await
     }
 
@@ -431,7 +416,7 @@ where
         failures: u32,
     ) -> Result<T, QueryError<E>> {
         let options = &self.shared.options;
-        let now = self.shared.client.runtime().system_now();
+        let now = self.shared.runtime.system_now();
         self.update(|s| {
             s.settled_at = Some(now);
             s.failure_count = failures;

@@ -4,20 +4,21 @@
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use futures::Stream;
 use futures::future::{AbortHandle, Abortable};
 use futures::task::AtomicWaker;
 
-use crate::client::QueryClient;
+use crate::ctx::Ctx;
 use crate::error::{QueryError, panic_message};
 use crate::events::CacheEvent;
 use crate::listeners::{ListenerList, Subscription};
 use crate::options::QueryOptions;
-use crate::query::{Effects, HydrationStep, QueryCell};
+use crate::query::{self, Effects, HydrationStep, QueryCell};
 use crate::state::{QueryState, QueryStatus, RawState};
+use crate::sync::{Mutex, MutexGuard};
 
 type SelectFn<T, S> = Arc<dyn Fn(&T) -> S + Send + Sync>;
 
@@ -58,7 +59,7 @@ pub struct QueryObserver<T, E, S = T> {
 }
 
 struct Shared<T, E, S> {
-    client: QueryClient,
+    ctx: Arc<Ctx>,
     options: QueryOptions<T, E>,
     select: SelectFn<T, S>,
     inner: Mutex<Inner<T, S, E>>,
@@ -83,8 +84,8 @@ where
     T: Clone + Send + Sync + 'static,
     E: fmt::Display + Send + Sync + 'static,
 {
-    pub(crate) fn new(client: QueryClient, options: QueryOptions<T, E>) -> Self {
-        Self::with_select(client, options, Arc::new(T::clone))
+    pub(crate) fn new(ctx: Arc<Ctx>, options: QueryOptions<T, E>) -> Self {
+        Self::with_select(ctx, options, Arc::new(T::clone))
     }
 }
 
@@ -94,13 +95,9 @@ where
     E: fmt::Display + Send + Sync + 'static,
     S: Clone + Send + Sync + 'static,
 {
-    fn with_select(
-        client: QueryClient,
-        options: QueryOptions<T, E>,
-        select: SelectFn<T, S>,
-    ) -> Self {
+    fn with_select(ctx: Arc<Ctx>, options: QueryOptions<T, E>, select: SelectFn<T, S>) -> Self {
         let shared = Arc::new(Shared {
-            client,
+            ctx,
             options,
             select,
             inner: Mutex::new(Inner {
@@ -127,7 +124,7 @@ where
         S2: Clone + Send + Sync + 'static,
     {
         QueryObserver::with_select(
-            self.shared.client.clone(),
+            self.shared.ctx.clone(),
             self.shared.options.clone(),
             Arc::new(select),
         )
@@ -148,12 +145,12 @@ where
         if needs_attach {
             Shared::attach(&self.shared);
         }
-        let id = self.shared.listeners.add(Box::new(listener));
+        let id = self.shared.listeners.add(Box::new(move |state, _| listener(state)));
         let (state, version) = {
             let inner = self.shared.lock();
             (inner.result.clone(), inner.version)
         };
-        self.shared.listeners.deliver_one(id, &state, version);
+        self.shared.listeners.notify_one(id, &state, version);
         // The subscription keeps the observer alive: dropping the observer handle while a
         // subscription is active must not silence it.
         let shared = self.shared.clone();
@@ -179,8 +176,8 @@ where
     /// Fetches now, whether or not the data is stale (joining a fetch already in flight), and
     /// returns the resulting state. Works when the query is disabled.
     pub async fn refetch(&self) -> QueryState<S, E> {
-        let client = &self.shared.client;
-        let cell = match client.cell::<T>(self.shared.options.key()) {
+        let ctx = &self.shared.ctx;
+        let cell = match query::cell::<T>(ctx, self.shared.options.key()) {
             Ok(cell) => cell,
             Err(mismatch) => {
                 return QueryState {
@@ -190,7 +187,7 @@ where
                 };
             }
         };
-        let slot = cell.fetch_with(&client.inner, &self.shared.options.inner);
+        let slot = cell.fetch_with(ctx, &self.shared.options.inner);
         let _ = slot.wait().await;
         self.result()
     }
@@ -203,7 +200,7 @@ where
         let slot = Arc::new(StreamSlot { latest: Mutex::new(None), waker: AtomicWaker::new() });
         let writer = slot.clone();
         let subscription = self.subscribe(move |state| {
-            *writer.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(state.clone());
+            *writer.latest.lock() = Some(state.clone());
             writer.waker.wake();
         });
         QueryStream { slot, _subscription: subscription }
@@ -217,7 +214,7 @@ where
     S: Clone + Send + Sync + 'static,
 {
     fn lock(&self) -> MutexGuard<'_, Inner<T, S, E>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock()
     }
 
     /// Applies placeholder data and `select` to a raw state. Runs user code: call it with no
@@ -264,7 +261,7 @@ where
     }
 
     fn current_unattached(&self) -> QueryState<S, E> {
-        match self.client.existing::<T>(self.options.key()) {
+        match query::existing::<T>(&self.ctx, self.options.key()) {
             Ok(Some(cell)) => {
                 let raw = cell.lock().state.clone();
                 self.compute(Some(&raw))
@@ -279,10 +276,10 @@ where
     }
 
     fn attach(self: &Arc<Self>) {
-        let client = &self.client.inner;
+        let ctx = &self.ctx;
         let key = self.options.key().clone();
         let (cell, listener, raw, version) = loop {
-            let cell = match self.client.cell::<T>(&key) {
+            let cell = match query::cell::<T>(ctx, &key) {
                 Ok(cell) => cell,
                 Err(mismatch) => {
                     let mut inner = self.lock();
@@ -305,19 +302,19 @@ where
             QueryCell::cancel_gc(&mut g, &mut effects);
             let listener = QueryCell::add_listener(
                 &mut g,
-                Arc::new(move |raw: &RawState<T>, version| {
+                Box::new(move |raw: &RawState<T>, version| {
                     if let Some(shared) = weak.upgrade() {
                         shared.on_update(raw, version);
                     }
                 }),
             );
             QueryCell::set_fetcher(&mut g, self.options.inner.clone());
-            let stale_time = self.options.inner.stale_time.unwrap_or(client.config.stale_time);
+            let stale_time = self.options.inner.stale_time.unwrap_or(ctx.config.stale_time);
             let wants_fetch = self.options.inner.enabled
                 && !g.paused
                 && (g.state.data.is_none()
-                    || QueryCell::is_stale(&g, client.runtime.now(), stale_time));
-            let hydration = match cell.begin_hydration(&mut g, client, &self.options.inner) {
+                    || QueryCell::is_stale(&g, ctx.runtime.now(), stale_time));
+            let hydration = match cell.begin_hydration(&mut g, ctx, &self.options.inner) {
                 Some(HydrationStep::Run { gate, read }) => {
                     effects.spawns.push(read);
                     Some(gate)
@@ -330,21 +327,20 @@ where
                     // Fetch once the stored record is in, and only if it is not fresh.
                     Some(gate) => effects.spawns.push(cell.fetch_after_hydration(
                         gate,
-                        client,
+                        ctx,
                         &self.options.inner,
                     )),
                     None => {
-                        let _ =
-                            cell.join_or_begin(&mut g, client, &self.options.inner, &mut effects);
+                        let _ = cell.join_or_begin(&mut g, ctx, &self.options.inner, &mut effects);
                     }
                 }
             }
             let (raw, version) = (g.state.clone(), g.version);
             drop(g);
-            effects.run(client, &key);
+            effects.run(ctx, &key);
             break (cell, listener, raw, version);
         };
-        client.emit(&CacheEvent::ObserverAdded(key));
+        ctx.emit(&CacheEvent::ObserverAdded(key));
         let interval = self.options.inner.refetch_interval.map(|every| self.start_interval(every));
         let state = self.compute(Some(&raw));
         let mut inner = self.lock();
@@ -359,7 +355,7 @@ where
     fn start_interval(self: &Arc<Self>, every: std::time::Duration) -> AbortHandle {
         let (handle, registration) = AbortHandle::new_pair();
         let weak = Arc::downgrade(self);
-        let runtime = self.client.runtime().clone();
+        let runtime = self.ctx.runtime.clone();
         let task = async move {
             let mut next = runtime.now() + every;
             loop {
@@ -372,12 +368,12 @@ where
                 if cell.lock().paused {
                     continue;
                 }
-                let slot = cell.fetch_with(&shared.client.inner, &shared.options.inner);
+                let slot = cell.fetch_with(&shared.ctx, &shared.options.inner);
                 drop(shared);
                 let _ = slot.wait().await;
             }
         };
-        self.client.runtime().spawn(async move {
+        self.ctx.runtime.spawn(async move {
             let _ = Abortable::new(task, registration).await;
         });
         handle
@@ -396,7 +392,7 @@ where
             inner.version = version;
             inner.result = state.clone();
         }
-        self.listeners.deliver(&state, version);
+        self.listeners.notify(&state, version);
     }
 
     fn unsubscribe(&self, id: u64) {
@@ -407,17 +403,17 @@ where
         if let Some(interval) = attachment.interval {
             interval.abort();
         }
-        let client = &self.client.inner;
+        let ctx = &self.ctx;
         let cell = attachment.cell;
         let mut effects = Effects::none();
         {
             let mut g = cell.lock();
             g.observers = g.observers.saturating_sub(1);
             QueryCell::remove_listener(&mut g, attachment.listener);
-            cell.maybe_schedule_gc(&mut g, client, &mut effects);
+            cell.maybe_schedule_gc(&mut g, ctx, &mut effects);
         }
-        effects.run(client, cell.key());
-        client.emit(&CacheEvent::ObserverRemoved(cell.key().clone()));
+        effects.run(ctx, cell.key());
+        ctx.emit(&CacheEvent::ObserverRemoved(cell.key().clone()));
     }
 }
 
@@ -446,7 +442,7 @@ impl<S, E> Stream for QueryStream<S, E> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.slot.waker.register(cx.waker());
-        match self.slot.latest.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        match self.slot.latest.lock().take() {
             Some(state) => Poll::Ready(Some(state)),
             None => Poll::Pending,
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::QueryError;
 use crate::key::QueryKey;
-use crate::retry::{RetryDelayFn, RetryIfFn, default_retry_delay};
+use crate::retryer::{RetryDelayFn, RetryIfFn, default_retry_delay};
 use crate::runtime::BoxFuture;
 use crate::storage::StorageBackend;
 use crate::storage::record::{Codec, CodecFn};

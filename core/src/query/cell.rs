@@ -1,29 +1,19 @@
 //! The query cell: one key's state, its lock, and the state transitions that callers drive
 //! (writes, invalidation, reset, pause and resume).
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::effects::{Effects, Notice};
 use super::fetch::{FetchSlot, Fetcher};
 use super::hydrate::Gate;
-use super::removal::NEVER;
-use crate::client::ClientInner;
+use crate::ctx::Ctx;
+use crate::gc::removable::Removable;
 use crate::key::QueryKey;
+use crate::listeners::{Callback, Listeners};
 use crate::state::{FetchStatus, QueryStatus, RawState};
 use crate::storage::record::CodecFn;
-
-/// A state listener: receives each new state with its version number.
-pub(crate) type Listener<T> = Arc<dyn Fn(&RawState<T>, u64) + Send + Sync>;
-
-/// A query's listeners with their ids, replaced (copy on write) when one is added or removed.
-pub(crate) type Listeners<T> = Arc<Vec<(u64, Listener<T>)>>;
-
-/// Listener ids come from one counter for the whole process, so a query needs no counter of
-/// its own.
-pub(crate) static NEXT_LISTENER: std::sync::atomic::AtomicU64 =
-    std::sync::atomic::AtomicU64::new(0);
+use crate::sync::{Mutex, MutexGuard};
 
 /// The cached query for one key, with data of type `T`.
 pub(crate) struct QueryCell<T> {
@@ -44,16 +34,10 @@ pub(crate) struct CellInner<T> {
     pub(crate) paused: bool,
     pub(crate) observers: u32,
     pub(crate) detached: bool,
-    /// When this query may be garbage-collected (client clock, nanoseconds); [`NEVER`] when it
-    /// may not.
-    pub(crate) gc_at: u64,
-    /// The time of this query's entry in the client's gc heap; [`NEVER`] when it has none.
-    pub(crate) gc_queued: u64,
-    /// The query's gc time in nanoseconds (saturated), or [`NEVER`] when unset (the client
-    /// default applies).
-    pub(crate) gc_time: u64,
-    /// `None` while there is no listener (most queries), to save an allocation per query.
-    pub(crate) listeners: Option<Listeners<T>>,
+    /// When this query may be garbage-collected.
+    pub(crate) removal: Removable,
+    /// State listeners (observers' attachments); one pointer while there are none.
+    pub(crate) listeners: Listeners<RawState<T>>,
     /// How to fetch this key again without a caller's options (invalidation, resume).
     pub(crate) fetcher: Option<Arc<dyn Fetcher<T>>>,
     /// How to persist this key; set by the first persisting options that touch it.
@@ -83,10 +67,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 paused: false,
                 observers: 0,
                 detached: false,
-                gc_at: NEVER,
-                gc_queued: NEVER,
-                gc_time: NEVER,
-                listeners: None,
+                removal: Removable::new(),
+                listeners: Listeners::new(),
                 fetcher: None,
                 codec: None,
                 hydration: None,
@@ -100,14 +82,12 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, CellInner<T>> {
-        // User code never runs under this lock, so a poisoned lock still guards consistent
-        // state (only an allocation failure could unwind here).
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock()
     }
 
     /// A notice for the listeners, if there are any.
     pub(crate) fn notice(g: &CellInner<T>) -> Option<Notice<T>> {
-        let listeners = g.listeners.clone()?;
+        let listeners = g.listeners.snapshot()?;
         Some(Notice { listeners, state: g.state.clone(), version: g.version })
     }
 
@@ -156,7 +136,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
 
     pub(crate) fn set_data(
         self: &Arc<Self>,
-        client: &Arc<ClientInner>,
+        ctx: &Arc<Ctx>,
         g: &mut CellInner<T>,
         data: T,
         effects: &mut Effects<T>,
@@ -165,33 +145,23 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         g.state.status = QueryStatus::Success;
         g.state.data = Some(data);
         g.state.error = None;
-        g.state.data_updated_at = Some(client.runtime.system_now());
+        g.state.data_updated_at = Some(ctx.runtime.system_now());
         g.state.fetch_failure_count = 0;
         g.state.fetch_failure_reason = None;
-        g.fresh_at = Some(client.runtime.now());
+        g.fresh_at = Some(ctx.runtime.now());
         Self::changed(g, effects);
-        self.persist(g, client, effects);
-        self.maybe_schedule_gc(g, client, effects);
+        self.persist(g, ctx, effects);
+        self.maybe_schedule_gc(g, ctx, effects);
     }
 
-    /// Adds a listener; returns its id.
-    pub(crate) fn add_listener(g: &mut CellInner<T>, listener: Listener<T>) -> u64 {
-        let id = NEXT_LISTENER.fetch_add(1, Ordering::Relaxed);
-        let mut list: Vec<_> = g.listeners.iter().flat_map(|l| l.iter().cloned()).collect();
-        list.push((id, listener));
-        g.listeners = Some(Arc::new(list));
-        id
+    /// Adds a state listener (called with each new state and its version); returns its id.
+    pub(crate) fn add_listener(g: &mut CellInner<T>, listener: Callback<RawState<T>>) -> u64 {
+        g.listeners.add(listener)
     }
 
-    /// Removes a listener.
+    /// Removes a state listener.
     pub(crate) fn remove_listener(g: &mut CellInner<T>, id: u64) {
-        let Some(current) = &g.listeners else {
-            return;
-        };
-        if current.iter().any(|(i, _)| *i == id) {
-            let list: Vec<_> = current.iter().filter(|(i, _)| *i != id).cloned().collect();
-            g.listeners = (!list.is_empty()).then(|| Arc::new(list));
-        }
+        g.listeners.remove(id);
     }
 
     /// Remembers how to refetch, and how to persist if the options persist.
@@ -211,7 +181,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// generation. Returns the fetch to wait for, if one started.
     pub(crate) fn invalidate(
         self: &Arc<Self>,
-        client: &Arc<ClientInner>,
+        ctx: &Arc<Ctx>,
         refetch: bool,
     ) -> Option<Arc<FetchSlot<T>>> {
         let mut effects = Effects::none();
@@ -223,16 +193,16 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 g.state.data_updated_at = Some(SystemTime::UNIX_EPOCH);
             }
             Self::changed(&mut g, &mut effects);
-            self.persist(&g, client, &mut effects);
+            self.persist(&g, ctx, &mut effects);
             let fetcher = g.fetcher.clone();
             (refetch && g.observers > 0 && !g.paused).then_some(fetcher).flatten()
         };
-        effects.run(client, &self.key);
-        slot.map(|fetcher| fetcher.start(self, client))
+        effects.run(ctx, &self.key);
+        slot.map(|fetcher| fetcher.start(self, ctx))
     }
 
     /// Back to the initial state, fencing off older fetches.
-    pub(crate) fn reset(self: &Arc<Self>, client: &Arc<ClientInner>) {
+    pub(crate) fn reset(self: &Arc<Self>, ctx: &Arc<Ctx>) {
         let mut effects = Effects::none();
         {
             let mut g = self.lock();
@@ -246,13 +216,13 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 g.state.fetch_status = Self::idle_fetch_status(&g);
             }
             Self::changed(&mut g, &mut effects);
-            self.unpersist(&g, client, &mut effects);
+            self.unpersist(&g, ctx, &mut effects);
         }
-        effects.run(client, &self.key);
+        effects.run(ctx, &self.key);
     }
 
     /// Pauses background fetching.
-    pub(crate) fn pause(&self, client: &Arc<ClientInner>) {
+    pub(crate) fn pause(&self, ctx: &Arc<Ctx>) {
         let mut effects = Effects::none();
         {
             let mut g = self.lock();
@@ -265,11 +235,11 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             }
             Self::changed(&mut g, &mut effects);
         }
-        effects.run(client, &self.key);
+        effects.run(ctx, &self.key);
     }
 
     /// Resumes background fetching; with `refetch`, fetches at once.
-    pub(crate) fn resume(self: &Arc<Self>, client: &Arc<ClientInner>, refetch: bool) {
+    pub(crate) fn resume(self: &Arc<Self>, ctx: &Arc<Ctx>, refetch: bool) {
         let mut effects = Effects::none();
         let fetcher = {
             let mut g = self.lock();
@@ -283,9 +253,9 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             Self::changed(&mut g, &mut effects);
             g.fetcher.clone()
         };
-        effects.run(client, &self.key);
+        effects.run(ctx, &self.key);
         if refetch && let Some(fetcher) = fetcher {
-            let _ = fetcher.start(self, client);
+            let _ = fetcher.start(self, ctx);
         }
     }
 }

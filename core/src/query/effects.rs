@@ -1,15 +1,14 @@
 //! Work decided under a query's lock and carried out after it is released.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use super::cell::Listeners;
-use crate::client::ClientInner;
-use crate::error::panic_message;
+use crate::ctx::Ctx;
 use crate::events::CacheEvent;
 use crate::key::QueryKey;
+use crate::listeners::Snapshot;
 use crate::runtime::BoxFuture;
 use crate::state::RawState;
+use crate::sweeper;
 
 /// Work decided under a query's lock, carried out after it is released.
 #[must_use]
@@ -26,7 +25,7 @@ pub(crate) struct Effects<T> {
 }
 
 pub(crate) struct Notice<T> {
-    pub(crate) listeners: Listeners<T>,
+    pub(crate) listeners: Snapshot<RawState<T>>,
     pub(crate) state: RawState<T>,
     pub(crate) version: u64,
 }
@@ -43,32 +42,24 @@ impl<T> Effects<T> {
         }
     }
 
-    pub(crate) fn run(self, client: &Arc<ClientInner>, key: &QueryKey) {
+    pub(crate) fn run(self, ctx: &Arc<Ctx>, key: &QueryKey) {
         if let Some(at) = self.gc {
-            client.gc.schedule(client, key.clone(), at);
+            sweeper::schedule(ctx, key.clone(), at);
         }
         if self.gc_cancelled {
-            client.gc.cancelled();
+            ctx.gc.cancelled();
         }
-        if let (true, Some(l2)) = (self.l2_start, &client.l2) {
+        if let (true, Some(l2)) = (self.l2_start, &ctx.l2) {
             l2.start_worker();
         }
         for task in self.spawns {
-            client.runtime.spawner().spawn(task);
+            ctx.runtime.spawner().spawn(task);
         }
         if self.changed {
-            client.emit(&CacheEvent::Updated(key.clone()));
+            ctx.emit(&CacheEvent::Updated(key.clone()));
         }
         if let Some(notice) = self.notice {
-            for (_, listener) in notice.listeners.iter() {
-                let call = AssertUnwindSafe(|| listener(&notice.state, notice.version));
-                if let Err(payload) = std::panic::catch_unwind(call) {
-                    tracing::error!(
-                        "query listener panicked: {}; the other listeners still run",
-                        panic_message(&*payload)
-                    );
-                }
-            }
+            notice.listeners.notify(&notice.state, notice.version);
         }
     }
 }

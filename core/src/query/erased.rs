@@ -1,22 +1,28 @@
-//! The type-erased face of a query, as the store and the client's bulk operations see it.
+//! The type-erased face of a query: what the store ([`Stored`]) and the engine's bulk
+//! operations ([`ErasedQuery`]) see of a [`QueryCell`] whatever its data type.
 
 use std::any::Any;
 use std::sync::Arc;
 
 use super::cell::QueryCell;
-use super::removal::NEVER;
-use crate::cache::{AnyQuery, GcVerdict};
-use crate::client::ClientInner;
+use crate::cache::Stored;
+use crate::ctx::{Ctx, ErasedQuery};
+use crate::gc::removable::GcVerdict;
 use crate::key::QueryKey;
 use crate::runtime::BoxFuture;
 
-impl<T: Clone + Send + Sync + 'static> AnyQuery for QueryCell<T> {
+impl<T: Clone + Send + Sync + 'static> Stored for QueryCell<T> {
     fn key(&self) -> &QueryKey {
         &self.key
     }
 
     fn type_name(&self) -> &'static str {
         std::any::type_name::<T>()
+    }
+
+    fn is_idle(&self) -> bool {
+        let g = self.lock();
+        g.observers == 0 && g.in_flight.is_none() && !g.detached
     }
 
     fn try_detach(&self, force: bool) -> bool {
@@ -26,36 +32,17 @@ impl<T: Clone + Send + Sync + 'static> AnyQuery for QueryCell<T> {
         }
         g.detached = true;
         g.generation += 1;
-        g.gc_at = NEVER;
+        g.removal.cancel();
         true
     }
+}
 
-    fn is_idle(&self) -> bool {
-        let g = self.lock();
-        g.observers == 0 && g.in_flight.is_none() && !g.detached
-    }
-
-    fn as_any(&self) -> &dyn Any {
+impl<T: Clone + Send + Sync + 'static> ErasedQuery for QueryCell<T> {
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
     }
 
-    fn gc_check(&self, now: u64) -> GcVerdict {
-        let mut g = self.lock();
-        let idle = g.observers == 0 && g.in_flight.is_none() && !g.detached;
-        let at = g.gc_at;
-        if !idle || at == NEVER {
-            g.gc_queued = NEVER;
-            GcVerdict::Keep
-        } else if at > now {
-            g.gc_queued = at;
-            GcVerdict::Later(at)
-        } else {
-            g.gc_queued = NEVER;
-            GcVerdict::Remove
-        }
-    }
-
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+    fn as_any(&self) -> &dyn Any {
         self
     }
 
@@ -63,22 +50,28 @@ impl<T: Clone + Send + Sync + 'static> AnyQuery for QueryCell<T> {
         self.lock().codec.is_some()
     }
 
-    fn invalidate(self: Arc<Self>, client: &Arc<ClientInner>, refetch: bool) -> Option<BoxFuture> {
-        let slot = QueryCell::invalidate(&self, client, refetch)?;
+    fn gc_check(&self, now: u64) -> GcVerdict {
+        let mut g = self.lock();
+        let idle = g.observers == 0 && g.in_flight.is_none() && !g.detached;
+        g.removal.check(idle, now)
+    }
+
+    fn invalidate(self: Arc<Self>, ctx: &Arc<Ctx>, refetch: bool) -> Option<BoxFuture> {
+        let slot = QueryCell::invalidate(&self, ctx, refetch)?;
         Some(Box::pin(async move {
             let _ = slot.wait().await;
         }))
     }
 
-    fn reset(self: Arc<Self>, client: &Arc<ClientInner>) {
-        QueryCell::reset(&self, client);
+    fn reset(self: Arc<Self>, ctx: &Arc<Ctx>) {
+        QueryCell::reset(&self, ctx);
     }
 
-    fn pause(&self, client: &Arc<ClientInner>) {
-        QueryCell::pause(self, client);
+    fn pause(&self, ctx: &Arc<Ctx>) {
+        QueryCell::pause(self, ctx);
     }
 
-    fn resume(self: Arc<Self>, client: &Arc<ClientInner>, refetch: bool) {
-        QueryCell::resume(&self, client, refetch);
+    fn resume(self: Arc<Self>, ctx: &Arc<Ctx>, refetch: bool) {
+        QueryCell::resume(&self, ctx, refetch);
     }
 }

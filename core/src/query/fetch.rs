@@ -6,14 +6,13 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, OnceLock};
 
 use event_listener::Event;
-use futures::FutureExt;
 
 use super::cell::{CellInner, QueryCell};
 use super::effects::Effects;
-use crate::client::ClientInner;
+use crate::ctx::Ctx;
 use crate::error::{ErasedError, QueryError, panic_message};
 use crate::options::OptionsInner;
-use crate::retry::RetryPolicy;
+use crate::retryer::{Outcome, Retryer};
 use crate::state::{FetchStatus, QueryStatus};
 use crate::storage::record::CodecFn;
 
@@ -52,11 +51,7 @@ impl<T: Clone> FetchSlot<T> {
 
 /// Starts a fetch of a cell with options whose error type is erased.
 pub(crate) trait Fetcher<T>: Send + Sync {
-    fn start(
-        self: Arc<Self>,
-        cell: &Arc<QueryCell<T>>,
-        client: &Arc<ClientInner>,
-    ) -> Arc<FetchSlot<T>>;
+    fn start(self: Arc<Self>, cell: &Arc<QueryCell<T>>, ctx: &Arc<Ctx>) -> Arc<FetchSlot<T>>;
 
     /// How the options persist their data, if they do.
     fn codec(&self) -> Option<CodecFn<T>>;
@@ -67,7 +62,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     pub(crate) fn join_or_begin<E>(
         self: &Arc<Self>,
         g: &mut CellInner<T>,
-        client: &Arc<ClientInner>,
+        ctx: &Arc<Ctx>,
         options: &Arc<OptionsInner<T, E>>,
         effects: &mut Effects<T>,
     ) -> Arc<FetchSlot<T>>
@@ -82,15 +77,14 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         let generation = g.generation;
         let slot = Arc::new(FetchSlot::new(generation));
         g.in_flight = Some(slot.clone());
-        g.set_gc_time(options.gc_time.unwrap_or(client.config.gc_time));
+        g.removal.set_gc_time(options.gc_time.unwrap_or(ctx.config.gc_time));
         Self::cancel_gc(g, effects);
         if g.state.data.is_none() {
             g.state.status = QueryStatus::Pending;
         }
         g.state.fetch_status = FetchStatus::Fetching;
         Self::changed(g, effects);
-        let task =
-            run_fetch(self.clone(), client.clone(), options.clone(), generation, slot.clone());
+        let task = run_fetch(self.clone(), ctx.clone(), options.clone(), generation, slot.clone());
         effects.spawns.push(Box::pin(task));
         slot
     }
@@ -98,7 +92,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// Starts (or joins) a fetch with `options` and remembers them for later refetches.
     pub(crate) fn fetch_with<E>(
         self: &Arc<Self>,
-        client: &Arc<ClientInner>,
+        ctx: &Arc<Ctx>,
         options: &Arc<OptionsInner<T, E>>,
     ) -> Arc<FetchSlot<T>>
     where
@@ -108,16 +102,16 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         let slot = {
             let mut g = self.lock();
             g.fetcher = Some(options.clone());
-            self.join_or_begin(&mut g, client, options, &mut effects)
+            self.join_or_begin(&mut g, ctx, options, &mut effects)
         };
-        effects.run(client, &self.key);
+        effects.run(ctx, &self.key);
         slot
     }
 
     /// Records the outcome of a fetch started under `generation`.
     pub(crate) fn finish(
         self: &Arc<Self>,
-        client: &Arc<ClientInner>,
+        ctx: &Arc<Ctx>,
         generation: u64,
         slot: &Arc<FetchSlot<T>>,
         result: Result<T, ErasedError>,
@@ -138,16 +132,16 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                         g.state.status = QueryStatus::Success;
                         g.state.data = Some(data.clone());
                         g.state.error = None;
-                        g.state.data_updated_at = Some(client.runtime.system_now());
+                        g.state.data_updated_at = Some(ctx.runtime.system_now());
                         g.state.fetch_failure_count = 0;
                         g.state.fetch_failure_reason = None;
-                        g.fresh_at = Some(client.runtime.now());
-                        self.persist(&g, client, &mut effects);
+                        g.fresh_at = Some(ctx.runtime.now());
+                        self.persist(&g, ctx, &mut effects);
                     }
                     Err(error) => {
                         g.state.status = QueryStatus::Error;
                         g.state.error = Some(error.clone());
-                        g.state.error_updated_at = Some(client.runtime.system_now());
+                        g.state.error_updated_at = Some(ctx.runtime.system_now());
                         g.state.fetch_failure_count = failures;
                         g.state.fetch_failure_reason = Some(error.clone());
                     }
@@ -159,9 +153,9 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             if current || ours {
                 Self::changed(&mut g, &mut effects);
             }
-            self.maybe_schedule_gc(&mut g, client, &mut effects);
+            self.maybe_schedule_gc(&mut g, ctx, &mut effects);
         }
-        effects.run(client, &self.key);
+        effects.run(ctx, &self.key);
         before_wake();
         slot.complete(result);
     }
@@ -169,7 +163,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// Records a failed attempt that will be retried.
     pub(crate) fn record_failure(
         &self,
-        client: &Arc<ClientInner>,
+        ctx: &Arc<Ctx>,
         generation: u64,
         failures: u32,
         error: ErasedError,
@@ -184,7 +178,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             g.state.fetch_failure_reason = Some(error);
             Self::changed(&mut g, &mut effects);
         }
-        effects.run(client, &self.key);
+        effects.run(ctx, &self.key);
     }
 }
 
@@ -193,12 +187,8 @@ where
     T: Clone + Send + Sync + 'static,
     E: fmt::Display + Send + Sync + 'static,
 {
-    fn start(
-        self: Arc<Self>,
-        cell: &Arc<QueryCell<T>>,
-        client: &Arc<ClientInner>,
-    ) -> Arc<FetchSlot<T>> {
-        cell.fetch_with(client, &self)
+    fn start(self: Arc<Self>, cell: &Arc<QueryCell<T>>, ctx: &Arc<Ctx>) -> Arc<FetchSlot<T>> {
+        cell.fetch_with(ctx, &self)
     }
 
     fn codec(&self) -> Option<CodecFn<T>> {
@@ -210,7 +200,7 @@ where
 /// (the runtime shut down), so that no caller waits forever.
 pub(crate) struct FetchGuard<T: Clone + Send + Sync + 'static> {
     pub(crate) cell: Arc<QueryCell<T>>,
-    pub(crate) client: Arc<ClientInner>,
+    pub(crate) ctx: Arc<Ctx>,
     pub(crate) generation: u64,
     pub(crate) slot: Arc<FetchSlot<T>>,
     pub(crate) finished: bool,
@@ -224,7 +214,7 @@ impl<T: Clone + Send + Sync + 'static> FetchGuard<T> {
         before_wake: impl FnOnce(),
     ) {
         self.finished = true;
-        self.cell.finish(&self.client, self.generation, &self.slot, result, failures, before_wake);
+        self.cell.finish(&self.ctx, self.generation, &self.slot, result, failures, before_wake);
     }
 }
 
@@ -233,7 +223,7 @@ impl<T: Clone + Send + Sync + 'static> Drop for FetchGuard<T> {
         if !self.finished {
             self.finished = true;
             self.cell.finish(
-                &self.client,
+                &self.ctx,
                 self.generation,
                 &self.slot,
                 Err(ErasedError::Cancelled),
@@ -247,7 +237,7 @@ impl<T: Clone + Send + Sync + 'static> Drop for FetchGuard<T> {
 /// One fetch: attempts with backoff, panics caught, callbacks run, outcome recorded.
 pub(crate) async fn run_fetch<T, E>(
     cell: Arc<QueryCell<T>>,
-    client: Arc<ClientInner>,
+    ctx: Arc<Ctx>,
     options: Arc<OptionsInner<T, E>>,
     generation: u64,
     slot: Arc<FetchSlot<T>>,
@@ -255,46 +245,27 @@ pub(crate) async fn run_fetch<T, E>(
     T: Clone + Send + Sync + 'static,
     E: fmt::Display + Send + Sync + 'static,
 {
-    let policy = RetryPolicy {
-        retries: options.retry.unwrap_or(client.config.retry),
-        delay: options.retry_delay.clone().unwrap_or_else(|| client.config.retry_delay.clone()),
+    let retryer = Retryer {
+        retries: options.retry.unwrap_or(ctx.config.retry),
+        delay: options.retry_delay.clone().unwrap_or_else(|| ctx.config.retry_delay.clone()),
         retry_if: options.retry_if.clone(),
     };
-    let runtime = client.runtime.clone();
-    let mut guard = FetchGuard { cell, client, generation, slot, finished: false };
-    let mut attempt: u32 = 0;
-    let outcome: Result<T, QueryError<E>> = loop {
-        match call_catching_panics(&options).await {
-            Ok(Ok(data)) => break Ok(data),
-            Ok(Err(error)) => {
-                let error = Arc::new(error);
-                match policy.next_delay(attempt, &error) {
-                    Some(delay) => {
-                        attempt += 1;
-                        let erased = ErasedError::Failed(error);
-                        guard.cell.record_failure(&guard.client, generation, attempt, erased);
-                        runtime.sleep(delay).await;
-                    }
-                    None => break Err(QueryError::Failed(error)),
-                }
-            }
-            Err(message) => break Err(QueryError::Panicked(message)),
-        }
-    };
-    let failures = if outcome.is_err() { attempt + 1 } else { 0 };
-    let erased = outcome.clone().map_err(|e| ErasedError::from_typed(&e));
+    let runtime = ctx.runtime.clone();
+    let mut guard = FetchGuard { cell, ctx, generation, slot, finished: false };
+    let Outcome { result, failures } = retryer
+        .run(
+            &runtime,
+            || (options.query_fn)(),
+            |failed, error| {
+                let erased = ErasedError::Failed(error.clone());
+                guard.cell.record_failure(&guard.ctx, generation, failed, erased);
+            },
+        )
+        .await;
+    let erased = result.clone().map_err(|e| ErasedError::from_typed(&e));
     // Callbacks run after the state is written and before waiters wake, so a caller that
     // awaited the fetch observes their effects.
-    guard.finish(erased, failures, || run_callbacks(&options, &outcome));
-}
-
-/// Calls the query function and awaits it, turning a panic in either step into a message.
-pub(crate) async fn call_catching_panics<T, E>(
-    options: &OptionsInner<T, E>,
-) -> Result<Result<T, E>, Arc<str>> {
-    let future = std::panic::catch_unwind(AssertUnwindSafe(|| (options.query_fn)()))
-        .map_err(|payload| panic_message(&*payload))?;
-    AssertUnwindSafe(future).catch_unwind().await.map_err(|payload| panic_message(&*payload))
+    guard.finish(erased, failures, || run_callbacks(&options, &result));
 }
 
 pub(crate) fn run_callbacks<T, E>(

@@ -10,8 +10,7 @@ use event_listener::Event;
 
 use super::cell::{CellInner, QueryCell};
 use super::effects::Effects;
-use super::removal::NEVER;
-use crate::client::ClientInner;
+use crate::ctx::Ctx;
 use crate::error::ErasedError;
 use crate::options::OptionsInner;
 use crate::runtime::BoxFuture;
@@ -30,10 +29,10 @@ pub(crate) enum HydrationStep {
 
 impl HydrationStep {
     /// Awaits the step in the caller: runs the read inline, or waits for another's.
-    pub(crate) async fn settle(self, client: &ClientInner) {
+    pub(crate) async fn settle(self, ctx: &Ctx) {
         match self {
             Self::Run { read, .. } => read.await,
-            Self::Wait(gate) => gate.wait(&client.runtime, client.storage_timeout()).await,
+            Self::Wait(gate) => gate.wait(&ctx.runtime, ctx.storage_timeout()).await,
         }
     }
 }
@@ -85,27 +84,22 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// The write is queued before the query's lock is released, so that anyone who can see the
     /// state can also `flush_storage` it; the worker is started after (no spawning under a
     /// lock).
-    pub(crate) fn persist(&self, g: &CellInner<T>, client: &ClientInner, effects: &mut Effects<T>) {
-        let (Some(l2), Some(codec)) = (&client.l2, g.codec) else {
+    pub(crate) fn persist(&self, g: &CellInner<T>, ctx: &Ctx, effects: &mut Effects<T>) {
+        let (Some(l2), Some(codec)) = (&ctx.l2, g.codec) else {
             return;
         };
         if g.state.status != QueryStatus::Success {
             return;
         }
         let state = g.state.clone();
-        let ttl = record_ttl(g.gc_time(client));
+        let ttl = record_ttl(g.gc_time(ctx));
         let op = L2Op::Put { encode: Box::new(move || (codec().encode)(&state)), ttl };
         effects.l2_start |= l2.push(self.key.clone(), op);
     }
 
     /// Queues a delete of the key's L2 record when the key is persisted.
-    pub(crate) fn unpersist(
-        &self,
-        g: &CellInner<T>,
-        client: &ClientInner,
-        effects: &mut Effects<T>,
-    ) {
-        if let (Some(l2), Some(_)) = (&client.l2, g.codec) {
+    pub(crate) fn unpersist(&self, g: &CellInner<T>, ctx: &Ctx, effects: &mut Effects<T>) {
+        if let (Some(l2), Some(_)) = (&ctx.l2, g.codec) {
             effects.l2_start |= l2.push(self.key.clone(), L2Op::Delete);
         }
     }
@@ -119,10 +113,10 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     pub(crate) fn begin_hydration<E>(
         self: &Arc<Self>,
         g: &mut CellInner<T>,
-        client: &Arc<ClientInner>,
+        ctx: &Arc<Ctx>,
         options: &OptionsInner<T, E>,
     ) -> Option<HydrationStep> {
-        let l2 = client.l2.as_ref()?;
+        let l2 = ctx.l2.as_ref()?;
         Self::adopt_codec(g, options.codec);
         if g.hydrated {
             return None;
@@ -138,17 +132,17 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         }
         let gate = Arc::new(Gate::new());
         g.hydration = Some(gate.clone());
-        if g.gc_time == NEVER {
-            g.set_gc_time(options.gc_time.unwrap_or(client.config.gc_time));
+        if !g.removal.has_gc_time() {
+            g.removal.set_gc_time(options.gc_time.unwrap_or(ctx.config.gc_time));
         }
-        let read = hydrate(self.clone(), client.clone(), l2.clone(), codec(), gate.clone());
+        let read = hydrate(self.clone(), ctx.clone(), l2.clone(), codec(), gate.clone());
         Some(HydrationStep::Run { gate, read: Box::pin(read) })
     }
 
     /// Restores a record read from L2 unless memory holds newer data.
     pub(crate) fn apply_record(
         g: &mut CellInner<T>,
-        client: &ClientInner,
+        ctx: &Ctx,
         record: Record<T>,
         effects: &mut Effects<T>,
     ) -> bool {
@@ -179,13 +173,13 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         // Age by the wall clock; a record from the future, or older than this machine's
         // monotonic clock can express, is stale.
         g.fresh_at = record.data_updated_at.and_then(|at| {
-            let age = match client.runtime.system_now().duration_since(at) {
+            let age = match ctx.runtime.system_now().duration_since(at) {
                 Ok(age) => age,
                 // Float seconds round to within a microsecond; only a real lead is "future".
                 Err(ahead) if ahead.duration() < ROUNDING_SLACK => Duration::ZERO,
                 Err(_) => return None,
             };
-            client.runtime.now().checked_sub(age)
+            ctx.runtime.now().checked_sub(age)
         });
         Self::changed(g, effects);
         true
@@ -196,16 +190,16 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     pub(crate) fn fetch_after_hydration<E>(
         self: &Arc<Self>,
         gate: Arc<Gate>,
-        client: &Arc<ClientInner>,
+        ctx: &Arc<Ctx>,
         options: &Arc<OptionsInner<T, E>>,
     ) -> BoxFuture
     where
         E: fmt::Display + Send + Sync + 'static,
     {
-        let (cell, client, options) = (self.clone(), client.clone(), options.clone());
+        let (cell, ctx, options) = (self.clone(), ctx.clone(), options.clone());
         Box::pin(async move {
-            gate.wait(&client.runtime, client.storage_timeout()).await;
-            let stale_time = options.stale_time.unwrap_or(client.config.stale_time);
+            gate.wait(&ctx.runtime, ctx.storage_timeout()).await;
+            let stale_time = options.stale_time.unwrap_or(ctx.config.stale_time);
             let mut effects = Effects::none();
             {
                 let mut g = cell.lock();
@@ -214,12 +208,12 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                     && g.observers > 0
                     && !Self::is_fetching(&g)
                     && (g.state.data.is_none()
-                        || Self::is_stale(&g, client.runtime.now(), stale_time));
+                        || Self::is_stale(&g, ctx.runtime.now(), stale_time));
                 if wanted {
-                    let _ = cell.join_or_begin(&mut g, &client, &options, &mut effects);
+                    let _ = cell.join_or_begin(&mut g, &ctx, &options, &mut effects);
                 }
             }
-            effects.run(&client, &cell.key);
+            effects.run(&ctx, &cell.key);
         })
     }
 }
@@ -238,7 +232,7 @@ pub(crate) fn record_ttl(gc_time: Duration) -> Option<Duration> {
 /// The one L2 read of a cold key.
 pub(crate) async fn hydrate<T: Clone + Send + Sync + 'static>(
     cell: Arc<QueryCell<T>>,
-    client: Arc<ClientInner>,
+    ctx: Arc<Ctx>,
     l2: Arc<L2>,
     codec: Codec<T>,
     gate: Arc<Gate>,
@@ -265,13 +259,13 @@ pub(crate) async fn hydrate<T: Clone + Send + Sync + 'static>(
         g.hydration = None;
         if let Some(record) = record
             && !g.detached
-            && QueryCell::apply_record(&mut g, &client, record, &mut effects)
+            && QueryCell::apply_record(&mut g, &ctx, record, &mut effects)
         {
             tracing::debug!(key = %cell.key, "hydrated from L2");
             // A fresh record may mean no fetch follows, and gc is scheduled when a fetch
             // ends: schedule it here so the restored query is still collected.
-            cell.maybe_schedule_gc(&mut g, &client, &mut effects);
+            cell.maybe_schedule_gc(&mut g, &ctx, &mut effects);
         }
     }
-    effects.run(&client, &cell.key);
+    effects.run(&ctx, &cell.key);
 }

@@ -11,9 +11,11 @@ mod effects;
 mod erased;
 mod fetch;
 mod hydrate;
+mod lookup;
 mod removal;
 
 pub(crate) use cell::{QueryCell, QuickAnswer};
 pub(crate) use effects::Effects;
 pub(crate) use fetch::FetchSlot;
 pub(crate) use hydrate::HydrationStep;
+pub(crate) use lookup::{cell, existing};

@@ -2,18 +2,20 @@
 //! the counters.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use event_listener::Event;
 use futures::FutureExt;
 use futures::future::{Either, select};
 
+use super::breaker::Breaker;
 use super::record::{Record, RecordError};
 use super::{StorageBackend, StorageFuture, StorageStats};
 use crate::key::QueryKey;
 use crate::runtime::Runtime;
+use crate::sync::{Mutex, MutexGuard};
 
 /// A write decided by the engine, carried out by the write worker.
 pub(crate) enum L2Op {
@@ -79,13 +81,6 @@ struct WriteQueue {
     current: Option<(QueryKey, bool)>,
 }
 
-/// Stops calling a failing store for a while, then lets one probe through.
-struct Breaker {
-    failures: u32,
-    open_until: Option<Instant>,
-    probe_started: Option<Instant>,
-}
-
 impl L2 {
     pub(crate) fn new(
         backend: Arc<dyn StorageBackend>,
@@ -97,7 +92,7 @@ impl L2 {
             runtime,
             settings,
             counters: Counters::default(),
-            breaker: Mutex::new(Breaker { failures: 0, open_until: None, probe_started: None }),
+            breaker: Mutex::new(Breaker::new()),
             queue: Mutex::new(WriteQueue {
                 pending: HashMap::new(),
                 order: VecDeque::new(),
@@ -135,12 +130,11 @@ impl L2 {
     }
 
     fn lock_queue(&self) -> MutexGuard<'_, WriteQueue> {
-        // No user code runs under this lock.
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.queue.lock()
     }
 
     fn lock_breaker(&self) -> MutexGuard<'_, Breaker> {
-        self.breaker.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.breaker.lock()
     }
 
     /// Queues `op` for `key` and starts the write worker if it is not running.
@@ -330,50 +324,16 @@ impl L2 {
 
     fn failure(&self) {
         let now = self.runtime.now();
-        let opened = self.lock_breaker().failure(now, self.settings);
+        let opened = self.lock_breaker().failure(
+            now,
+            self.settings.failure_threshold,
+            self.settings.cooldown,
+        );
         if opened {
             tracing::warn!(
                 "L2 storage is failing; calls pause for {:?}, then one probe is tried",
                 self.settings.cooldown
             );
         }
-    }
-}
-
-impl Breaker {
-    fn allow(&mut self, now: Instant, timeout: Duration) -> bool {
-        let Some(until) = self.open_until else {
-            return true;
-        };
-        if now < until {
-            return false;
-        }
-        // Half open: one probe at a time. A probe whose caller vanished counts as lost once
-        // it has had twice the timeout to finish.
-        if let Some(started) = self.probe_started
-            && now < started + timeout * 2
-        {
-            return false;
-        }
-        self.probe_started = Some(now);
-        true
-    }
-
-    fn success(&mut self) {
-        self.failures = 0;
-        self.open_until = None;
-        self.probe_started = None;
-    }
-
-    /// Records a failure; returns whether the breaker just opened.
-    fn failure(&mut self, now: Instant, settings: L2Settings) -> bool {
-        self.failures = self.failures.saturating_add(1);
-        let probing = self.open_until.is_some();
-        if probing || self.failures >= settings.failure_threshold.max(1) {
-            self.open_until = now.checked_add(settings.cooldown).or(Some(now));
-            self.probe_started = None;
-            return !probing;
-        }
-        false
     }
 }

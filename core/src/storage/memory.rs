@@ -1,10 +1,11 @@
 //! [`MemoryStorage`]: an L2 backend in a hash map, for tests, examples and benchmarks.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{StorageBackend, StorageFuture};
+use crate::sync::{Mutex, MutexGuard};
 
 /// An in-process [`StorageBackend`]: a hash map behind a mutex, with expiry.
 ///
@@ -50,7 +51,7 @@ impl MemoryStorage {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
         // No user code runs under this lock; a poisoned map is still a consistent map.
-        self.map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.map.lock()
     }
 
     /// The live value under `key`, read synchronously.

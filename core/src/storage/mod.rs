@@ -34,6 +34,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+mod breaker;
 mod l2;
 mod memory;
 pub(crate) mod record;

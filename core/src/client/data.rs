@@ -1,0 +1,127 @@
+//! Reading and writing a key's data and state directly, without fetching.
+
+use serde::de::DeserializeOwned;
+
+use super::QueryClient;
+use crate::error::TypeMismatch;
+use crate::key::QueryKey;
+use crate::query::{self, Effects};
+use crate::state::QueryState;
+use crate::storage::record::Record;
+
+impl QueryClient {
+    /// The key's data from memory, without fetching. `Ok(None)` when the key is not cached or
+    /// has no data.
+    ///
+    /// # Errors
+    ///
+    /// [`TypeMismatch`] when the key holds another type than `T`.
+    pub fn get_query_data<T>(&self, key: impl Into<QueryKey>) -> Result<Option<T>, TypeMismatch>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let key = key.into();
+        Ok(query::existing::<T>(&self.ctx, &key)?.and_then(|cell| cell.lock().state.data.clone()))
+    }
+
+    /// The key's data from memory, or else from L2 storage (without putting it in memory).
+    /// `Ok(None)` when neither has it, when storage fails or times out, or when the record
+    /// does not decode as `T` (counted in [`StorageStats::decode_failures`]).
+    ///
+    /// # Errors
+    ///
+    /// [`TypeMismatch`] when the key is in memory with another type than `T`.
+    pub async fn get_query_data_async<T>(
+        &self,
+        key: impl Into<QueryKey>,
+    ) -> Result<Option<T>, TypeMismatch>
+    where
+        T: Clone + Send + Sync + DeserializeOwned + 'static,
+    {
+        let key = key.into();
+        if let Some(cell) = query::existing::<T>(&self.ctx, &key)?
+            && let Some(data) = cell.lock().state.data.clone()
+        {
+            return Ok(Some(data));
+        }
+        let Some(l2) = &self.ctx.l2 else {
+            return Ok(None);
+        };
+        Ok(l2.read(&key, Record::<T>::from_json).await.and_then(|record| record.data))
+    }
+
+    /// The key's full state from memory. `Ok(None)` when the key is not cached.
+    ///
+    /// # Errors
+    ///
+    /// [`TypeMismatch`] when the key holds another data type than `T` (a cached error of
+    /// another type than `E` shows as [`QueryError::TypeMismatch`] inside the state).
+    pub fn get_query_state<T, E>(
+        &self,
+        key: impl Into<QueryKey>,
+    ) -> Result<Option<QueryState<T, E>>, TypeMismatch>
+    where
+        T: Clone + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+    {
+        let key = key.into();
+        Ok(query::existing::<T>(&self.ctx, &key)?.map(|cell| {
+            let g = cell.lock();
+            g.state.typed(&key)
+        }))
+    }
+
+    /// Writes data for a key as if it had just been fetched, creating the query when missing.
+    /// A fetch in flight for the key finishes but does not overwrite this value.
+    ///
+    /// # Errors
+    ///
+    /// [`TypeMismatch`] when the key holds another type than `T`.
+    pub fn set_query_data<T>(&self, key: impl Into<QueryKey>, data: T) -> Result<(), TypeMismatch>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let key = key.into();
+        let cell = query::cell::<T>(&self.ctx, &key)?;
+        let mut effects = Effects::none();
+        cell.set_data(&self.ctx, &mut cell.lock(), data, &mut effects);
+        effects.run(&self.ctx, &key);
+        Ok(())
+    }
+
+    /// Replaces a key's data with `update(old)`, creating the query when missing, and returns
+    /// the new value. `update` runs without any lock held (it may call back into the client);
+    /// if the data changes meanwhile, it runs again on the newer value.
+    ///
+    /// # Errors
+    ///
+    /// [`TypeMismatch`] when the key holds another type than `T`.
+    pub fn update_query_data<T>(
+        &self,
+        key: impl Into<QueryKey>,
+        mut update: impl FnMut(Option<&T>) -> T,
+    ) -> Result<T, TypeMismatch>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let key = key.into();
+        loop {
+            let cell = query::cell::<T>(&self.ctx, &key)?;
+            let (old, version) = {
+                let g = cell.lock();
+                (g.state.data.clone(), g.version)
+            };
+            let new = update(old.as_ref());
+            let mut effects = Effects::none();
+            {
+                let mut g = cell.lock();
+                if g.detached || g.version != version {
+                    continue;
+                }
+                cell.set_data(&self.ctx, &mut g, new.clone(), &mut effects);
+            }
+            effects.run(&self.ctx, &key);
+            return Ok(new);
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Reading through the cache: `fetch_query` (hit, join, stale-while-revalidate, cold fetch,
+//! hydration first) and `prefetch_query`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::QueryClient;
+use crate::cache::Stamp;
+use crate::error::QueryError;
+use crate::options::QueryOptions;
+use crate::query::{self, Effects, FetchSlot, HydrationStep, QueryCell, QuickAnswer};
+
+impl QueryClient {
+    /// Returns the key's data, fetching it when needed (stale-while-revalidate).
+    ///
+    /// - Fresh data is returned at once.
+    /// - Stale data is returned at once, and one background refetch starts (unless one is in
+    ///   flight or the query is paused).
+    /// - Without data, the call waits for a fetch. Concurrent callers share one fetch and its
+    ///   result, error included.
+    ///
+    /// Dropping the returned future never cancels the fetch: it runs on the runtime, and its
+    /// result is cached even if every caller has gone away.
+    ///
+    /// With L2 storage and [`QueryOptions::persist`], the first use of a cold key first reads
+    /// its record, waiting at most the storage timeout; restored fresh data is returned
+    /// without a fetch, restored stale data is returned and revalidated.
+    ///
+    /// # Errors
+    ///
+    /// The fetch's error after its retries ([`QueryError::Failed`]), a panic in the query
+    /// function ([`QueryError::Panicked`]), or a key cached with another data type
+    /// ([`QueryError::TypeMismatch`]).
+    pub async fn fetch_query<T, E>(&self, options: &QueryOptions<T, E>) -> Result<T, QueryError<E>>
+    where
+        T: Clone + Send + Sync + 'static,
+        E: fmt::Display + Send + Sync + 'static,
+    {
+        let stale_time = options.inner.stale_time.unwrap_or(self.ctx.config.stale_time);
+        // The hit path: one shard lock and one query lock, no reference counts touched, no
+        // allocation. Anything else (a miss, stale data to revalidate, hydration, a type
+        // mismatch) takes the general path below.
+        let now = self.ctx.runtime.now();
+        let stamp = Stamp::new(now);
+        let quick = self.ctx.cache.peek_with(options.key(), stamp, |entry| {
+            let cell = entry.as_any().downcast_ref::<QueryCell<T>>()?;
+            QueryCell::quick_answer(&cell.lock(), now, stale_time)
+        });
+        match quick {
+            Some(QuickAnswer::Data(data)) => Ok(data),
+            Some(QuickAnswer::Join(slot)) => slot.wait().await.map_err(|e| e.typed(options.key())),
+            None => Box::pin(self.fetch_query_general(options, stale_time)).await,
+        }
+    }
+
+    async fn fetch_query_general<T, E>(
+        &self,
+        options: &QueryOptions<T, E>,
+        stale_time: Duration,
+    ) -> Result<T, QueryError<E>>
+    where
+        T: Clone + Send + Sync + 'static,
+        E: fmt::Display + Send + Sync + 'static,
+    {
+        let key = options.key();
+        enum Plan<T> {
+            Data(T),
+            Wait(Arc<FetchSlot<T>>),
+            Hydrate(HydrationStep),
+        }
+        let mut hydration_waited = false;
+        let slot: Arc<FetchSlot<T>> = 'lookup: loop {
+            let cell = query::cell::<T>(&self.ctx, key).map_err(QueryError::TypeMismatch)?;
+            let mut effects = Effects::none();
+            let plan = 'plan: {
+                let mut g = cell.lock();
+                if g.detached {
+                    continue 'lookup; // Removed between the lookup and the lock: look up again.
+                }
+                if !hydration_waited
+                    && let Some(step) = cell.begin_hydration(&mut g, &self.ctx, &options.inner)
+                {
+                    break 'plan Plan::Hydrate(step);
+                }
+                let now = self.ctx.runtime.now();
+                match g.state.data.clone() {
+                    Some(data) => {
+                        if QueryCell::is_stale(&g, now, stale_time)
+                            && !QueryCell::is_fetching(&g)
+                            && !g.paused
+                        {
+                            QueryCell::set_fetcher(&mut g, options.inner.clone());
+                            let _ =
+                                cell.join_or_begin(&mut g, &self.ctx, &options.inner, &mut effects);
+                        }
+                        Plan::Data(data)
+                    }
+                    None => {
+                        QueryCell::set_fetcher(&mut g, options.inner.clone());
+                        Plan::Wait(cell.join_or_begin(
+                            &mut g,
+                            &self.ctx,
+                            &options.inner,
+                            &mut effects,
+                        ))
+                    }
+                }
+            };
+            effects.run(&self.ctx, key);
+            match plan {
+                Plan::Data(data) => return Ok(data),
+                Plan::Wait(slot) => break slot,
+                Plan::Hydrate(step) => {
+                    hydration_waited = true;
+                    step.settle(&self.ctx).await;
+                }
+            }
+        };
+        slot.wait().await.map_err(|e| e.typed(key))
+    }
+
+    /// Warms the cache: fetches when the key has no data or stale data, and swallows errors
+    /// (logged at `debug`).
+    pub async fn prefetch_query<T, E>(&self, options: &QueryOptions<T, E>)
+    where
+        T: Clone + Send + Sync + 'static,
+        E: fmt::Display + Send + Sync + 'static,
+    {
+        let stale_time = options.inner.stale_time.unwrap_or(self.ctx.config.stale_time);
+        let cell = match query::cell::<T>(&self.ctx, options.key()) {
+            Ok(cell) => cell,
+            Err(mismatch) => {
+                tracing::debug!("prefetch skipped: {mismatch}");
+                return;
+            }
+        };
+        if self.ctx.l2.is_some() {
+            let step = {
+                let mut g = cell.lock();
+                cell.begin_hydration(&mut g, &self.ctx, &options.inner)
+            };
+            if let Some(step) = step {
+                step.settle(&self.ctx).await;
+            }
+        }
+        let needs_fetch = {
+            let g = cell.lock();
+            g.state.data.is_none() || QueryCell::is_stale(&g, self.ctx.runtime.now(), stale_time)
+        };
+        if needs_fetch {
+            let slot = cell.fetch_with(&self.ctx, &options.inner);
+            if let Err(error) = slot.wait().await {
+                tracing::debug!(key = %options.key(), "prefetch failed: {error}");
+            }
+        }
+    }
+}

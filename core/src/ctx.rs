@@ -1,0 +1,123 @@
+//! The client context: everything the query layer needs from its client (runtime, defaults,
+//! store, events, L2 tier, gc queue, clock), defined below the query layer so that queries,
+//! observers and mutations never import the public client type.
+//!
+//! [`ErasedQuery`] is the engine's face of a query whatever its data type: the store holds
+//! `Arc<dyn ErasedQuery>`, and bulk operations (invalidate, reset, pause, ...) reach typed
+//! queries through it. It is implemented in `query`, above this module.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cache::{QueryCache, Stamp, Stored};
+use crate::events::{CacheEvent, EventHub};
+use crate::gc::heap::GcQueue;
+use crate::gc::removable::GcVerdict;
+use crate::key::QueryKey;
+use crate::options::QueryClientConfig;
+use crate::runtime::{BoxFuture, Runtime};
+use crate::storage::{L2, L2Settings};
+
+/// A query as the engine sees it without knowing its data type.
+pub(crate) trait ErasedQuery: Stored {
+    /// Upcast for downcasting to the typed query.
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    /// Borrowing upcast, for the hit path (no reference-count traffic).
+    fn as_any(&self) -> &dyn Any;
+    /// Whether the query writes to L2.
+    fn persisted(&self) -> bool;
+    /// Garbage collection: what to do with this query at `now` (client clock).
+    fn gc_check(&self, now: u64) -> GcVerdict;
+    /// Marks stale; with `refetch`, refetches if observed. Returns the refetch to wait for.
+    fn invalidate(self: Arc<Self>, ctx: &Arc<Ctx>, refetch: bool) -> Option<BoxFuture>;
+    /// Back to the initial state.
+    fn reset(self: Arc<Self>, ctx: &Arc<Ctx>);
+    /// Pauses background fetching.
+    fn pause(&self, ctx: &Arc<Ctx>);
+    /// Resumes background fetching.
+    fn resume(self: Arc<Self>, ctx: &Arc<Ctx>, refetch: bool);
+}
+
+/// A shared, type-erased query.
+pub(crate) type Entry = Arc<dyn ErasedQuery>;
+
+/// What every part of the engine shares with its client. Held as `Arc<Ctx>` by the client,
+/// by fetch tasks and by observers; the gc sweeper holds it weakly.
+pub(crate) struct Ctx {
+    pub(crate) runtime: Runtime,
+    pub(crate) config: QueryClientConfig,
+    pub(crate) cache: QueryCache<dyn ErasedQuery>,
+    pub(crate) events: Arc<EventHub>,
+    pub(crate) l2: Option<Arc<L2>>,
+    pub(crate) gc: GcQueue,
+    /// The origin of the client clock (see [`Ctx::clock`]).
+    pub(crate) base: Instant,
+}
+
+impl Ctx {
+    /// A context on `runtime` with `config`'s defaults and storage.
+    pub(crate) fn new(runtime: Runtime, config: QueryClientConfig) -> Self {
+        let l2 = config.storage.clone().map(|backend| {
+            let settings = L2Settings {
+                timeout: config.storage_timeout,
+                queue_capacity: config.storage_queue_size,
+                failure_threshold: config.storage_failure_threshold,
+                cooldown: config.storage_cooldown,
+            };
+            Arc::new(L2::new(backend, runtime.clone(), settings))
+        });
+        let base = runtime.now();
+        Self {
+            cache: QueryCache::new(config.cache_max_size),
+            runtime,
+            config,
+            events: Arc::new(EventHub::new()),
+            l2,
+            gc: GcQueue::new(),
+            base,
+        }
+    }
+
+    /// The runtime clock as nanoseconds since the client was built.
+    pub(crate) fn clock(&self) -> u64 {
+        self.since_base(self.runtime.now())
+    }
+
+    pub(crate) fn since_base(&self, now: Instant) -> u64 {
+        // Saturates after 584 years.
+        u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The storage timeout, or zero without storage (nothing to wait for).
+    pub(crate) fn storage_timeout(&self) -> Duration {
+        self.l2.as_ref().map_or(Duration::ZERO, |l2| l2.timeout())
+    }
+
+    /// A use stamp for the LRU order, now.
+    pub(crate) fn stamp(&self) -> Stamp {
+        Stamp::new(self.runtime.now())
+    }
+
+    pub(crate) fn emit(&self, event: &CacheEvent) {
+        self.events.emit(event);
+    }
+
+    pub(crate) fn emit_removed(&self, key: &QueryKey) {
+        self.events.emit(&CacheEvent::Removed(key.clone()));
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        // Detach every query, and let the gc sweeper see that the client is gone.
+        let _ = self.cache.remove_matching(None);
+        self.gc.close();
+    }
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").field("cache", &self.cache).finish_non_exhaustive()
+    }
+}
