@@ -3,8 +3,8 @@
 //!
 //! Locking: each query has one mutex; it is never held while user code runs (query functions,
 //! callbacks, listeners) or while the runtime is asked to spawn. Work decided under the lock is
-//! collected in [`Effects`] and carried out after the lock is released. The cache lock may be
-//! taken before a query lock, never after one.
+//! collected in [`Effects`] and carried out after the lock is released. Where a query lock sits
+//! in the lock order: ARCHITECTURE.md.
 
 mod cell;
 mod effects;
