@@ -32,8 +32,12 @@ fn bytes_per_entry<T>(fill: impl FnOnce() -> T) -> f64 {
     let kept = fill();
     let stats = region.change();
     drop(kept);
-    let net = stats.bytes_allocated as f64 - stats.bytes_deallocated as f64
-        + stats.bytes_reallocated as f64;
+    // stats_alloc 0.1's `realloc` already adds a growth (`new_size - old_size`) to
+    // `bytes_allocated` and a shrink to `bytes_deallocated`; `bytes_reallocated` is the same
+    // signed difference again, a summary of those realloc calls, not extra bytes. So the net is
+    // allocated minus deallocated; adding `bytes_reallocated` would count every byte a `Vec`
+    // or table grew by in place twice.
+    let net = stats.bytes_allocated as f64 - stats.bytes_deallocated as f64;
     net / N as f64
 }
 

@@ -2,14 +2,21 @@
 //! loopback ports started by the harness. The seed's persistence and infrastructure
 //! scenarios run on both, on tokio, smol and async-std; then each backend's own guarantees,
 //! Python interoperability, and a Redis killed and restarted in the middle of a run.
+//!
+//! Needs features `sqlite` and `redis` (see `required-features`), and so a runtime; the
+//! scenarios run on each enabled runtime, the Python and Redis-specific tests on tokio.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(feature = "tokio")]
+use std::time::Instant;
 
-use common::servers::{RedisServer, ScratchDir, python};
+#[cfg(feature = "tokio")]
+use common::servers::python;
+use common::servers::{RedisServer, ScratchDir};
 use common::storage::{python_record, unix_now};
 use common::{Counter, Harness};
 use pystackquery::storage::StorageBackend;
@@ -108,14 +115,17 @@ async fn redis_scenarios(h: Harness) {
 }
 
 mod sqlite_backend {
+    #[cfg(feature = "tokio")]
     #[test]
     fn on_tokio() {
         crate::common::run_tokio_multi("sqlite", super::sqlite_scenarios);
     }
+    #[cfg(feature = "smol")]
     #[test]
     fn on_smol() {
         crate::common::run_smol("sqlite", super::sqlite_scenarios);
     }
+    #[cfg(feature = "async-std")]
     #[test]
     fn on_async_std() {
         crate::common::run_async_std("sqlite", super::sqlite_scenarios);
@@ -123,14 +133,17 @@ mod sqlite_backend {
 }
 
 mod redis_backend {
+    #[cfg(feature = "tokio")]
     #[test]
     fn on_tokio() {
         crate::common::run_tokio_multi("redis", super::redis_scenarios);
     }
+    #[cfg(feature = "smol")]
     #[test]
     fn on_smol() {
         crate::common::run_smol("redis", super::redis_scenarios);
     }
+    #[cfg(feature = "async-std")]
     #[test]
     fn on_async_std() {
         crate::common::run_async_std("redis", super::redis_scenarios);
@@ -192,6 +205,7 @@ fn sqlite_open_reports_a_clear_error() {
 }
 
 /// `QueryState.from_dict` of the seed, reduced to what it reads, applied to every row.
+#[cfg(feature = "tokio")]
 const PY_READ: &str = r#"
 import enum, json, sqlite3, sys
 QueryStatus = enum.Enum("QueryStatus", "IDLE PENDING SUCCESS ERROR")
@@ -214,6 +228,7 @@ print(json.dumps(out))
 "#;
 
 /// Writes with the seed's SQLite recipe: `str(key)` and `json.dumps(state.to_dict())`.
+#[cfg(feature = "tokio")]
 const PY_WRITE: &str = r#"
 import json, sqlite3, sys, time
 db = sqlite3.connect(sys.argv[1])
@@ -229,12 +244,14 @@ db.commit()
 print(str(("it's", 'say "hi"', 7, True)))
 "#;
 
+#[cfg(feature = "tokio")]
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct User {
     name: String,
     langs: Vec<String>,
 }
 
+#[cfg(feature = "tokio")]
 #[test]
 fn python_reads_what_rust_writes() {
     common::run_tokio_multi("python_reads", |h| async move {
@@ -273,6 +290,7 @@ fn python_reads_what_rust_writes() {
     });
 }
 
+#[cfg(feature = "tokio")]
 #[test]
 fn rust_hydrates_what_python_writes() {
     common::run_tokio_multi("python_writes", |h| async move {
@@ -305,6 +323,7 @@ fn rust_hydrates_what_python_writes() {
     });
 }
 
+#[cfg(feature = "tokio")]
 #[test]
 fn redis_keys_are_plain_or_namespaced_and_expire() {
     common::run_tokio_multi("redis_keys", |h| async move {
@@ -335,6 +354,7 @@ fn redis_keys_are_plain_or_namespaced_and_expire() {
 
 /// Kills the server in the middle of a run of fetches, restarts it, and checks that no caller
 /// failed, none waited much past the storage timeout, and writes resumed.
+#[cfg(feature = "tokio")]
 #[test]
 fn redis_killed_and_restarted_mid_run() {
     common::run_tokio_multi("redis_restart", |h| async move {

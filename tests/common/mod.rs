@@ -1,9 +1,11 @@
 //! The test harness: one suite, written once, run on every runtime.
 //!
 //! `runtime_suite!(a, b, c)` turns each `async fn a(h: Harness)` of the including file into one
-//! `#[test]` per runtime: tokio current-thread, tokio multi-thread, smol, async-std, and the
-//! manual test runtime (virtual time). Helpers wait for conditions instead of sleeping "to let
-//! things settle": on the manual runtime their sleeps are virtual and cost nothing.
+//! `#[test]` per enabled runtime: tokio current-thread and multi-thread (feature `tokio`), smol
+//! (feature `smol`), async-std (feature `async-std`), and always the manual test runtime
+//! (virtual time), so every suite runs under any combination of features. Helpers wait for
+//! conditions instead of sleeping "to let things settle": on the manual runtime their sleeps
+//! are virtual and cost nothing.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 pub mod servers;
@@ -101,6 +103,7 @@ impl Gate {
     }
 }
 
+#[cfg(feature = "tokio")]
 pub fn run_tokio_current<Fut: Future<Output = ()>>(
     name: &'static str,
     test: impl FnOnce(Harness) -> Fut,
@@ -111,6 +114,7 @@ pub fn run_tokio_current<Fut: Future<Output = ()>>(
     rt.block_on(test(Harness { runtime, manual: None, name }));
 }
 
+#[cfg(feature = "tokio")]
 pub fn run_tokio_multi<Fut: Future<Output = ()>>(
     name: &'static str,
     test: impl FnOnce(Harness) -> Fut,
@@ -122,11 +126,13 @@ pub fn run_tokio_multi<Fut: Future<Output = ()>>(
     rt.block_on(test(Harness { runtime, manual: None, name }));
 }
 
+#[cfg(feature = "smol")]
 pub fn run_smol<Fut: Future<Output = ()>>(name: &'static str, test: impl FnOnce(Harness) -> Fut) {
     let runtime = pystackquery::SmolRuntime::global().into_runtime();
     smol::block_on(test(Harness { runtime, manual: None, name }));
 }
 
+#[cfg(feature = "async-std")]
 pub fn run_async_std<Fut: Future<Output = ()>>(
     name: &'static str,
     test: impl FnOnce(Harness) -> Fut,
@@ -141,13 +147,18 @@ pub fn run_manual<Fut: Future<Output = ()>>(name: &'static str, test: impl FnOnc
     manual.block_on(test(Harness { runtime, manual: Some(manual.clone()), name }));
 }
 
-/// One `#[test]` per runtime for each named `async fn(Harness)`.
+/// One `#[test]` per enabled runtime for each named `async fn(Harness)`: the `cfg`s are
+/// evaluated in the including test crate, i.e. against the features `cargo test` was given.
 #[macro_export]
 macro_rules! runtime_suite {
     ($($name:ident),* $(,)?) => {
+        #[cfg(feature = "tokio")]
         mod tokio_current_thread { $( #[test] fn $name() { $crate::common::run_tokio_current(stringify!($name), super::$name) } )* }
+        #[cfg(feature = "tokio")]
         mod tokio_multi_thread { $( #[test] fn $name() { $crate::common::run_tokio_multi(stringify!($name), super::$name) } )* }
+        #[cfg(feature = "smol")]
         mod smol_runtime { $( #[test] fn $name() { $crate::common::run_smol(stringify!($name), super::$name) } )* }
+        #[cfg(feature = "async-std")]
         mod async_std_runtime { $( #[test] fn $name() { $crate::common::run_async_std(stringify!($name), super::$name) } )* }
         mod manual_runtime { $( #[test] fn $name() { $crate::common::run_manual(stringify!($name), super::$name) } )* }
     };
