@@ -16,7 +16,8 @@ use redis::{AsyncCommands, ErrorKind, RedisError};
 /// The connection runs on tokio when the `tokio` feature is on and the call is made inside a
 /// tokio runtime, and on smol's reactor otherwise (the `smol` and `async-std` features). When
 /// the server goes away, calls fail (the client counts them and backs off) and the
-/// connection is re-established in the background.
+/// connection is re-established in the background. A value that is not UTF-8 text reads as
+/// [`StorageError::InvalidRecord`], which the client counts as a record it cannot decode.
 ///
 /// # Examples
 ///
@@ -105,7 +106,12 @@ impl StorageBackend for RedisStorage {
     fn get<'a>(&'a self, key: &'a str) -> StorageFuture<'a, Option<String>> {
         let mut connection = self.connection.clone();
         let key = self.full_key(key);
-        Box::pin(async move { connection.get(key).await.map_err(storage_error) })
+        Box::pin(async move {
+            // Read bytes, not text: a value that is not UTF-8 is a bad record, not a failing
+            // server (the client counts it as a decode failure, not towards its breaker).
+            let bytes: Option<Vec<u8>> = connection.get(key).await.map_err(storage_error)?;
+            bytes.map(String::from_utf8).transpose().map_err(StorageError::invalid_record)
+        })
     }
 
     fn set<'a>(

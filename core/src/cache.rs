@@ -178,7 +178,7 @@ impl<Q: ?Sized + Stored> QueryCache<Q> {
         let mut evicted = Vec::new();
         if len > self.max_size.max(1) {
             while self.len.load(Ordering::Relaxed) > self.max_size.max(1) {
-                match self.evict_one(&entry) {
+                match self.evict_one(&entry, stamp) {
                     Some(e) => evicted.push(e),
                     None => break,
                 }
@@ -188,13 +188,13 @@ impl<Q: ?Sized + Stored> QueryCache<Q> {
     }
 
     /// Evicts the least recently used idle query other than `keep`.
-    fn evict_one(&self, keep: &Arc<Q>) -> Option<Arc<Q>> {
+    fn evict_one(&self, keep: &Arc<Q>, now: Stamp) -> Option<Arc<Q>> {
         // Tried a few times: a candidate may become busy between the scan and the removal.
         for _ in 0..4 {
             let mut best: Option<(Stamp, usize, u32)> = None;
             for (i, shard) in self.shards.iter().enumerate() {
-                let shard = lock(&shard.lock);
-                if let Some((stamp, slot)) = shard.oldest_idle(keep)
+                let mut shard = lock(&shard.lock);
+                if let Some((stamp, slot)) = shard.oldest_idle(keep, now)
                     && best.is_none_or(|(s, _, _)| stamp < s)
                 {
                     best = Some((stamp, i, slot));
@@ -359,17 +359,25 @@ impl<Q: ?Sized + Stored> ShardInner<Q> {
     }
 
     /// The least recently used query of this shard that could be evicted, other than `keep`.
-    fn oldest_idle(&self, keep: &Arc<Q>) -> Option<(Stamp, u32)> {
+    ///
+    /// Busy queries (observed, fetching) passed over on the way are moved to the front, as if
+    /// used `now`: they cannot be evicted, and being busy is use. So a tail of busy queries is
+    /// walked once, not on every eviction, and eviction stays O(1) amortised.
+    fn oldest_idle(&mut self, keep: &Arc<Q>, now: Stamp) -> Option<(Stamp, u32)> {
         let mut at = self.tail;
         while at != NIL {
             let s = &self.slots[at as usize];
-            if let Some(e) = &s.entry
-                && !same_query(e, keep)
-                && e.is_idle()
-            {
-                return Some((s.stamp, at));
+            if s.stamp >= now {
+                break; // used since this eviction began, or moved up by this very walk
             }
-            at = s.prev;
+            let prev = s.prev;
+            match &s.entry {
+                Some(e) if same_query(e, keep) => {}
+                Some(e) if e.is_idle() => return Some((s.stamp, at)),
+                Some(_) => self.touch(at, now),
+                None => {}
+            }
+            at = prev;
         }
         None
     }

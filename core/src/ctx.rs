@@ -8,7 +8,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::cache::{QueryCache, Stamp, Stored};
 use crate::events::{CacheEvent, EventHub};
@@ -29,10 +29,17 @@ pub(crate) trait ErasedQuery: Stored {
     fn persisted(&self) -> bool;
     /// Garbage collection: what to do with this query at `now` (client clock).
     fn gc_check(&self, now: u64) -> GcVerdict;
+    /// The time of this query's entry in the gc queue, if it has one (`u64::MAX` if not).
+    fn gc_queued(&self) -> u64;
     /// Marks stale; with `refetch`, refetches if observed. Returns the refetch to wait for.
     fn invalidate(self: Arc<Self>, ctx: &Arc<Ctx>, refetch: bool) -> Option<BoxFuture>;
     /// Back to the initial state.
     fn reset(self: Arc<Self>, ctx: &Arc<Ctx>);
+    /// Cancels the fetch in flight, if any; returns a future that waits until it has settled.
+    fn cancel(&self) -> Option<BoxFuture>;
+    /// The query has left the store: cancel its fetch, and tell its observers (they attach to
+    /// a new query for the key).
+    fn removed(&self);
     /// Pauses background fetching.
     fn pause(&self, ctx: &Arc<Ctx>);
     /// Resumes background fetching.
@@ -89,11 +96,6 @@ impl Ctx {
         u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// The storage timeout, or zero without storage (nothing to wait for).
-    pub(crate) fn storage_timeout(&self) -> Duration {
-        self.l2.as_ref().map_or(Duration::ZERO, |l2| l2.timeout())
-    }
-
     /// A use stamp for the LRU order, now.
     pub(crate) fn stamp(&self) -> Stamp {
         Stamp::new(self.runtime.now())
@@ -110,8 +112,12 @@ impl Ctx {
 
 impl Drop for Ctx {
     fn drop(&mut self) {
-        // Detach every query, and let the gc sweeper see that the client is gone.
-        let _ = self.cache.remove_matching(None);
+        // Detach every query and cancel its fetch (a fetch holds its client only weakly, so a
+        // fetch that never ends cannot keep this cache alive), and let the gc sweeper see that
+        // the client is gone. No observer is left to tell: observers hold the context.
+        for entry in self.cache.remove_matching(None) {
+            let _ = entry.cancel();
+        }
         self.gc.close();
     }
 }

@@ -17,7 +17,7 @@ use crate::key::QueryKey;
 /// ```
 /// use pystackquery_core::QueryError;
 ///
-/// let err: QueryError<std::io::Error> = QueryError::Panicked("boom".into());
+/// let err: QueryError<std::io::Error> = QueryError::Panicked("query function panicked: boom".into());
 /// assert_eq!(err.to_string(), "query function panicked: boom");
 /// assert!(err.failed().is_none());
 /// ```
@@ -25,11 +25,14 @@ use crate::key::QueryKey;
 pub enum QueryError<E> {
     /// The query function returned this error (after the retries it was allowed).
     Failed(Arc<E>),
-    /// The query function panicked; the payload's message. The key keeps working.
+    /// User code panicked; the message names what (query function, `select`, retry predicate,
+    /// retry delay, a mutation callback, the data type's `Clone`) and carries the payload's
+    /// message. The key keeps working.
     Panicked(Arc<str>),
     /// An error read back from persistent storage, where only its message is kept.
     Restored(Arc<str>),
-    /// The fetch was dropped before it finished, e.g. because the runtime shut down.
+    /// The fetch was cancelled before it finished: by `cancel_queries`, by removing or
+    /// resetting its query, because its client was dropped, or because the runtime dropped it.
     Cancelled,
     /// The key is cached with another data or error type than the one asked for.
     TypeMismatch(TypeMismatch),
@@ -76,7 +79,7 @@ impl<E: fmt::Display> fmt::Display for QueryError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Failed(e) => e.fmt(f),
-            Self::Panicked(m) => write!(f, "query function panicked: {m}"),
+            Self::Panicked(m) => f.write_str(m),
             Self::Restored(m) => f.write_str(m),
             Self::Cancelled => f.write_str("fetch cancelled before it finished"),
             Self::TypeMismatch(m) => m.fmt(f),
@@ -169,7 +172,7 @@ impl fmt::Display for ErasedError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Failed(e) => e.display(f),
-            Self::Panicked(m) => write!(f, "query function panicked: {m}"),
+            Self::Panicked(m) => f.write_str(m),
             Self::Restored(m) => f.write_str(m),
             Self::Cancelled => f.write_str("fetch cancelled before it finished"),
         }

@@ -70,6 +70,7 @@ mod error;
 mod key;
 mod state;
 
+mod cancel;
 mod events;
 mod gc;
 mod listeners;
@@ -93,6 +94,7 @@ mod convenience;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
+pub use cancel::{CancelSignal, QueryContext};
 pub use client::QueryClient;
 pub use convenience::{CachedQuery, dependent_query, parallel_queries};
 pub use error::{QueryError, TypeMismatch};

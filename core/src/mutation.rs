@@ -105,6 +105,12 @@ impl<T: Clone, E> Clone for MutationState<T, E> {
 /// to); `on_success`, `on_error` and `on_settled` receive it, typed. Set `on_mutate` first: it
 /// fixes `C`. Each callback has a sync form and an `_async` form. Retries default to 0.
 ///
+/// Every callback is guarded, in either form: a panic while it is called (for the sync form,
+/// the whole callback) or while its future is polled never unwinds out of
+/// [`Mutation::mutate`]. A panic in `on_mutate` ends the run (see
+/// [`on_mutate`](Self::on_mutate)); a panic in `on_success`, `on_error` or `on_settled` is
+/// logged with `tracing` and changes neither the result nor the state.
+///
 /// # Examples
 ///
 /// ```
@@ -154,6 +160,10 @@ where
 
     /// Runs before the mutation function (e.g. an optimistic `set_query_data`); its return
     /// value is the context the other callbacks receive.
+    ///
+    /// If it panics, the mutation function is not called and the run fails with
+    /// [`QueryError::Panicked`] ("mutation on_mutate callback panicked: ..."); as in TanStack
+    /// Query, `on_error` and `on_settled` still run, with no context.
     #[must_use]
     pub fn on_mutate<C>(
         self,
@@ -165,7 +175,8 @@ where
         self.on_mutate_async(move |input: I| std::future::ready(f(&input)))
     }
 
-    /// The async form of [`on_mutate`](Self::on_mutate).
+    /// The async form of [`on_mutate`](Self::on_mutate); a panic while the future is created or
+    /// polled is handled the same way.
     #[must_use]
     pub fn on_mutate_async<C, Fut>(
         self,
@@ -307,8 +318,70 @@ pub struct Mutation<I, T, E, C = ()> {
 struct MutationShared<I, T, E, C> {
     runtime: Runtime,
     options: MutationOptions<I, T, E, C>,
-    state: Mutex<(MutationState<T, E>, u64)>,
+    state: Mutex<Slot<T, E>>,
     listeners: ListenerList<MutationState<T, E>>,
+}
+
+/// The state with its bookkeeping.
+struct Slot<T, E> {
+    state: MutationState<T, E>,
+    /// Bumped on every change; listeners see the newest state.
+    version: u64,
+    /// The number of the latest run started by [`Mutation::mutate`].
+    run: u64,
+}
+
+impl<I, T: Clone, E, C> MutationShared<I, T, E, C> {
+    /// Changes the state and tells the listeners.
+    fn update(&self, f: impl FnOnce(&mut MutationState<T, E>)) {
+        self.update_slot(|slot| f(&mut slot.state));
+    }
+
+    /// Changes the state (and the run number) and tells the listeners; returns what `f`
+    /// returns.
+    fn update_slot<R>(&self, f: impl FnOnce(&mut Slot<T, E>) -> R) -> R {
+        let (result, state, version) = {
+            let mut slot = self.state.lock();
+            let result = f(&mut slot);
+            slot.version += 1;
+            (result, slot.state.clone(), slot.version)
+        };
+        self.listeners.notify(&state, version);
+        result
+    }
+
+    /// Marks run `run` cancelled, if the state still shows it running.
+    fn cancel(&self, run: u64) {
+        let now = self.runtime.system_now();
+        let cancelled = {
+            let mut slot = self.state.lock();
+            if slot.run != run || slot.state.status != MutationStatus::Pending {
+                return;
+            }
+            slot.state.status = MutationStatus::Error;
+            slot.state.error = Some(QueryError::Cancelled);
+            slot.state.settled_at = Some(now);
+            slot.version += 1;
+            (slot.state.clone(), slot.version)
+        };
+        self.listeners.notify(&cancelled.0, cancelled.1);
+    }
+}
+
+/// Settles a run as [`QueryError::Cancelled`] if its `mutate()` future is dropped before the
+/// run settles.
+struct RunGuard<'a, I, T: Clone, E, C> {
+    shared: &'a MutationShared<I, T, E, C>,
+    run: u64,
+    armed: bool,
+}
+
+impl<I, T: Clone, E, C> Drop for RunGuard<'_, I, T, E, C> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.cancel(self.run);
+        }
+    }
 }
 
 impl<I, T, E, C> Clone for Mutation<I, T, E, C> {
@@ -329,7 +402,7 @@ where
             shared: Arc::new(MutationShared {
                 runtime,
                 options,
-                state: Mutex::new((MutationState::default(), 0)),
+                state: Mutex::new(Slot { state: MutationState::default(), version: 0, run: 0 }),
                 listeners: ListenerList::new(),
             }),
         }
@@ -337,7 +410,7 @@ where
 
     /// The current state.
     pub fn state(&self) -> MutationState<T, E> {
-        self.shared.state.lock().0.clone()
+        self.shared.state.lock().state.clone()
     }
 
     /// Calls `listener` on every state change until the subscription is dropped.
@@ -358,18 +431,23 @@ where
     }
 
     fn update(&self, f: impl FnOnce(&mut MutationState<T, E>)) {
-        let (state, version) = {
-            let mut guard = self.shared.state.lock();
-            f(&mut guard.0);
-            guard.1 += 1;
-            (guard.0.clone(), guard.1)
-        };
-        self.shared.listeners.notify(&state, version);
+        self.shared.update(f);
     }
 
     /// Runs the mutation: `on_mutate`, then the function with retries, then `on_success` or
-    /// `on_error`, then `on_settled`. A panic in the function or in `on_mutate` becomes
-    /// [`QueryError::Panicked`].
+    /// `on_error`, then `on_settled`. A panic in the function, in `on_mutate`, or in the retry
+    /// predicate or delay becomes [`QueryError::Panicked`]; a panic in another callback is
+    /// logged. This future never unwinds.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the returned future before it completes drops whatever it was awaiting (the
+    /// `on_mutate` future, the mutation function's future, or a retry delay). If the run had
+    /// not settled yet, the state becomes [`MutationStatus::Error`] with
+    /// [`QueryError::Cancelled`] and its `settled_at` time, listeners are told, and no
+    /// callback runs for it (not `on_error`, not `on_settled`). A future dropped while a
+    /// callback runs after settling leaves the settled state as it is. The state is only
+    /// changed if it still shows this run: dropping an older run does not touch a newer one.
     ///
     /// # Errors
     ///
@@ -378,17 +456,24 @@ where
         let options = &self.shared.options;
         let runtime = self.shared.runtime.clone();
         let now = runtime.system_now();
-        self.update(|s| {
+        let run = self.shared.update_slot(|slot| {
+            slot.run += 1;
+            let s = &mut slot.state;
             s.status = MutationStatus::Pending;
             s.submitted_at = Some(now);
             s.error = None;
             s.failure_count = 0;
+            slot.run
         });
+        let mut guard = RunGuard { shared: &self.shared, run, armed: true };
         let context = match &options.on_mutate {
-            Some(on_mutate) => match guarded(on_mutate(input.clone())).await {
+            Some(on_mutate) => match guarded(|| on_mutate(input.clone())).await {
                 Ok(c) => Some(c),
                 Err(message) => {
-                    return self.settle(Err(QueryError::Panicked(message)), input, None, 0).await;
+                    let error = QueryError::Panicked(
+                        format!("mutation on_mutate callback panicked: {message}").into(),
+                    );
+                    return self.settle(&mut guard, Err(error), input, None, 0).await;
                 }
             },
             None => None,
@@ -399,17 +484,20 @@ where
             retry_if: options.retry_if.clone(),
         };
         let Outcome { result, failures } = retryer
-            .run(
+            .run_as(
                 &runtime,
+                "mutation function",
                 || (options.mutation_fn)(input.clone()),
                 |failed, _| self.update(|s| s.failure_count = failed),
             )
             .await;
-        self.settle(result, input, context, failures).await
+        self.settle(&mut guard, result, input, context, failures).await
     }
 
+    /// Records the outcome of the run `guard` watches (disarming it), then runs the callbacks.
     async fn settle(
         &self,
+        guard: &mut RunGuard<'_, I, T, E, C>,
         result: Result<T, QueryError<E>>,
         input: I,
         context: Option<C>,
@@ -417,6 +505,7 @@ where
     ) -> Result<T, QueryError<E>> {
         let options = &self.shared.options;
         let now = self.shared.runtime.system_now();
+        guard.armed = false;
         self.update(|s| {
             s.settled_at = Some(now);
             s.failure_count = failures;
@@ -436,7 +525,7 @@ where
                 if let Some(cb) = &options.on_success {
                     log_panic(
                         "on_success",
-                        guarded(cb(data.clone(), input.clone(), context.clone())).await,
+                        guarded(|| cb(data.clone(), input.clone(), context.clone())).await,
                     );
                 }
             }
@@ -444,7 +533,7 @@ where
                 if let Some(cb) = &options.on_error {
                     log_panic(
                         "on_error",
-                        guarded(cb(error.clone(), input.clone(), context.clone())).await,
+                        guarded(|| cb(error.clone(), input.clone(), context.clone())).await,
                     );
                 }
             }
@@ -454,13 +543,17 @@ where
                 Ok(d) => (Some(d.clone()), None),
                 Err(e) => (None, Some(e.clone())),
             };
-            log_panic("on_settled", guarded(cb(data, error, input, context)).await);
+            log_panic("on_settled", guarded(|| cb(data, error, input, context)).await);
         }
         result
     }
 }
 
-async fn guarded<F: Future>(future: F) -> Result<F::Output, Arc<str>> {
+/// Calls a callback and awaits the future it returns, turning a panic in either step into the
+/// panic's message. The sync forms of the callbacks run the user's code in the call itself.
+async fn guarded<F: Future>(call: impl FnOnce() -> F) -> Result<F::Output, Arc<str>> {
+    let future = std::panic::catch_unwind(AssertUnwindSafe(call))
+        .map_err(|payload| panic_message(&*payload))?;
     AssertUnwindSafe(future).catch_unwind().await.map_err(|payload| panic_message(&*payload))
 }
 

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cancel::QueryContext;
 use crate::error::QueryError;
 use crate::key::QueryKey;
 use crate::retryer::{RetryDelayFn, RetryIfFn, default_retry_delay};
@@ -12,7 +13,7 @@ use crate::runtime::BoxFuture;
 use crate::storage::StorageBackend;
 use crate::storage::record::{Codec, CodecFn};
 
-type QueryFn<T, E> = Arc<dyn Fn() -> BoxFuture<Result<T, E>> + Send + Sync>;
+type QueryFn<T, E> = Arc<dyn Fn(QueryContext) -> BoxFuture<Result<T, E>> + Send + Sync>;
 type DataCallback<T> = Arc<dyn Fn(&T) + Send + Sync>;
 type ErrorCallback<E> = Arc<dyn Fn(&QueryError<E>) + Send + Sync>;
 type SettledCallback<T, E> = Arc<dyn Fn(Option<&T>, Option<&QueryError<E>>) + Send + Sync>;
@@ -54,6 +55,7 @@ pub(crate) struct OptionsInner<T, E> {
     pub(crate) retry_delay: Option<RetryDelayFn>,
     pub(crate) retry_if: Option<RetryIfFn<E>>,
     pub(crate) enabled: bool,
+    pub(crate) cancel_when_unobserved: bool,
     pub(crate) on_success: Option<DataCallback<T>>,
     pub(crate) on_error: Option<ErrorCallback<E>>,
     pub(crate) on_settled: Option<SettledCallback<T, E>>,
@@ -74,10 +76,51 @@ where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let query_fn: QueryFn<T, E> = Arc::new(move || Box::pin(query_fn()));
+        Self::build(key.into(), Arc::new(move |_| Box::pin(query_fn())))
+    }
+
+    /// Options for `key`, fetched by `query_fn`, which receives a [`QueryContext`]: the key
+    /// and a [`CancelSignal`](crate::CancelSignal) it may watch to stop early when the fetch
+    /// is cancelled. A function that ignores the signal is stopped all the same: its future is
+    /// dropped at its next poll.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryError, QueryOptions, key};
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// // A function that would never finish on its own.
+    /// let options = QueryOptions::with_context(key!("slow"), |cx| async move {
+    ///     cx.signal.cancelled().await;
+    ///     Err::<String, _>("stopped".to_string())
+    /// });
+    /// let waiter = test.runtime().spawn_with_handle({
+    ///     let (client, options) = (client.clone(), options.clone());
+    ///     async move { client.fetch_query(&options).await }
+    /// });
+    /// test.run_until_idle();
+    /// let cancelled = test.block_on(client.cancel_queries(key!("slow")));
+    /// assert_eq!(cancelled, 1);
+    /// assert!(matches!(test.block_on(waiter), Err(QueryError::Cancelled)));
+    /// # }
+    /// ```
+    pub fn with_context<K, F, Fut>(key: K, query_fn: F) -> Self
+    where
+        K: Into<QueryKey>,
+        F: Fn(QueryContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        Self::build(key.into(), Arc::new(move |cx| Box::pin(query_fn(cx))))
+    }
+
+    fn build(key: QueryKey, query_fn: QueryFn<T, E>) -> Self {
         Self {
             inner: Arc::new(OptionsInner {
-                key: key.into(),
+                key,
                 query_fn,
                 stale_time: None,
                 gc_time: None,
@@ -86,6 +129,7 @@ where
                 retry_delay: None,
                 retry_if: None,
                 enabled: true,
+                cancel_when_unobserved: false,
                 on_success: None,
                 on_error: None,
                 on_settled: None,
@@ -143,6 +187,14 @@ where
     #[must_use]
     pub fn enabled(self, enabled: bool) -> Self {
         self.edit(|o| o.enabled = enabled)
+    }
+
+    /// Cancels a fetch started with these options once nobody wants its result: every caller
+    /// awaiting it has dropped its future and the query has no observer. Default: `false`, a
+    /// fetch runs to completion and is cached even if every caller has gone.
+    #[must_use]
+    pub fn cancel_when_unobserved(self, cancel: bool) -> Self {
+        self.edit(|o| o.cancel_when_unobserved = cancel)
     }
 
     /// Called with the data after each successful fetch. A panic in it is caught and logged.
@@ -246,6 +298,7 @@ impl<T: Clone, E> Clone for OptionsInner<T, E> {
             retry_delay: self.retry_delay.clone(),
             retry_if: self.retry_if.clone(),
             enabled: self.enabled,
+            cancel_when_unobserved: self.cancel_when_unobserved,
             on_success: self.on_success.clone(),
             on_error: self.on_error.clone(),
             on_settled: self.on_settled.clone(),

@@ -65,10 +65,12 @@ impl<E> Retryer<E> {
     /// Runs `attempt` until it succeeds, its error is not retried, or the retries are used up,
     /// sleeping on `runtime` between attempts. `on_retry(failures, &error)` runs before each
     /// sleep. A panic while creating or polling an attempt's future ends the run with
-    /// [`QueryError::Panicked`]; so does a panic in the retry predicate or delay function.
-    pub(crate) async fn run<T, Fut>(
+    /// [`QueryError::Panicked`] naming `what` ("query function", "mutation function"); so does
+    /// a panic in the retry predicate or delay function, named as such.
+    pub(crate) async fn run_as<T, Fut>(
         &self,
         runtime: &Runtime,
+        what: &'static str,
         mut attempt: impl FnMut() -> Fut,
         mut on_retry: impl FnMut(u32, &Arc<E>),
     ) -> Outcome<T, E>
@@ -81,6 +83,7 @@ impl<E> Retryer<E> {
                 Ok(Ok(data)) => return Outcome { result: Ok(data), failures: 0 },
                 Ok(Err(error)) => Arc::new(error),
                 Err(message) => {
+                    let message = format!("{what} panicked: {message}").into();
                     return Outcome {
                         result: Err(QueryError::Panicked(message)),
                         failures: failed + 1,

@@ -86,13 +86,23 @@ pub trait Spawner: Send + Sync + 'static {
 pub trait Timer: Send + Sync + 'static {
     /// A future that completes at `deadline` (at once if it has passed), measured on
     /// [`now`](Timer::now)'s clock. It must work when created outside the runtime's own context.
+    ///
+    /// Every `Instant` must be accepted without a panic, when the future is created and when it
+    /// is polled: a deadline too far away for the runtime's timer to represent gives a future
+    /// that never completes (for example [`futures::future::pending`]).
     fn sleep_until(&self, deadline: Instant) -> BoxFuture;
 
     /// A future that completes `duration` from now. The default computes the deadline from
     /// [`now`](Timer::now) and calls [`sleep_until`](Timer::sleep_until).
+    ///
+    /// Every `Duration` is accepted without a panic: when `now + duration` cannot be
+    /// represented as an `Instant` (as for [`Duration::MAX`]), the future never completes. An
+    /// implementation that overrides this method must keep that contract.
     fn sleep(&self, duration: Duration) -> BoxFuture {
-        let deadline = self.now().checked_add(duration).unwrap_or_else(far_future);
-        self.sleep_until(deadline)
+        match self.now().checked_add(duration) {
+            Some(deadline) => self.sleep_until(deadline),
+            None => Box::pin(futures::future::pending()),
+        }
     }
 
     /// The current monotonic instant.
@@ -103,12 +113,6 @@ pub trait Timer: Send + Sync + 'static {
     fn system_now(&self) -> SystemTime {
         SystemTime::now()
     }
-}
-
-/// About thirty years from now: the deadline used when an addition would overflow.
-pub(crate) fn far_future() -> Instant {
-    let now = Instant::now();
-    now.checked_add(Duration::from_secs(86_400 * 365 * 30)).unwrap_or(now)
 }
 
 /// A [`Spawner`] and a [`Timer`]: everything the engine needs from an executor.
@@ -179,12 +183,15 @@ impl Runtime {
         handle
     }
 
-    /// Sleeps for `duration` on this runtime's clock.
+    /// Sleeps for `duration` on this runtime's clock. Any duration is accepted: one that
+    /// reaches past the latest representable `Instant` (such as [`Duration::MAX`]) gives a
+    /// sleep that never completes.
     pub fn sleep(&self, duration: Duration) -> BoxFuture {
         self.timer.sleep(duration)
     }
 
-    /// Sleeps until `deadline` on this runtime's clock.
+    /// Sleeps until `deadline` on this runtime's clock. Any instant is accepted: one the
+    /// runtime's timer cannot represent gives a sleep that never completes.
     pub fn sleep_until(&self, deadline: Instant) -> BoxFuture {
         self.timer.sleep_until(deadline)
     }

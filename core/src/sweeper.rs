@@ -12,9 +12,21 @@ use crate::gc::removable::GcVerdict;
 use crate::key::QueryKey;
 use crate::runtime::Runtime;
 
-/// Queues `key` for a look at `at` (client clock), starting the sweeper if needed.
+/// Queues `key` for a look at `at` (client clock), starting the sweeper if needed. When stale
+/// entries (of queries removed, evicted or re-created since) outnumber the live ones, drops
+/// them first, so the queue stays bounded by the idle queries, not by churn.
 pub(crate) fn schedule(ctx: &Arc<Ctx>, key: QueryKey, at: u64) {
-    if ctx.gc.push(key, at) {
+    let mut start = ctx.gc.push(key, at);
+    if ctx.gc.len() > 2 * ctx.cache.len() + 64 {
+        let live: Vec<_> = ctx
+            .gc
+            .drain()
+            .into_iter()
+            .filter(|(at, key)| ctx.cache.lookup(key).is_some_and(|q| q.gc_queued() == *at))
+            .collect();
+        start |= ctx.gc.refill(live);
+    }
+    if start {
         ctx.runtime.spawn(sweep(Arc::downgrade(ctx), ctx.runtime.clone()));
     }
 }
@@ -69,5 +81,33 @@ fn sweep_due(ctx: &Arc<Ctx>) -> Option<u64> {
                 }
             }
         }
+    }
+}
+
+#[cfg(all(test, feature = "test-util"))]
+mod tests {
+    use std::time::Duration;
+
+    use crate::testing::TestRuntime;
+    use crate::{QueryClient, QueryClientConfig, QueryKey};
+
+    #[test]
+    fn the_gc_queue_stays_bounded_by_the_live_queries_under_churn() {
+        let test = TestRuntime::new();
+        let config = QueryClientConfig::default().gc_time(Duration::from_secs(3600));
+        let client = QueryClient::with_runtime(test.runtime(), config);
+        let mut largest = 0;
+        for i in 0..10_000_i64 {
+            let key = QueryKey::from(("churn", i % 50));
+            client.set_query_data(key.clone(), i).unwrap_or_default();
+            if i % 3 == 0 {
+                client.remove_queries(key);
+            }
+            largest = largest.max(client.ctx.gc.len());
+        }
+        assert!(largest <= 2 * 50 + 64 + 1, "the gc queue grew to {largest} entries");
+        // What is left is still collected on time.
+        test.advance(Duration::from_secs(3601));
+        assert_eq!(client.len(), 0);
     }
 }

@@ -41,6 +41,8 @@ impl Spawner for AsyncStdRuntime {
 
 impl Timer for AsyncStdRuntime {
     fn sleep_until(&self, deadline: Instant) -> BoxFuture {
+        // async-std's sleep adds `duration` to the clock with a checked addition and never
+        // fires when that overflows, so any deadline is accepted.
         let duration = deadline.saturating_duration_since(Instant::now());
         Box::pin(async_std::task::sleep(duration))
     }

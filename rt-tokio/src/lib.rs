@@ -16,7 +16,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 #![forbid(unsafe_code)]
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pystackquery_core::Runtime;
 use pystackquery_core::runtime::{BoxFuture, Spawner, Timer};
@@ -63,20 +63,21 @@ impl TokioRuntime {
 
     /// The runtime behind `handle`.
     ///
+    /// Tokio offers no way to ask whether a runtime has its time driver, and panics when a
+    /// sleep is created without one. This constructor therefore creates one sleep under
+    /// [`std::panic::catch_unwind`], so that later sleeps cannot panic. It changes no
+    /// process-wide state (the panic hook in particular is left alone), so it is safe to call
+    /// from many threads at once. When the driver is missing, the caught panic still reaches
+    /// the process's panic hook (the default hook prints one line), and under `panic = "abort"`
+    /// it aborts the process.
+    ///
     /// # Errors
     ///
     /// [`TokioRuntimeError::TimeDisabled`] if the runtime has no time driver.
     pub fn from_handle(handle: Handle) -> Result<Self, TokioRuntimeError> {
-        // Tokio panics when a sleep is created on a runtime without a time driver; probe once
-        // here, with the panic message silenced, so that later sleeps cannot.
         let probe = {
             let _context = handle.enter();
-            let hook = std::panic::take_hook();
-            std::panic::set_hook(Box::new(|_| {}));
-            let result =
-                std::panic::catch_unwind(|| drop(tokio::time::sleep(std::time::Duration::ZERO)));
-            std::panic::set_hook(hook);
-            result
+            std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO)))
         };
         probe.map_err(|_| TokioRuntimeError::TimeDisabled)?;
         Ok(Self { handle })
@@ -102,6 +103,12 @@ impl Spawner for TokioRuntime {
 
 impl Timer for TokioRuntime {
     fn sleep_until(&self, deadline: Instant) -> BoxFuture {
+        // Tokio rounds a deadline up to the next millisecond with an unchecked addition when
+        // the sleep is first polled, which panics within a millisecond of the latest
+        // representable instant. Such a deadline is never reached: sleep forever instead.
+        if deadline.checked_add(Duration::from_millis(1)).is_none() {
+            return Box::pin(futures::future::pending());
+        }
         let _context = self.handle.enter();
         Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)))
     }

@@ -1,6 +1,6 @@
 //! Storage helpers shared by the persistence and backend suites: records in the Python
-//! library's shape, and a backend wrapper that can be slowed down, made to refuse, or made to
-//! return garbage, on the test's runtime clock.
+//! library's shape, and a backend wrapper that can be slowed down, made to refuse, made to
+//! return garbage, or made to panic, on the test's runtime clock.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
@@ -42,6 +42,10 @@ pub enum Fault {
     Refuse,
     /// Answer every read with text that is not a record (writes still land).
     Garbage,
+    /// Panic inside `get`, `set` or `delete` itself, before a future is returned.
+    PanicInCall,
+    /// Return a future that panics when it is polled.
+    PanicInPoll,
 }
 
 /// A [`MemoryStorage`] behind a switchable fault.
@@ -79,6 +83,7 @@ impl FaultyStorage {
     ) -> StorageFuture<'a, T> {
         self.calls.lock().unwrap().push(what);
         let fault = *self.fault.lock().unwrap();
+        assert!(fault != Fault::PanicInCall, "injected panic in {what}");
         let runtime = self.runtime.clone();
         Box::pin(async move {
             match fault {
@@ -98,6 +103,8 @@ impl FaultyStorage {
                     Some(garbage) => Ok(garbage),
                     None => forward().await,
                 },
+                Fault::PanicInCall => unreachable!("panicked before the future was made"),
+                Fault::PanicInPoll => panic!("injected panic while polling {what}"),
             }
         })
     }

@@ -12,6 +12,15 @@ struct Fake {
     detached: AtomicBool,
 }
 
+thread_local! {
+    /// How many times the store asked a query of this test's thread whether it is idle.
+    static IDLE_CHECKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn idle_checks() -> usize {
+    IDLE_CHECKS.with(std::cell::Cell::get)
+}
+
 impl Stored for Fake {
     fn key(&self) -> &QueryKey {
         &self.key
@@ -20,6 +29,7 @@ impl Stored for Fake {
         "Fake"
     }
     fn is_idle(&self) -> bool {
+        IDLE_CHECKS.with(|c| c.set(c.get() + 1));
         !self.busy.load(Ordering::SeqCst) && !self.detached.load(Ordering::SeqCst)
     }
     fn try_detach(&self, force: bool) -> bool {
@@ -83,7 +93,9 @@ fn busy_queries_are_never_evicted_and_the_cache_may_grow_past_capacity_for_them(
     assert!(insert(&cache, &mut clock, 2).is_empty(), "no idle victim: nothing evicted");
     assert_eq!(cache.len(), 3);
     cache.lookup(&key(1)).unwrap().busy.store(false, Ordering::SeqCst);
-    assert_eq!(insert(&cache, &mut clock, 3), vec![key(1), key(2)], "back under capacity");
+    // Busy queries passed over by an eviction count as used then (being busy is use): 2,
+    // untouched since its insert, is now older than 1, which was busy until just now.
+    assert_eq!(insert(&cache, &mut clock, 3), vec![key(2), key(1)], "back under capacity");
     assert_eq!(cache.len(), 2);
 }
 
@@ -141,4 +153,31 @@ fn remove_if_idle_refuses_a_busy_or_replaced_query() {
     // The freed slot is reused.
     insert(&cache, &mut clock, 5);
     assert_eq!(cache.len(), 1);
+}
+
+#[test]
+fn a_tail_of_busy_queries_is_walked_once_not_on_every_eviction() {
+    // One shard's worth is enough to see it: every key lands in some shard, and the busy ones
+    // are the oldest everywhere.
+    let cache = QueryCache::new(1_000);
+    let mut clock = Clock(Instant::now(), 0);
+    for i in 0..900 {
+        insert(&cache, &mut clock, i);
+        cache.lookup(&key(i)).unwrap().busy.store(true, Ordering::SeqCst);
+    }
+    for i in 900..1_000 {
+        insert(&cache, &mut clock, i);
+    }
+    // The first eviction passes over the 900 busy queries once...
+    assert_eq!(insert(&cache, &mut clock, 1_000), vec![key(900)]);
+    let before = idle_checks();
+    // ...and the next 50 evictions do not walk them again.
+    for i in 1_001..1_051 {
+        assert_eq!(insert(&cache, &mut clock, i), vec![key(i - 100)]);
+    }
+    let per_eviction = (idle_checks() - before) / 50;
+    assert!(per_eviction < 100, "{per_eviction} idle checks per eviction");
+    for i in 0..900 {
+        assert!(cache.lookup(&key(i)).is_some(), "busy query {i} was evicted");
+    }
 }

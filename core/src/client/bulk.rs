@@ -7,9 +7,12 @@ use crate::storage::L2Op;
 
 impl QueryClient {
     /// Marks every query under `prefix` stale (its `data_updated_at` becomes the Unix epoch).
-    /// With `refetch`, observed queries fetch again at once, under a new generation, so a
-    /// fetch that was already in flight cannot land its older result; the call waits for
-    /// those refetches. Returns the number of queries invalidated.
+    /// The next read of an invalidated key never joins a fetch that started before the
+    /// invalidation: it starts a new one. With `refetch`, active queries (those with an
+    /// enabled observer) fetch again at once under a new generation; a fetch already in flight
+    /// for them is cancelled and its waiters get the new fetch's outcome (TanStack's
+    /// `cancelRefetch`). The call waits for those refetches. Returns the number of queries
+    /// invalidated.
     ///
     /// The empty key `()` matches every query.
     pub async fn invalidate_queries(&self, prefix: impl Into<QueryKey>, refetch: bool) -> usize {
@@ -26,8 +29,10 @@ impl QueryClient {
     }
 
     /// Removes every query under `prefix` from memory, observed or not, and deletes the L2
-    /// records of the persisted ones (in the background). Fetches in flight for them finish
-    /// without writing anywhere. Returns the number removed.
+    /// records of the persisted ones (in the background). Fetches in flight for them are
+    /// cancelled (their waiters get [`QueryError::Cancelled`](crate::QueryError::Cancelled)).
+    /// Observers of a removed query attach to a new query for the same key at once (fetching
+    /// if they are enabled), so they keep receiving its states. Returns the number removed.
     pub fn remove_queries(&self, prefix: impl Into<QueryKey>) -> usize {
         let prefix = prefix.into();
         let removed = self.ctx.cache.remove_matching(Some(&prefix));
@@ -38,12 +43,55 @@ impl QueryClient {
                 l2.enqueue(entry.key().clone(), L2Op::Delete);
             }
             self.ctx.emit_removed(entry.key());
+            entry.removed();
         }
         removed.len()
     }
 
+    /// Cancels the fetches in flight for every query under `prefix`: their retries stop,
+    /// their waiters get [`QueryError::Cancelled`](crate::QueryError::Cancelled), and each
+    /// query returns to the state it had before the fetch (TanStack's `revert`). The query
+    /// function's [`CancelSignal`](crate::CancelSignal) is set and its future is dropped at
+    /// its next poll. Waits until the cancelled fetches have settled; returns how many were
+    /// cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key};
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("todos"), vec!["old"]).unwrap();
+    /// let options = QueryOptions::new(key!("todos"), || futures::future::pending::<Result<Vec<&str>, String>>());
+    /// test.block_on(client.invalidate_queries(key!("todos"), false));
+    /// let _stale = test.block_on(client.fetch_query(&options)); // starts a background refetch
+    /// assert_eq!(test.block_on(client.cancel_queries(key!("todos"))), 1);
+    /// let state = client.get_query_state::<Vec<&str>, String>(key!("todos")).unwrap().unwrap();
+    /// assert!(!state.is_fetching());
+    /// assert_eq!(state.data, Some(vec!["old"]));
+    /// # }
+    /// ```
+    pub async fn cancel_queries(&self, prefix: impl Into<QueryKey>) -> usize {
+        let prefix = prefix.into();
+        let waits: Vec<_> = self
+            .ctx
+            .cache
+            .find_matching(Some(&prefix))
+            .iter()
+            .filter_map(|entry| entry.cancel())
+            .collect();
+        let cancelled = waits.len();
+        futures::future::join_all(waits).await;
+        cancelled
+    }
+
     /// Returns every query under `prefix` to its initial state (idle, no data), and deletes
-    /// the L2 records of the persisted ones. Returns the number reset.
+    /// the L2 records of the persisted ones. A fetch in flight is cancelled; active queries
+    /// (with an enabled observer) fetch again at once, as TanStack's `resetQueries` does.
+    /// Returns the number reset.
     pub fn reset_queries(&self, prefix: impl Into<QueryKey>) -> usize {
         let prefix = prefix.into();
         let entries = self.ctx.cache.find_matching(Some(&prefix));
@@ -55,9 +103,13 @@ impl QueryClient {
 
     /// Removes every query from memory. L2 records are kept, as on eviction, so keys can
     /// hydrate again; `remove_queries(())` deletes them too.
+    ///
+    /// As with [`remove_queries`](Self::remove_queries), fetches in flight are cancelled and
+    /// observers attach to new queries for their keys.
     pub fn clear(&self) {
         for entry in self.ctx.cache.remove_matching(None) {
             self.ctx.emit_removed(entry.key());
+            entry.removed();
         }
     }
 

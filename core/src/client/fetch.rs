@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use super::QueryClient;
 use crate::cache::Stamp;
-use crate::error::QueryError;
+use crate::error::{ErasedError, QueryError};
 use crate::options::QueryOptions;
-use crate::query::{self, Effects, FetchSlot, HydrationStep, QueryCell, QuickAnswer};
+use crate::query::{self, Effects, FetchSlot, HydrationStep, QueryCell, QuickAnswer, clone_data};
 
 impl QueryClient {
     /// Returns the key's data, fetching it when needed (stale-while-revalidate).
@@ -45,11 +45,17 @@ impl QueryClient {
         let stamp = Stamp::new(now);
         let quick = self.ctx.cache.peek_with(options.key(), stamp, |entry| {
             let cell = entry.as_any().downcast_ref::<QueryCell<T>>()?;
-            QueryCell::quick_answer(&cell.lock(), now, stale_time)
+            let g = cell.lock();
+            // Persisting options must mark the key persisted: the general path does that.
+            if options.inner.codec.is_some() && g.codec.is_none() && self.ctx.l2.is_some() {
+                return None;
+            }
+            QueryCell::quick_answer(&g, now, stale_time)
         });
         match quick {
             Some(QuickAnswer::Data(data)) => Ok(data),
             Some(QuickAnswer::Join(slot)) => slot.wait().await.map_err(|e| e.typed(options.key())),
+            Some(QuickAnswer::Failed(error)) => Err(error.typed(options.key())),
             None => Box::pin(self.fetch_query_general(options, stale_time)).await,
         }
     }
@@ -65,7 +71,7 @@ impl QueryClient {
     {
         let key = options.key();
         enum Plan<T> {
-            Data(T),
+            Data(Result<T, ErasedError>),
             Wait(Arc<FetchSlot<T>>),
             Hydrate(HydrationStep),
         }
@@ -84,20 +90,20 @@ impl QueryClient {
                     break 'plan Plan::Hydrate(step);
                 }
                 let now = self.ctx.runtime.now();
-                match g.state.data.clone() {
+                match g.state.data.as_ref().map(clone_data) {
                     Some(data) => {
                         if QueryCell::is_stale(&g, now, stale_time)
-                            && !QueryCell::is_fetching(&g)
+                            && QueryCell::current_fetch(&g).is_none()
                             && !g.paused
                         {
-                            QueryCell::set_fetcher(&mut g, options.inner.clone());
+                            QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);
                             let _ =
                                 cell.join_or_begin(&mut g, &self.ctx, &options.inner, &mut effects);
                         }
                         Plan::Data(data)
                     }
                     None => {
-                        QueryCell::set_fetcher(&mut g, options.inner.clone());
+                        QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);
                         Plan::Wait(cell.join_or_begin(
                             &mut g,
                             &self.ctx,
@@ -109,11 +115,11 @@ impl QueryClient {
             };
             effects.run(&self.ctx, key);
             match plan {
-                Plan::Data(data) => return Ok(data),
+                Plan::Data(data) => return data.map_err(|e| e.typed(key)),
                 Plan::Wait(slot) => break slot,
                 Plan::Hydrate(step) => {
                     hydration_waited = true;
-                    step.settle(&self.ctx).await;
+                    step.await;
                 }
             }
         };
@@ -141,7 +147,7 @@ impl QueryClient {
                 cell.begin_hydration(&mut g, &self.ctx, &options.inner)
             };
             if let Some(step) = step {
-                step.settle(&self.ctx).await;
+                step.await;
             }
         }
         let needs_fetch = {

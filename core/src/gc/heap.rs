@@ -61,6 +61,26 @@ impl GcQueue {
         start
     }
 
+    /// Number of entries, stale ones included.
+    pub(crate) fn len(&self) -> usize {
+        self.inner.lock().heap.len()
+    }
+
+    /// Takes every entry out (to filter them without holding this lock).
+    pub(crate) fn drain(&self) -> Vec<(u64, QueryKey)> {
+        let heap = std::mem::take(&mut self.inner.lock().heap);
+        heap.into_iter().map(|Reverse(entry)| entry).collect()
+    }
+
+    /// Puts entries back after [`drain`](Self::drain). Returns whether the caller must start
+    /// the sweeper (a sweeper that found the heap empty meanwhile has stopped).
+    #[must_use]
+    pub(crate) fn refill(&self, entries: Vec<(u64, QueryKey)>) -> bool {
+        let mut q = self.inner.lock();
+        q.heap.extend(entries.into_iter().map(Reverse));
+        !q.heap.is_empty() && !std::mem::replace(&mut q.running, true)
+    }
+
     /// Puts an entry back (the sweeper re-queuing a query whose removal moved later).
     pub(crate) fn requeue(&self, key: QueryKey, at: u64) {
         self.inner.lock().heap.push(Reverse((at, key)));

@@ -64,6 +64,11 @@ impl Removable {
         None
     }
 
+    /// The time of the query's entry in the gc heap ([`NEVER`]: none).
+    pub(crate) fn queued(&self) -> u64 {
+        self.gc_queued
+    }
+
     /// The query is in use again. Returns whether a removal was pending (the heap entry has
     /// gone stale and the sweeper should look).
     pub(crate) fn cancel(&mut self) -> bool {

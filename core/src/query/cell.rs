@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::effects::{Effects, Notice};
-use super::fetch::{FetchSlot, Fetcher};
-use super::hydrate::Gate;
+use super::fetch::{FetchSlot, Fetcher, clone_data};
+use super::hydrate::HydrationStep;
 use crate::ctx::Ctx;
+use crate::error::ErasedError;
 use crate::gc::removable::Removable;
 use crate::key::QueryKey;
 use crate::listeners::{Callback, Listeners};
@@ -32,7 +33,11 @@ pub(crate) struct CellInner<T> {
     pub(crate) version: u64,
     pub(crate) in_flight: Option<Arc<FetchSlot<T>>>,
     pub(crate) paused: bool,
+    /// Observers attached (enabled or not): an observed query is never collected or evicted.
     pub(crate) observers: u32,
+    /// Enabled observers attached: the query is "active" (refetched by invalidation and
+    /// reset) while this is non-zero.
+    pub(crate) active: u32,
     pub(crate) detached: bool,
     /// When this query may be garbage-collected.
     pub(crate) removal: Removable,
@@ -43,7 +48,7 @@ pub(crate) struct CellInner<T> {
     /// How to persist this key; set by the first persisting options that touch it.
     pub(crate) codec: Option<CodecFn<T>>,
     /// The gate of the key's one L2 read, once it has started.
-    pub(crate) hydration: Option<Arc<Gate>>,
+    pub(crate) hydration: Option<HydrationStep>,
     /// The key's L2 read has finished, was abandoned, or was not needed.
     pub(crate) hydrated: bool,
 }
@@ -52,6 +57,8 @@ pub(crate) struct CellInner<T> {
 pub(crate) enum QuickAnswer<T> {
     Data(T),
     Join(Arc<FetchSlot<T>>),
+    /// The data type's `Clone` panicked.
+    Failed(ErasedError),
 }
 
 impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
@@ -66,6 +73,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 in_flight: None,
                 paused: false,
                 observers: 0,
+                active: 0,
                 detached: false,
                 removal: Removable::new(),
                 listeners: Listeners::new(),
@@ -88,7 +96,16 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// A notice for the listeners, if there are any.
     pub(crate) fn notice(g: &CellInner<T>) -> Option<Notice<T>> {
         let listeners = g.listeners.snapshot()?;
-        Some(Notice { listeners, state: g.state.clone(), version: g.version })
+        // The data type's `Clone` is user code; a panic in it costs the listeners this state
+        // (they get the next one), never the transition under way.
+        let state = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.state.clone()));
+        match state {
+            Ok(state) => Some(Notice { listeners, state, version: g.version }),
+            Err(_) => {
+                tracing::error!("the data type's Clone panicked; listeners skip this state");
+                None
+            }
+        }
     }
 
     pub(crate) fn idle_fetch_status(g: &CellInner<T>) -> FetchStatus {
@@ -123,15 +140,23 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         }
         match &g.state.data {
             Some(data) => {
-                let settled =
-                    !Self::is_stale(g, now, stale_time) || g.in_flight.is_some() || g.paused;
-                settled.then(|| QuickAnswer::Data(data.clone()))
+                let settled = !Self::is_stale(g, now, stale_time)
+                    || Self::current_fetch(g).is_some()
+                    || g.paused;
+                settled.then(|| match clone_data(data) {
+                    Ok(data) => QuickAnswer::Data(data),
+                    Err(error) => QuickAnswer::Failed(error),
+                })
             }
-            None => {
-                let f = g.in_flight.as_ref()?;
-                (f.generation == g.generation).then(|| QuickAnswer::Join(f.clone()))
-            }
+            None => Self::current_fetch(g).map(|f| QuickAnswer::Join(f.clone())),
         }
+    }
+
+    /// The fetch in flight for the current generation, if any. A fetch of an older generation
+    /// (started before an invalidation or a write) may still be running, but nobody joins it:
+    /// its result will not be stored.
+    pub(crate) fn current_fetch(g: &CellInner<T>) -> Option<&Arc<FetchSlot<T>>> {
+        g.in_flight.as_ref().filter(|f| f.generation == g.generation)
     }
 
     pub(crate) fn set_data(
@@ -143,11 +168,11 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     ) {
         g.generation += 1;
         g.state.status = QueryStatus::Success;
-        g.state.data = Some(data);
-        g.state.error = None;
+        effects.discard(g.state.data.replace(data));
+        effects.discard_error(g.state.error.take());
         g.state.data_updated_at = Some(ctx.runtime.system_now());
         g.state.fetch_failure_count = 0;
-        g.state.fetch_failure_reason = None;
+        effects.discard_error(g.state.fetch_failure_reason.take());
         g.fresh_at = Some(ctx.runtime.now());
         Self::changed(g, effects);
         self.persist(g, ctx, effects);
@@ -164,21 +189,41 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         g.listeners.remove(id);
     }
 
-    /// Remembers how to refetch, and how to persist if the options persist.
-    pub(crate) fn set_fetcher(g: &mut CellInner<T>, fetcher: Arc<dyn Fetcher<T>>) {
+    /// Remembers how to refetch, and how to persist if the options persist. The options they
+    /// replace are dropped after the lock is released (they hold user closures).
+    pub(crate) fn set_fetcher(
+        g: &mut CellInner<T>,
+        fetcher: Arc<dyn Fetcher<T>>,
+        effects: &mut Effects<T>,
+    ) {
         if g.codec.is_none() {
             g.codec = fetcher.codec();
         }
-        g.fetcher = Some(fetcher);
+        effects.discard_fetcher(g.fetcher.replace(fetcher));
     }
 
-    /// Whether a fetch is in flight.
-    pub(crate) fn is_fetching(g: &CellInner<T>) -> bool {
-        g.in_flight.is_some()
+    /// Tells the listeners (observers) that the query has left the store: they receive the
+    /// current state once more and see it is detached, and attach to a new query for the key.
+    pub(crate) fn tell_detached(&self) {
+        let notice = {
+            let mut g = self.lock();
+            g.version += 1;
+            Self::notice(&g)
+        };
+        if let Some(notice) = notice {
+            notice.listeners.notify(&notice.state, notice.version);
+        }
     }
 
-    /// Marks stale and, when observed and asked to, starts a fresh fetch under the new
-    /// generation. Returns the fetch to wait for, if one started.
+    /// Cancels the fetch in flight, if any (see [`FetchSlot::cancel`]); returns it, to wait for.
+    pub(crate) fn cancel_fetch(&self) -> Option<Arc<FetchSlot<T>>> {
+        let slot = self.lock().in_flight.clone()?;
+        slot.cancel().then_some(slot)
+    }
+
+    /// Marks stale and, when active (an enabled observer) and asked to, starts a fresh fetch
+    /// under the new generation, superseding a fetch in flight (whose waiters get the new
+    /// fetch's outcome). Returns the fetch to wait for, if one started.
     pub(crate) fn invalidate(
         self: &Arc<Self>,
         ctx: &Arc<Ctx>,
@@ -194,28 +239,41 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             }
             Self::changed(&mut g, &mut effects);
             self.persist(&g, ctx, &mut effects);
-            let fetcher = g.fetcher.clone();
-            (refetch && g.observers > 0 && !g.paused).then_some(fetcher).flatten()
+            match g.fetcher.clone() {
+                Some(fetcher) if refetch && g.active > 0 && !g.paused => {
+                    Some(fetcher.begin(self, &mut g, ctx, &mut effects))
+                }
+                _ => None,
+            }
         };
         effects.run(ctx, &self.key);
-        slot.map(|fetcher| fetcher.start(self, ctx))
+        slot
     }
 
-    /// Back to the initial state, fencing off older fetches.
+    /// Back to the initial state, fencing off older fetches. A fetch in flight is cancelled;
+    /// an active query (an enabled observer) fetches again at once, and the cancelled fetch's
+    /// waiters get that fetch's outcome.
     pub(crate) fn reset(self: &Arc<Self>, ctx: &Arc<Ctx>) {
         let mut effects = Effects::none();
         {
             let mut g = self.lock();
             g.generation += 1;
             g.fresh_at = None;
-            g.state = RawState::default();
-            if g.in_flight.is_some() {
-                // The old fetch is still running; say so until it ends.
-                g.state.fetch_status = FetchStatus::Fetching;
-            } else {
-                g.state.fetch_status = Self::idle_fetch_status(&g);
+            let old = std::mem::take(&mut g.state);
+            effects.discard_state(old);
+            let refetch = g.fetcher.clone().filter(|_| g.active > 0 && !g.paused);
+            match refetch {
+                Some(fetcher) => {
+                    let _ = fetcher.begin(self, &mut g, ctx, &mut effects);
+                }
+                None => {
+                    if let Some(old) = g.in_flight.take() {
+                        old.cancel();
+                    }
+                    g.state.fetch_status = Self::idle_fetch_status(&g);
+                    Self::changed(&mut g, &mut effects);
+                }
             }
-            Self::changed(&mut g, &mut effects);
             self.unpersist(&g, ctx, &mut effects);
         }
         effects.run(ctx, &self.key);

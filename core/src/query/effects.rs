@@ -1,8 +1,11 @@
 //! Work decided under a query's lock and carried out after it is released.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use super::fetch::Fetcher;
 use crate::ctx::Ctx;
+use crate::error::{ErasedError, panic_message};
 use crate::events::CacheEvent;
 use crate::key::QueryKey;
 use crate::listeners::Snapshot;
@@ -22,6 +25,15 @@ pub(crate) struct Effects<T> {
     pub(crate) gc: Option<u64>,
     /// A queued garbage collection was cancelled.
     pub(crate) gc_cancelled: bool,
+    /// Values replaced under the lock, dropped after it is released: their `Drop` is user
+    /// code and may call back into the client.
+    trash: Trash<T>,
+}
+
+struct Trash<T> {
+    data: Vec<T>,
+    errors: Vec<ErasedError>,
+    fetcher: Option<Arc<dyn Fetcher<T>>>,
 }
 
 pub(crate) struct Notice<T> {
@@ -39,6 +51,31 @@ impl<T> Effects<T> {
             l2_start: false,
             gc: None,
             gc_cancelled: false,
+            trash: Trash { data: Vec::new(), errors: Vec::new(), fetcher: None },
+        }
+    }
+
+    /// Keeps replaced data to drop after the lock is released.
+    pub(crate) fn discard(&mut self, data: Option<T>) {
+        self.trash.data.extend(data);
+    }
+
+    /// Keeps a replaced error to drop after the lock is released.
+    pub(crate) fn discard_error(&mut self, error: Option<ErasedError>) {
+        self.trash.errors.extend(error);
+    }
+
+    /// Keeps a whole replaced state to drop after the lock is released.
+    pub(crate) fn discard_state(&mut self, state: RawState<T>) {
+        self.discard(state.data);
+        self.discard_error(state.error);
+        self.discard_error(state.fetch_failure_reason);
+    }
+
+    /// Keeps replaced options to drop after the lock is released.
+    pub(crate) fn discard_fetcher(&mut self, fetcher: Option<Arc<dyn Fetcher<T>>>) {
+        if fetcher.is_some() {
+            self.trash.fetcher = fetcher;
         }
     }
 
@@ -60,6 +97,10 @@ impl<T> Effects<T> {
         }
         if let Some(notice) = self.notice {
             notice.listeners.notify(&notice.state, notice.version);
+        }
+        let trash = self.trash;
+        if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| drop(trash))) {
+            tracing::error!(%key, "dropping a replaced value panicked: {}", panic_message(&*payload));
         }
     }
 }

@@ -22,12 +22,12 @@ impl<T: Clone + Send + Sync + 'static> Stored for QueryCell<T> {
 
     fn is_idle(&self) -> bool {
         let g = self.lock();
-        g.observers == 0 && g.in_flight.is_none() && !g.detached
+        g.is_idle() && !g.detached
     }
 
     fn try_detach(&self, force: bool) -> bool {
         let mut g = self.lock();
-        if !force && (g.observers > 0 || g.in_flight.is_some()) {
+        if !force && !g.is_idle() {
             return false;
         }
         g.detached = true;
@@ -52,8 +52,12 @@ impl<T: Clone + Send + Sync + 'static> ErasedQuery for QueryCell<T> {
 
     fn gc_check(&self, now: u64) -> GcVerdict {
         let mut g = self.lock();
-        let idle = g.observers == 0 && g.in_flight.is_none() && !g.detached;
+        let idle = g.is_idle() && !g.detached;
         g.removal.check(idle, now)
+    }
+
+    fn gc_queued(&self) -> u64 {
+        self.lock().removal.queued()
     }
 
     fn invalidate(self: Arc<Self>, ctx: &Arc<Ctx>, refetch: bool) -> Option<BoxFuture> {
@@ -65,6 +69,18 @@ impl<T: Clone + Send + Sync + 'static> ErasedQuery for QueryCell<T> {
 
     fn reset(self: Arc<Self>, ctx: &Arc<Ctx>) {
         QueryCell::reset(&self, ctx);
+    }
+
+    fn cancel(&self) -> Option<BoxFuture> {
+        let slot = self.cancel_fetch()?;
+        Some(Box::pin(async move {
+            let _ = slot.wait().await;
+        }))
+    }
+
+    fn removed(&self) {
+        let _ = self.cancel_fetch();
+        self.tell_detached();
     }
 
     fn pause(&self, ctx: &Arc<Ctx>) {

@@ -3,55 +3,169 @@
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 
 use event_listener::Event;
 
 use super::cell::{CellInner, QueryCell};
 use super::effects::Effects;
+use crate::cancel::{CancelSignal, QueryContext, UntilCancelled};
 use crate::ctx::Ctx;
 use crate::error::{ErasedError, QueryError, panic_message};
 use crate::options::OptionsInner;
 use crate::retryer::{Outcome, Retryer};
-use crate::state::{FetchStatus, QueryStatus};
+use crate::runtime::Runtime;
+use crate::state::{FetchStatus, QueryStatus, RawState};
 use crate::storage::record::CodecFn;
 
 /// The outcome of one fetch, shared by every caller that joined it.
 pub(crate) struct FetchSlot<T> {
     /// The query generation the fetch was started under.
     pub(crate) generation: u64,
-    pub(crate) result: OnceLock<Result<T, ErasedError>>,
-    pub(crate) done: Event,
+    result: OnceLock<Settled<T>>,
+    done: Event,
+    /// Cancels the fetch: set, the fetch task drops the fetch at its next poll.
+    pub(crate) signal: CancelSignal,
+    /// What the query showed before this fetch, restored if it is cancelled.
+    revert: Revert,
+    /// Callers awaiting this slot now.
+    waiters: AtomicUsize,
+    /// With `cancel_when_unobserved`: the query, to cancel the fetch when its last caller
+    /// leaves and it has no observer.
+    abandon: Option<Weak<QueryCell<T>>>,
 }
 
-impl<T: Clone> FetchSlot<T> {
-    pub(crate) fn new(generation: u64) -> Self {
-        Self { generation, result: OnceLock::new(), done: Event::new() }
+/// The part of a query's state a fetch changes before it settles.
+struct Revert {
+    status: QueryStatus,
+    failures: u32,
+    reason: Option<ErasedError>,
+}
+
+enum Settled<T> {
+    Done(Result<T, ErasedError>),
+    /// Superseded by a newer fetch of the same key: its outcome is this one's.
+    Forward(Arc<FetchSlot<T>>),
+}
+
+impl<T: Clone + Send + Sync + 'static> FetchSlot<T> {
+    fn new(generation: u64, state: &RawState<T>, abandon: Option<Weak<QueryCell<T>>>) -> Self {
+        Self {
+            waiters: AtomicUsize::new(0),
+            abandon,
+            generation,
+            result: OnceLock::new(),
+            done: Event::new(),
+            signal: CancelSignal::new(),
+            revert: Revert {
+                status: state.status,
+                failures: state.fetch_failure_count,
+                reason: state.fetch_failure_reason.clone(),
+            },
+        }
     }
 
-    pub(crate) fn complete(&self, result: Result<T, ErasedError>) {
-        let _ = self.result.set(result);
-        self.done.notify(usize::MAX);
+    fn complete(&self, result: Result<T, ErasedError>) {
+        if self.result.set(Settled::Done(result)).is_ok() {
+            self.done.notify(usize::MAX);
+        }
     }
 
-    /// Waits for the fetch to finish. Dropping the wait does not cancel the fetch.
-    pub(crate) async fn wait(&self) -> Result<T, ErasedError> {
+    /// Hands this fetch's waiters to `newer` and cancels this fetch.
+    pub(crate) fn forward(&self, newer: Arc<Self>) {
+        if self.result.set(Settled::Forward(newer)).is_ok() {
+            self.done.notify(usize::MAX);
+        }
+        self.signal.cancel();
+    }
+
+    /// Cancels the fetch: its waiters get [`QueryError::Cancelled`] and the query returns to
+    /// the state it had before the fetch. Returns whether this call cancelled it.
+    pub(crate) fn cancel(&self) -> bool {
+        self.result.get().is_none() && self.signal.cancel()
+    }
+
+    /// Waits for the fetch (or the fetch that superseded it) to finish. Dropping the wait does
+    /// not cancel the fetch. The data is cloned outside every lock; a panicking `Clone` becomes
+    /// [`QueryError::Panicked`].
+    pub(crate) async fn wait(self: &Arc<Self>) -> Result<T, ErasedError> {
+        let _waiting = Waiting::new(self);
+        let mut slot = self.clone();
         loop {
-            if let Some(result) = self.result.get() {
-                return result.clone();
+            let next = loop {
+                if let Some(settled) = slot.result.get() {
+                    break settled;
+                }
+                let listener = slot.done.listen();
+                if let Some(settled) = slot.result.get() {
+                    break settled;
+                }
+                listener.await;
+            };
+            match next {
+                Settled::Done(Ok(data)) => return clone_data(data),
+                Settled::Done(Err(error)) => return Err(error.clone()),
+                Settled::Forward(newer) => slot = newer.clone(),
             }
-            let listener = self.done.listen();
-            if let Some(result) = self.result.get() {
-                return result.clone();
-            }
-            listener.await;
         }
     }
 }
 
+/// Counts one caller awaiting a slot; the last one to leave an unsettled fetch started with
+/// `cancel_when_unobserved` cancels it when the query has no observer either.
+struct Waiting<'a, T: Clone + Send + Sync + 'static>(&'a Arc<FetchSlot<T>>);
+
+impl<'a, T: Clone + Send + Sync + 'static> Waiting<'a, T> {
+    fn new(slot: &'a Arc<FetchSlot<T>>) -> Self {
+        slot.waiters.fetch_add(1, Ordering::AcqRel);
+        Self(slot)
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Drop for Waiting<'_, T> {
+    fn drop(&mut self) {
+        let slot = self.0;
+        if slot.waiters.fetch_sub(1, Ordering::AcqRel) == 1 && slot.result.get().is_none() {
+            slot.cancel_if_abandoned();
+        }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> FetchSlot<T> {
+    /// With `cancel_when_unobserved`: cancels the fetch if no caller awaits it and its query
+    /// has no observer.
+    pub(crate) fn cancel_if_abandoned(&self) {
+        let Some(cell) = self.abandon.as_ref().and_then(Weak::upgrade) else { return };
+        let unobserved = cell.lock().observers == 0;
+        if unobserved && self.waiters.load(Ordering::Acquire) == 0 {
+            self.cancel();
+        }
+    }
+}
+
+/// Clones cached data for a caller, containing a panic in the user's `Clone`.
+pub(crate) fn clone_data<T: Clone>(data: &T) -> Result<T, ErasedError> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| data.clone())).map_err(|payload| {
+        ErasedError::Panicked(
+            format!("the data type's Clone panicked: {}", panic_message(&*payload)).into(),
+        )
+    })
+}
+
 /// Starts a fetch of a cell with options whose error type is erased.
 pub(crate) trait Fetcher<T>: Send + Sync {
+    /// Starts (or joins) a fetch, locking the cell.
     fn start(self: Arc<Self>, cell: &Arc<QueryCell<T>>, ctx: &Arc<Ctx>) -> Arc<FetchSlot<T>>;
+
+    /// Starts (or joins) a fetch under the cell's lock, held by the caller.
+    fn begin(
+        self: Arc<Self>,
+        cell: &Arc<QueryCell<T>>,
+        g: &mut CellInner<T>,
+        ctx: &Arc<Ctx>,
+        effects: &mut Effects<T>,
+    ) -> Arc<FetchSlot<T>>;
 
     /// How the options persist their data, if they do.
     fn codec(&self) -> Option<CodecFn<T>>;
@@ -69,14 +183,16 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     where
         E: fmt::Display + Send + Sync + 'static,
     {
-        if let Some(f) = &g.in_flight
-            && f.generation == g.generation
-        {
+        if let Some(f) = Self::current_fetch(g) {
             return f.clone();
         }
         let generation = g.generation;
-        let slot = Arc::new(FetchSlot::new(generation));
-        g.in_flight = Some(slot.clone());
+        let abandon = options.cancel_when_unobserved.then(|| Arc::downgrade(self));
+        let slot = Arc::new(FetchSlot::new(generation, &g.state, abandon));
+        // A fetch of an older generation is obsolete: its waiters get this fetch's outcome.
+        if let Some(older) = g.in_flight.replace(slot.clone()) {
+            older.forward(slot.clone());
+        }
         g.removal.set_gc_time(options.gc_time.unwrap_or(ctx.config.gc_time));
         Self::cancel_gc(g, effects);
         if g.state.data.is_none() {
@@ -84,8 +200,21 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         }
         g.state.fetch_status = FetchStatus::Fetching;
         Self::changed(g, effects);
-        let task = run_fetch(self.clone(), ctx.clone(), options.clone(), generation, slot.clone());
-        effects.spawns.push(Box::pin(task));
+        let retryer = Retryer {
+            retries: options.retry.unwrap_or(ctx.config.retry),
+            delay: options.retry_delay.clone().unwrap_or_else(|| ctx.config.retry_delay.clone()),
+            retry_if: options.retry_if.clone(),
+        };
+        // The guard exists before the task is spawned: a runtime that drops the task unpolled
+        // (it shut down) still completes the slot, with `Cancelled`.
+        let guard = FetchGuard {
+            cell: self.clone(),
+            ctx: Arc::downgrade(ctx),
+            slot: slot.clone(),
+            finished: false,
+        };
+        let task = run_fetch(guard, options.clone(), retryer, ctx.runtime.clone());
+        effects.spawns.push(Box::pin(UntilCancelled::new(task, slot.signal.clone())));
         slot
     }
 
@@ -101,49 +230,74 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         let mut effects = Effects::none();
         let slot = {
             let mut g = self.lock();
-            g.fetcher = Some(options.clone());
+            Self::set_fetcher(&mut g, options.clone(), &mut effects);
             self.join_or_begin(&mut g, ctx, options, &mut effects)
         };
         effects.run(ctx, &self.key);
         slot
     }
 
-    /// Records the outcome of a fetch started under `generation`.
+    /// Records the outcome of `slot`'s fetch, then wakes its waiters. A cancelled fetch
+    /// restores the state it changed; an obsolete one (older generation, removed query) writes
+    /// nothing. Without `ctx` (the client is gone) it only wakes the waiters.
     pub(crate) fn finish(
         self: &Arc<Self>,
-        ctx: &Arc<Ctx>,
-        generation: u64,
+        ctx: Option<&Arc<Ctx>>,
         slot: &Arc<FetchSlot<T>>,
         result: Result<T, ErasedError>,
         failures: u32,
         before_wake: impl FnOnce(),
     ) {
+        let Some(ctx) = ctx else {
+            before_wake();
+            slot.complete(result);
+            return;
+        };
+        // Cloned before the lock is taken: the data type's `Clone` is user code.
+        let result = match result {
+            Ok(data) => match clone_data(&data) {
+                Ok(stored) => Ok((data, stored)),
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
         let mut effects = Effects::none();
         {
             let mut g = self.lock();
-            let current = g.generation == generation && !g.detached;
+            let current = g.generation == slot.generation && !g.detached;
             let ours = g.in_flight.as_ref().is_some_and(|f| Arc::ptr_eq(f, slot));
             if ours {
                 g.in_flight = None;
             }
             if current {
                 match &result {
-                    Ok(data) => {
+                    Ok((_, stored)) => {
                         g.state.status = QueryStatus::Success;
-                        g.state.data = Some(data.clone());
-                        g.state.error = None;
+                        effects.discard(g.state.data.replace(stored.clone()));
+                        effects.discard_error(g.state.error.take());
                         g.state.data_updated_at = Some(ctx.runtime.system_now());
                         g.state.fetch_failure_count = 0;
-                        g.state.fetch_failure_reason = None;
+                        effects.discard_error(g.state.fetch_failure_reason.take());
                         g.fresh_at = Some(ctx.runtime.now());
                         self.persist(&g, ctx, &mut effects);
                     }
+                    Err(ErasedError::Cancelled) => {
+                        if ours {
+                            g.state.status = slot.revert.status;
+                            g.state.fetch_failure_count = slot.revert.failures;
+                            let reason = slot.revert.reason.clone();
+                            effects.discard_error(std::mem::replace(
+                                &mut g.state.fetch_failure_reason,
+                                reason,
+                            ));
+                        }
+                    }
                     Err(error) => {
                         g.state.status = QueryStatus::Error;
-                        g.state.error = Some(error.clone());
+                        effects.discard_error(g.state.error.replace(error.clone()));
                         g.state.error_updated_at = Some(ctx.runtime.system_now());
                         g.state.fetch_failure_count = failures;
-                        g.state.fetch_failure_reason = Some(error.clone());
+                        effects.discard_error(g.state.fetch_failure_reason.replace(error.clone()));
                     }
                 }
             }
@@ -157,7 +311,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         }
         effects.run(ctx, &self.key);
         before_wake();
-        slot.complete(result);
+        slot.complete(result.map(|(data, _)| data));
     }
 
     /// Records a failed attempt that will be retried.
@@ -175,7 +329,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 return;
             }
             g.state.fetch_failure_count = failures;
-            g.state.fetch_failure_reason = Some(error);
+            effects.discard_error(g.state.fetch_failure_reason.replace(error));
             Self::changed(&mut g, &mut effects);
         }
         effects.run(ctx, &self.key);
@@ -191,17 +345,28 @@ where
         cell.fetch_with(ctx, &self)
     }
 
+    fn begin(
+        self: Arc<Self>,
+        cell: &Arc<QueryCell<T>>,
+        g: &mut CellInner<T>,
+        ctx: &Arc<Ctx>,
+        effects: &mut Effects<T>,
+    ) -> Arc<FetchSlot<T>> {
+        cell.join_or_begin(g, ctx, &self, effects)
+    }
+
     fn codec(&self) -> Option<CodecFn<T>> {
         self.codec
     }
 }
 
-/// Finishes the slot with [`QueryError::Cancelled`] if the fetch task is dropped unfinished
-/// (the runtime shut down), so that no caller waits forever.
+/// Finishes the slot with [`QueryError::Cancelled`] if the fetch is dropped unfinished (the
+/// runtime dropped the task, maybe before ever polling it, or the fetch was cancelled), so
+/// that no caller waits forever. Holds the client weakly: a running fetch does not keep a
+/// dropped client, or its cache, alive.
 pub(crate) struct FetchGuard<T: Clone + Send + Sync + 'static> {
     pub(crate) cell: Arc<QueryCell<T>>,
-    pub(crate) ctx: Arc<Ctx>,
-    pub(crate) generation: u64,
+    pub(crate) ctx: Weak<Ctx>,
     pub(crate) slot: Arc<FetchSlot<T>>,
     pub(crate) finished: bool,
 }
@@ -214,55 +379,48 @@ impl<T: Clone + Send + Sync + 'static> FetchGuard<T> {
         before_wake: impl FnOnce(),
     ) {
         self.finished = true;
-        self.cell.finish(&self.ctx, self.generation, &self.slot, result, failures, before_wake);
+        let ctx = self.ctx.upgrade();
+        self.cell.finish(ctx.as_ref(), &self.slot, result, failures, before_wake);
     }
 }
 
 impl<T: Clone + Send + Sync + 'static> Drop for FetchGuard<T> {
     fn drop(&mut self) {
         if !self.finished {
-            self.finished = true;
-            self.cell.finish(
-                &self.ctx,
-                self.generation,
-                &self.slot,
-                Err(ErasedError::Cancelled),
-                0,
-                || {},
-            );
+            self.finish(Err(ErasedError::Cancelled), 0, || {});
         }
     }
 }
 
 /// One fetch: attempts with backoff, panics caught, callbacks run, outcome recorded.
 pub(crate) async fn run_fetch<T, E>(
-    cell: Arc<QueryCell<T>>,
-    ctx: Arc<Ctx>,
+    mut guard: FetchGuard<T>,
     options: Arc<OptionsInner<T, E>>,
-    generation: u64,
-    slot: Arc<FetchSlot<T>>,
+    retryer: Retryer<E>,
+    runtime: Runtime,
 ) where
     T: Clone + Send + Sync + 'static,
     E: fmt::Display + Send + Sync + 'static,
 {
-    let retryer = Retryer {
-        retries: options.retry.unwrap_or(ctx.config.retry),
-        delay: options.retry_delay.clone().unwrap_or_else(|| ctx.config.retry_delay.clone()),
-        retry_if: options.retry_if.clone(),
-    };
-    let runtime = ctx.runtime.clone();
-    let mut guard = FetchGuard { cell, ctx, generation, slot, finished: false };
+    let generation = guard.slot.generation;
+    let context = QueryContext::new(guard.cell.key.clone(), guard.slot.signal.clone());
     let Outcome { result, failures } = retryer
-        .run(
+        .run_as(
             &runtime,
-            || (options.query_fn)(),
+            "query function",
+            || (options.query_fn)(context.clone()),
             |failed, error| {
-                let erased = ErasedError::Failed(error.clone());
-                guard.cell.record_failure(&guard.ctx, generation, failed, erased);
+                if let Some(ctx) = guard.ctx.upgrade() {
+                    let erased = ErasedError::Failed(error.clone());
+                    guard.cell.record_failure(&ctx, generation, failed, erased);
+                }
             },
         )
         .await;
-    let erased = result.clone().map_err(|e| ErasedError::from_typed(&e));
+    let erased = match &result {
+        Ok(data) => clone_data(data),
+        Err(error) => Err(ErasedError::from_typed(error)),
+    };
     // Callbacks run after the state is written and before waiters wake, so a caller that
     // awaited the fetch observes their effects.
     guard.finish(erased, failures, || run_callbacks(&options, &result));

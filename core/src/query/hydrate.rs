@@ -2,11 +2,11 @@
 //! cold key.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use event_listener::Event;
+use futures::FutureExt;
+use futures::future::Shared;
 
 use super::cell::{CellInner, QueryCell};
 use super::effects::Effects;
@@ -14,63 +14,14 @@ use crate::ctx::Ctx;
 use crate::error::ErasedError;
 use crate::options::OptionsInner;
 use crate::runtime::BoxFuture;
-use crate::runtime::Runtime;
 use crate::state::QueryStatus;
 use crate::storage::record::{Codec, CodecFn, Record};
 use crate::storage::{L2, L2Op};
 
-/// What a caller of [`QueryCell::begin_hydration`] must do.
-pub(crate) enum HydrationStep {
-    /// Another caller is reading: wait for this gate (bounded by the storage timeout).
-    Wait(Arc<Gate>),
-    /// Run this read (it opens `gate` when done, or when dropped).
-    Run { gate: Arc<Gate>, read: BoxFuture },
-}
-
-impl HydrationStep {
-    /// Awaits the step in the caller: runs the read inline, or waits for another's.
-    pub(crate) async fn settle(self, ctx: &Ctx) {
-        match self {
-            Self::Run { read, .. } => read.await,
-            Self::Wait(gate) => gate.wait(&ctx.runtime, ctx.storage_timeout()).await,
-        }
-    }
-}
-
-/// Opened once a hydration read has finished (or been abandoned).
-pub(crate) struct Gate {
-    pub(crate) open: AtomicBool,
-    pub(crate) event: Event,
-}
-
-impl Gate {
-    pub(crate) fn new() -> Self {
-        Self { open: AtomicBool::new(false), event: Event::new() }
-    }
-
-    pub(crate) fn open(&self) {
-        self.open.store(true, Ordering::Release);
-        self.event.notify(usize::MAX);
-    }
-
-    /// Waits for the gate to open, at most `timeout`.
-    pub(crate) async fn wait(&self, runtime: &Runtime, timeout: Duration) {
-        let opened = async {
-            loop {
-                if self.open.load(Ordering::Acquire) {
-                    return;
-                }
-                let listener = self.event.listen();
-                if self.open.load(Ordering::Acquire) {
-                    return;
-                }
-                listener.await;
-            }
-        };
-        futures::pin_mut!(opened);
-        let _ = futures::future::select(opened, runtime.sleep(timeout)).await;
-    }
-}
+/// The key's one L2 read, shared by everyone who needs it: whoever polls it drives it, so a
+/// caller that drops out does not abandon the read for the others. It is bounded by the
+/// storage timeout (every L2 call is).
+pub(crate) type HydrationStep = Shared<BoxFuture>;
 
 impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// Marks the key persisted when `codec` is set.
@@ -121,8 +72,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         if g.hydrated {
             return None;
         }
-        if let Some(gate) = &g.hydration {
-            return Some(HydrationStep::Wait(gate.clone()));
+        if let Some(read) = &g.hydration {
+            return Some(read.clone());
         }
         let codec = g.codec?;
         if g.state.data.is_some() {
@@ -130,13 +81,14 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             g.hydrated = true;
             return None;
         }
-        let gate = Arc::new(Gate::new());
-        g.hydration = Some(gate.clone());
         if !g.removal.has_gc_time() {
             g.removal.set_gc_time(options.gc_time.unwrap_or(ctx.config.gc_time));
         }
-        let read = hydrate(self.clone(), ctx.clone(), l2.clone(), codec(), gate.clone());
-        Some(HydrationStep::Run { gate, read: Box::pin(read) })
+        let read = hydrate(Arc::downgrade(self), Arc::downgrade(ctx), l2.clone(), codec());
+        let read: BoxFuture = Box::pin(read);
+        let read = read.shared();
+        g.hydration = Some(read.clone());
+        Some(read)
     }
 
     /// Restores a record read from L2 unless memory holds newer data.
@@ -163,13 +115,14 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             QueryStatus::Error => QueryStatus::Error,
             _ => QueryStatus::Success,
         };
-        g.state.data = Some(data);
-        g.state.error = record.error.map(|m| ErasedError::Restored(m.into()));
+        effects.discard(g.state.data.replace(data));
+        let error = record.error.map(|m| ErasedError::Restored(m.into()));
+        effects.discard_error(std::mem::replace(&mut g.state.error, error));
         g.state.data_updated_at = record.data_updated_at;
         g.state.error_updated_at = record.error_updated_at;
         g.state.fetch_failure_count = record.fetch_failure_count;
-        g.state.fetch_failure_reason =
-            record.fetch_failure_reason.map(|m| ErasedError::Restored(m.into()));
+        let reason = record.fetch_failure_reason.map(|m| ErasedError::Restored(m.into()));
+        effects.discard_error(std::mem::replace(&mut g.state.fetch_failure_reason, reason));
         // Age by the wall clock; a record from the future, or older than this machine's
         // monotonic clock can express, is stale.
         g.fresh_at = record.data_updated_at.and_then(|at| {
@@ -189,7 +142,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// wait for hydration before showing a state).
     pub(crate) fn fetch_after_hydration<E>(
         self: &Arc<Self>,
-        gate: Arc<Gate>,
+        read: HydrationStep,
         ctx: &Arc<Ctx>,
         options: &Arc<OptionsInner<T, E>>,
     ) -> BoxFuture
@@ -198,7 +151,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     {
         let (cell, ctx, options) = (self.clone(), ctx.clone(), options.clone());
         Box::pin(async move {
-            gate.wait(&ctx.runtime, ctx.storage_timeout()).await;
+            read.await;
             let stale_time = options.stale_time.unwrap_or(ctx.config.stale_time);
             let mut effects = Effects::none();
             {
@@ -206,7 +159,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 let wanted = !g.detached
                     && !g.paused
                     && g.observers > 0
-                    && !Self::is_fetching(&g)
+                    && Self::current_fetch(&g).is_none()
                     && (g.state.data.is_none()
                         || Self::is_stale(&g, ctx.runtime.now(), stale_time));
                 if wanted {
@@ -229,34 +182,42 @@ pub(crate) fn record_ttl(gc_time: Duration) -> Option<Duration> {
     (gc_time < FOREVER).then_some(gc_time)
 }
 
-/// The one L2 read of a cold key.
+/// The one L2 read of a cold key. Holds the query and the client weakly: the query keeps this
+/// read (shared) until it finishes, and must not be kept alive by it.
 pub(crate) async fn hydrate<T: Clone + Send + Sync + 'static>(
-    cell: Arc<QueryCell<T>>,
-    ctx: Arc<Ctx>,
+    cell: Weak<QueryCell<T>>,
+    ctx: Weak<Ctx>,
     l2: Arc<L2>,
     codec: Codec<T>,
-    gate: Arc<Gate>,
 ) {
-    // However this read ends (finished, or dropped with its caller), the key counts as
-    // hydrated and the gate opens, so that no waiter waits for a read that will not finish.
-    struct Finish<T: Clone + Send + Sync + 'static>(Arc<QueryCell<T>>, Arc<Gate>);
+    // However this read ends (finished, or dropped), the key counts as hydrated, so that no
+    // later caller waits for a read that will not finish.
+    struct Finish<T: Clone + Send + Sync + 'static>(Weak<QueryCell<T>>);
     impl<T: Clone + Send + Sync + 'static> Drop for Finish<T> {
         fn drop(&mut self) {
-            let mut g = self.0.lock();
-            g.hydrated = true;
-            g.hydration = None;
-            drop(g);
-            self.1.open();
+            if let Some(cell) = self.0.upgrade() {
+                let read = {
+                    let mut g = cell.lock();
+                    g.hydrated = true;
+                    g.hydration.take()
+                };
+                drop(read);
+            }
         }
     }
-    let _finish = Finish(cell.clone(), gate);
+    let _finish = Finish(cell.clone());
+    let Some(key) = cell.upgrade().map(|c| c.key.clone()) else {
+        return;
+    };
     l2.count_hydration();
-    let record = l2.read(&cell.key, codec.decode).await;
+    let record = l2.read(&key, codec.decode).await;
+    let (Some(cell), Some(ctx)) = (cell.upgrade(), ctx.upgrade()) else {
+        return;
+    };
     let mut effects = Effects::none();
-    {
+    let read = {
         let mut g = cell.lock();
         g.hydrated = true;
-        g.hydration = None;
         if let Some(record) = record
             && !g.detached
             && QueryCell::apply_record(&mut g, &ctx, record, &mut effects)
@@ -266,6 +227,8 @@ pub(crate) async fn hydrate<T: Clone + Send + Sync + 'static>(
             // ends: schedule it here so the restored query is still collected.
             cell.maybe_schedule_gc(&mut g, &ctx, &mut effects);
         }
-    }
+        g.hydration.take()
+    };
+    drop(read);
     effects.run(&ctx, &cell.key);
 }

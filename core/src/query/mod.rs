@@ -3,8 +3,11 @@
 //!
 //! Locking: each query has one mutex; it is never held while user code runs (query functions,
 //! callbacks, listeners) or while the runtime is asked to spawn. Work decided under the lock is
-//! collected in [`Effects`] and carried out after the lock is released. Where a query lock sits
-//! in the lock order: ARCHITECTURE.md.
+//! collected in [`Effects`] and carried out after the lock is released, and values the lock
+//! replaces (data, errors, options) are dropped only then, so a user `Drop` may call back into
+//! the client. The data type's `Clone` does run under the query lock (the hit path copies data
+//! without a second lookup): it must not call back into the client, and a panic in it is
+//! contained. Where a query lock sits in the lock order: ARCHITECTURE.md.
 
 mod cell;
 mod effects;
@@ -16,6 +19,6 @@ mod removal;
 
 pub(crate) use cell::{QueryCell, QuickAnswer};
 pub(crate) use effects::Effects;
-pub(crate) use fetch::FetchSlot;
+pub(crate) use fetch::{FetchSlot, clone_data};
 pub(crate) use hydrate::HydrationStep;
 pub(crate) use lookup::{cell, existing};

@@ -9,6 +9,12 @@ use super::effects::Effects;
 use crate::ctx::Ctx;
 
 impl<T> CellInner<T> {
+    /// Neither observed, nor fetching, nor reading its L2 record: the query may be evicted or
+    /// collected.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.observers == 0 && self.in_flight.is_none() && self.hydration.is_none()
+    }
+
     /// The query's gc time, or the client's when the query has none.
     pub(crate) fn gc_time(&self, ctx: &Ctx) -> Duration {
         self.removal.gc_time(ctx.config.gc_time)
@@ -23,7 +29,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         ctx: &Arc<Ctx>,
         effects: &mut Effects<T>,
     ) {
-        if g.observers > 0 || g.in_flight.is_some() || g.detached {
+        if !g.is_idle() || g.detached {
             return;
         }
         if let Some(at) = g.removal.schedule(ctx.clock(), ctx.config.gc_time) {

@@ -49,8 +49,9 @@ fn failures_sleep_on_the_default_schedule_then_stop() {
     let (rt, timer) = runtime();
     let calls = AtomicU32::new(0);
     let retried = Mutex::new(Vec::new());
-    let out = block_on(retryer(3).run(
+    let out = block_on(retryer(3).run_as(
         &rt,
+        "function",
         || {
             calls.fetch_add(1, Ordering::SeqCst);
             async { Err::<(), _>("down".to_string()) }
@@ -69,8 +70,9 @@ fn failures_sleep_on_the_default_schedule_then_stop() {
 fn a_success_after_failures_counts_no_failure() {
     let (rt, timer) = runtime();
     let calls = AtomicU32::new(0);
-    let out = block_on(retryer(5).run(
+    let out = block_on(retryer(5).run_as(
         &rt,
+        "function",
         || {
             let n = calls.fetch_add(1, Ordering::SeqCst);
             async move { if n < 2 { Err("flaky".to_string()) } else { Ok(n) } }
@@ -88,8 +90,9 @@ fn the_predicate_stops_retries_and_sees_each_attempt() {
     let seen = Mutex::new(Vec::new());
     let mut policy = retryer(10);
     policy.retry_if = Some(Arc::new(|attempt, _e: &String| attempt < 1));
-    let out = block_on(policy.run(
+    let out = block_on(policy.run_as(
         &rt,
+        "function",
         || async { Err::<(), _>("x".to_string()) },
         |n, _| seen.lock().unwrap().push(n),
     ));
@@ -100,15 +103,17 @@ fn the_predicate_stops_retries_and_sees_each_attempt() {
 #[test]
 fn panics_in_the_function_its_future_the_predicate_or_the_delay_become_errors() {
     let (rt, _) = runtime();
-    let out = block_on(retryer(2).run(
+    let out = block_on(retryer(2).run_as(
         &rt,
+        "function",
         || -> futures::future::Ready<Result<(), String>> { panic!("boom at call") },
         |_, _| {},
     ));
     assert!(matches!(out.result, Err(QueryError::Panicked(m)) if m.contains("boom at call")));
 
-    let out = block_on(retryer(2).run(
+    let out = block_on(retryer(2).run_as(
         &rt,
+        "function",
         || async { panic!("boom in future") },
         |_: u32, _: &Arc<String>| {},
     ));
@@ -117,14 +122,24 @@ fn panics_in_the_function_its_future_the_predicate_or_the_delay_become_errors() 
 
     let mut policy = retryer(2);
     policy.retry_if = Some(Arc::new(|_, _: &String| panic!("bad predicate")));
-    let out = block_on(policy.run(&rt, || async { Err::<(), _>("e".to_string()) }, |_, _| {}));
+    let out = block_on(policy.run_as(
+        &rt,
+        "function",
+        || async { Err::<(), _>("e".to_string()) },
+        |_, _| {},
+    ));
     assert!(
         matches!(&out.result, Err(QueryError::Panicked(m)) if m.contains("retry predicate panicked") && m.contains("bad predicate"))
     );
 
     let mut policy = retryer(2);
     policy.delay = Arc::new(|_| panic!("bad delay"));
-    let out = block_on(policy.run(&rt, || async { Err::<(), _>("e".to_string()) }, |_, _| {}));
+    let out = block_on(policy.run_as(
+        &rt,
+        "function",
+        || async { Err::<(), _>("e".to_string()) },
+        |_, _| {},
+    ));
     assert!(
         matches!(&out.result, Err(QueryError::Panicked(m)) if m.contains("retry delay panicked"))
     );

@@ -1,10 +1,12 @@
 //! The client's L2 tier: bounded calls, the circuit breaker, the coalescing write queue and
 //! the counters.
 
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use event_listener::Event;
 use futures::FutureExt;
@@ -12,7 +14,7 @@ use futures::future::{Either, select};
 
 use super::breaker::Breaker;
 use super::record::{Record, RecordError};
-use super::{StorageBackend, StorageFuture, StorageStats};
+use super::{StorageBackend, StorageError, StorageFuture, StorageStats};
 use crate::key::QueryKey;
 use crate::runtime::Runtime;
 use crate::sync::{Mutex, MutexGuard};
@@ -48,8 +50,8 @@ pub(crate) struct L2 {
     counters: Counters,
     breaker: Mutex<Breaker>,
     queue: Mutex<WriteQueue>,
-    /// Notified when the write worker finds the queue empty.
-    idle: Event,
+    /// Notified when the write worker has finished an op, and when it stops.
+    progress: Event,
 }
 
 #[derive(Default)]
@@ -72,13 +74,35 @@ fn bump(counter: &AtomicU64) {
 }
 
 struct WriteQueue {
-    pending: HashMap<QueryKey, L2Op>,
-    /// Keys with a pending op, oldest first; each key appears once.
+    /// The pending op of each key, with the number of the push that made the key pending (an
+    /// op that replaces a pending one keeps that number, as it keeps the key's place).
+    pending: HashMap<QueryKey, (u64, L2Op)>,
+    /// Keys with a pending op, oldest first; each key appears once. So their numbers rise.
     order: VecDeque<QueryKey>,
+    /// The number the next push that makes a key pending gets.
+    next: u64,
     /// Whether a worker task is draining the queue.
     running: bool,
-    /// The op the worker is carrying out: (key, is a delete).
-    current: Option<(QueryKey, bool)>,
+    /// The op the worker is carrying out.
+    current: Option<Current>,
+}
+
+/// The op the write worker is carrying out.
+struct Current {
+    key: QueryKey,
+    delete: bool,
+    /// Its number (see [`WriteQueue::pending`]).
+    number: u64,
+}
+
+impl WriteQueue {
+    /// Whether every op pushed before the push numbered `next` has been carried out, given up
+    /// on or dropped.
+    fn done_before(&self, next: u64) -> bool {
+        let current = self.current.as_ref().is_none_or(|op| op.number >= next);
+        let oldest = self.order.front().and_then(|key| self.pending.get(key));
+        current && oldest.is_none_or(|(number, _)| *number >= next)
+    }
 }
 
 impl L2 {
@@ -96,13 +120,15 @@ impl L2 {
             queue: Mutex::new(WriteQueue {
                 pending: HashMap::new(),
                 order: VecDeque::new(),
+                next: 0,
                 running: false,
                 current: None,
             }),
-            idle: Event::new(),
+            progress: Event::new(),
         }
     }
 
+    /// The storage timeout: the longest one backend call may take.
     pub(crate) fn timeout(&self) -> Duration {
         self.settings.timeout
     }
@@ -149,10 +175,12 @@ impl L2 {
     /// [`start_worker`](Self::start_worker) (it may hold a lock; this never spawns).
     pub(crate) fn push(&self, key: QueryKey, op: L2Op) -> bool {
         let mut q = self.lock_queue();
-        if let Some(slot) = q.pending.get_mut(&key) {
+        if let Some((_, slot)) = q.pending.get_mut(&key) {
             *slot = op;
         } else {
-            q.pending.insert(key.clone(), op);
+            let number = q.next;
+            q.next += 1;
+            q.pending.insert(key.clone(), (number, op));
             q.order.push_back(key);
             if q.order.len() > self.settings.queue_capacity.max(1)
                 && let Some(oldest) = q.order.pop_front()
@@ -166,75 +194,50 @@ impl L2 {
     }
 
     /// Spawns the write worker (after [`push`](Self::push) said it is needed).
+    ///
+    /// The worker's hold on the "running" flag exists before the spawn and moves into the
+    /// task, so a runtime that drops the task, unpolled or in the middle of a write, still
+    /// hands the queue over (see [`Worker`]).
     pub(crate) fn start_worker(self: &Arc<Self>) {
-        let l2 = self.clone();
-        self.runtime.spawn(async move { l2.drain().await });
+        let worker = Worker { l2: self.clone(), handed_over: false };
+        self.runtime.spawn(worker.run());
     }
 
-    /// Carries out queued ops one at a time until the queue is empty.
-    async fn drain(self: Arc<Self>) {
-        // Stops being "the worker" in the same critical section that finds the queue empty,
-        // so that a push racing with the exit either is seen here or starts a new worker. If
-        // the runtime drops this task instead, the guard hands over the same way.
-        struct Running<'a>(&'a L2, bool);
-        impl Drop for Running<'_> {
-            fn drop(&mut self) {
-                if !self.1 {
-                    let mut q = self.0.lock_queue();
-                    q.running = false;
-                    q.current = None;
-                }
-                self.0.idle.notify(usize::MAX);
-            }
-        }
-        let mut running = Running(&self, false);
-        loop {
-            let next = {
-                let mut q = self.lock_queue();
-                let next = q.order.pop_front().and_then(|key| {
-                    let op = q.pending.remove(&key)?;
-                    Some((key, op))
-                });
-                q.current = next.as_ref().map(|(key, op)| (key.clone(), op.is_delete()));
-                if next.is_none() {
-                    q.running = false;
-                }
-                next
-            };
-            let Some((key, op)) = next else {
-                running.1 = true; // already handed over under the lock
-                return;
-            };
-            let name = key.storage_string();
-            match op {
-                L2Op::Put { encode, ttl } => match encode() {
-                    Ok(text) => {
-                        let done = self.call("write", &key, |b| b.set(name, &text, ttl)).await;
-                        if done.is_some() {
-                            bump(&self.counters.writes);
-                        }
-                    }
-                    Err(error) => {
-                        bump(&self.counters.encode_failures);
-                        tracing::warn!(%key, "L2 write skipped: {error}");
-                    }
-                },
-                L2Op::Delete => {
-                    if self.call("delete", &key, |b| b.delete(name)).await.is_some() {
-                        bump(&self.counters.deletes);
-                    }
-                }
-            }
+    /// The write worker was dropped before it emptied the queue: the runtime will not run it
+    /// again (it has shut down), so the ops still queued, and the one under way, are dropped
+    /// and counted, and the next push starts a new worker.
+    fn abandon_queue(&self) {
+        let (dropped, ops) = {
+            let mut q = self.lock_queue();
+            let dropped = q.order.len() + usize::from(q.current.is_some());
+            q.order.clear();
+            q.current = None;
+            q.running = false;
+            (dropped, std::mem::take(&mut q.pending))
+        };
+        drop(ops); // the states they hold are dropped outside the lock
+        if dropped > 0 {
+            let count = u64::try_from(dropped).unwrap_or(u64::MAX);
+            self.counters.write_drops.fetch_add(count, Ordering::Relaxed);
+            tracing::warn!(
+                "the runtime dropped the L2 write worker (has it shut down?); \
+                 {dropped} pending writes dropped"
+            );
         }
     }
 
-    /// Waits until every queued op has been carried out (or given up on).
+    /// Waits until every op queued before this call has been carried out, given up on or
+    /// dropped. Ops queued later are not waited for, so a steady stream of writes cannot hold
+    /// a flush forever; an op queued earlier and replaced later (same key) is waited for, in
+    /// its newer form.
     pub(crate) async fn flush(&self) {
+        let mut next = None;
         loop {
-            let listener = self.idle.listen();
+            let listener = self.progress.listen();
             {
                 let q = self.lock_queue();
-                if !q.running && q.order.is_empty() {
+                let next = *next.get_or_insert(q.next);
+                if q.done_before(next) {
                     return;
                 }
             }
@@ -245,8 +248,8 @@ impl L2 {
     /// Whether a delete of `key` is queued or under way, so a read must not trust storage.
     fn delete_pending(&self, key: &QueryKey) -> bool {
         let q = self.lock_queue();
-        q.pending.get(key).is_some_and(L2Op::is_delete)
-            || q.current.as_ref().is_some_and(|(k, delete)| *delete && k == key)
+        q.pending.get(key).is_some_and(|(_, op)| op.is_delete())
+            || q.current.as_ref().is_some_and(|op| op.delete && op.key == *key)
     }
 
     /// Reads and decodes `key`'s record. `None` on a miss, a failure, a timeout, an
@@ -261,64 +264,145 @@ impl L2 {
             return None;
         }
         let name = key.storage_string();
-        match self.call("read", key, |b| b.get(name)).await? {
-            None => {
+        let text = match self.call("read", key, |b| b.get(name)).await? {
+            Ok(Some(text)) => text,
+            Ok(None) => {
                 bump(&self.counters.misses);
+                return None;
+            }
+            Err(error) => {
+                // The store answered with a value that is not text: the record is bad, the
+                // store is not.
+                bump(&self.counters.decode_failures);
+                tracing::warn!(%key, "L2 record ignored: {error}");
+                return None;
+            }
+        };
+        match catch_unwind(|| decode(&text)) {
+            Ok(Ok(record)) => {
+                bump(&self.counters.hits);
+                Some(record)
+            }
+            Ok(Err(error)) => {
+                bump(&self.counters.decode_failures);
+                tracing::warn!(%key, "L2 record ignored: {error}");
                 None
             }
-            Some(text) => match decode(&text) {
-                Ok(record) => {
-                    bump(&self.counters.hits);
-                    Some(record)
-                }
-                Err(error) => {
-                    bump(&self.counters.decode_failures);
-                    tracing::warn!(%key, "L2 record ignored: {error}");
-                    None
-                }
-            },
+            Err(payload) => {
+                bump(&self.counters.decode_failures);
+                let message = panic_message(&*payload);
+                tracing::error!(%key, "L2 record ignored: decoding it panicked: {message}");
+                None
+            }
         }
     }
 
-    /// Runs one backend call under the breaker and the timeout.
+    /// Runs one backend call under the breaker and the timeout, containing panics.
+    ///
+    /// `None` when the call was skipped (open breaker), failed, panicked or timed out (all
+    /// counted, and all but the skip count towards the breaker). `Some(Err(_))` only for
+    /// [`StorageError::InvalidRecord`]: the store answered with a value it could not read as
+    /// text, which says nothing about the store's health; the caller counts it.
     async fn call<'s: 'f, 'f, R>(
         &'s self,
         what: &'static str,
         key: &QueryKey,
         op: impl FnOnce(&'s dyn StorageBackend) -> StorageFuture<'f, R>,
-    ) -> Option<R> {
-        let timeout = self.settings.timeout;
-        if !self.lock_breaker().allow(self.runtime.now(), timeout) {
-            bump(&self.counters.skipped);
-            return None;
-        }
-        let mut call = op(&*self.backend);
-        // A backend that answers at once (memory, a cache hit) needs no timer. `None`: the
-        // call overran the timeout.
-        let outcome = match (&mut call).now_or_never() {
-            Some(result) => Some(result),
-            None => match select(call, self.runtime.sleep(timeout)).await {
-                Either::Left((result, _)) => Some(result),
-                Either::Right(((), _)) => None,
-            },
-        };
-        match outcome {
-            Some(Ok(value)) => {
-                self.lock_breaker().success();
-                Some(value)
+    ) -> Option<Result<R, StorageError>> {
+        let timeout = self.timeout();
+        let now = self.runtime.now();
+        let probe = {
+            let mut breaker = self.lock_breaker();
+            if !breaker.allow(now, timeout) {
+                bump(&self.counters.skipped);
+                return None;
             }
-            Some(Err(error)) => {
+            breaker.is_open()
+        };
+        // A probe whose caller goes away before it ends frees the breaker's probe slot.
+        let mut probe = Probe { l2: self, started: probe.then_some(now) };
+        let ended = self.bounded(op, now, timeout).await;
+        probe.started = None;
+        match ended {
+            Ended::Answered(Ok(value)) => {
+                self.lock_breaker().success();
+                Some(Ok(value))
+            }
+            Ended::Answered(Err(error @ StorageError::InvalidRecord(_))) => {
+                self.lock_breaker().success();
+                Some(Err(error))
+            }
+            Ended::Answered(Err(error)) => {
                 bump(&self.counters.errors);
                 tracing::warn!(%key, "L2 {what} failed: {error}");
                 self.failure();
                 None
             }
-            None => {
+            Ended::Panicked(payload) => {
+                bump(&self.counters.errors);
+                let message = panic_message(&*payload);
+                tracing::error!(
+                    %key,
+                    "L2 {what} failed: storage backend {} panicked: {message}",
+                    self.backend.name()
+                );
+                self.failure();
+                None
+            }
+            Ended::TimedOut => {
                 bump(&self.counters.timeouts);
                 tracing::warn!(%key, "L2 {what} timed out after {timeout:?}");
                 self.failure();
                 None
             }
+        }
+    }
+
+    /// Makes the backend call and waits for it until `started + timeout`, catching a panic of
+    /// the backend's method or of its future.
+    async fn bounded<'s: 'f, 'f, R>(
+        &'s self,
+        op: impl FnOnce(&'s dyn StorageBackend) -> StorageFuture<'f, R>,
+        started: Instant,
+        timeout: Duration,
+    ) -> Ended<R> {
+        let backend = &*self.backend;
+        let call = match catch_unwind(AssertUnwindSafe(|| op(backend))) {
+            Ok(call) => call,
+            Err(payload) => return Ended::Panicked(payload),
+        };
+        let mut call = AssertUnwindSafe(call).catch_unwind();
+        // A backend that answers at once (memory, SQLite, a cache hit) needs no timer.
+        let result = match (&mut call).now_or_never() {
+            Some(result) => result,
+            None => match started.checked_add(timeout) {
+                Some(deadline) => match select(call, self.runtime.sleep_until(deadline)).await {
+                    Either::Left((result, _)) => result,
+                    Either::Right(((), _)) => return Ended::TimedOut,
+                },
+                // A timeout too long to represent is no timeout: arm no timer.
+                None => call.await,
+            },
+        };
+        result.map_or_else(Ended::Panicked, Ended::Answered)
+    }
+
+    /// Counts the outcome of a write or delete: `counter` on success. A backend that answers
+    /// a write with [`StorageError::InvalidRecord`] is counted as an error, not a failure.
+    fn written(
+        &self,
+        key: &QueryKey,
+        what: &str,
+        done: Option<Result<(), StorageError>>,
+        counter: &AtomicU64,
+    ) {
+        match done {
+            Some(Ok(())) => bump(counter),
+            Some(Err(error)) => {
+                bump(&self.counters.errors);
+                tracing::warn!(%key, "L2 {what} failed: {error}");
+            }
+            None => {}
         }
     }
 
@@ -329,11 +413,123 @@ impl L2 {
             self.settings.failure_threshold,
             self.settings.cooldown,
         );
-        if opened {
+        if opened && self.lock_breaker().is_open_for_good() {
+            tracing::warn!(
+                "L2 storage is failing; calls stop for good (the cooldown {:?} has no end)",
+                self.settings.cooldown
+            );
+        } else if opened {
             tracing::warn!(
                 "L2 storage is failing; calls pause for {:?}, then one probe is tried",
                 self.settings.cooldown
             );
+        }
+    }
+}
+
+/// How a bounded backend call ended.
+enum Ended<R> {
+    /// The backend answered.
+    Answered(Result<R, StorageError>),
+    /// The backend's method, or its future, panicked.
+    Panicked(Box<dyn Any + Send>),
+    /// The storage timeout passed first.
+    TimedOut,
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a payload that is not a string)")
+}
+
+/// The probe slot of a call the breaker let through while open; freed if the call is dropped
+/// before it ends (its caller went away), so that the next call may probe at once.
+struct Probe<'a> {
+    l2: &'a L2,
+    started: Option<Instant>,
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        if let Some(started) = self.started {
+            self.l2.lock_breaker().probe_abandoned(started);
+        }
+    }
+}
+
+/// The write worker. It holds the queue's "running" flag from before it is spawned until it
+/// hands the queue over: either by finding the queue empty (under the queue lock, so that a
+/// racing push is either seen here or starts a new worker), or by being dropped unfinished,
+/// in which case the runtime has shut down and what is queued is dropped and counted
+/// ([`L2::abandon_queue`]). Either way, [`L2::flush`] waiters are woken; they are also woken
+/// after each op.
+struct Worker {
+    l2: Arc<L2>,
+    handed_over: bool,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if !self.handed_over {
+            self.l2.abandon_queue();
+        }
+        self.l2.progress.notify(usize::MAX);
+    }
+}
+
+impl Worker {
+    /// Carries out queued ops one at a time until the queue is empty.
+    async fn run(mut self) {
+        let l2 = self.l2.clone();
+        loop {
+            let next = {
+                let mut q = l2.lock_queue();
+                let next = q.order.pop_front().and_then(|key| {
+                    let (number, op) = q.pending.remove(&key)?;
+                    Some((key, number, op))
+                });
+                q.current = next.as_ref().map(|(key, number, op)| Current {
+                    key: key.clone(),
+                    delete: op.is_delete(),
+                    number: *number,
+                });
+                if next.is_none() {
+                    q.running = false;
+                    self.handed_over = true;
+                }
+                next
+            };
+            let Some((key, _, op)) = next else {
+                return;
+            };
+            let name = key.storage_string();
+            match op {
+                L2Op::Put { encode, ttl } => match catch_unwind(AssertUnwindSafe(encode)) {
+                    Ok(Ok(text)) => {
+                        let done = l2.call("write", &key, |b| b.set(name, &text, ttl)).await;
+                        l2.written(&key, "write", done, &l2.counters.writes);
+                    }
+                    Ok(Err(error)) => {
+                        bump(&l2.counters.encode_failures);
+                        tracing::warn!(%key, "L2 write skipped: {error}");
+                    }
+                    Err(payload) => {
+                        bump(&l2.counters.encode_failures);
+                        let message = panic_message(&*payload);
+                        tracing::error!(%key, "L2 write skipped: encoding panicked: {message}");
+                    }
+                },
+                L2Op::Delete => {
+                    let done = l2.call("delete", &key, |b| b.delete(name)).await;
+                    l2.written(&key, "delete", done, &l2.counters.deletes);
+                }
+            }
+            l2.lock_queue().current = None;
+            l2.progress.notify(usize::MAX);
         }
     }
 }

@@ -12,11 +12,18 @@
 //!   `remove_queries` and `reset_queries` delete the record.
 //! - **Hydration**: the first use of a cold key reads its record once. `fetch_query` waits for
 //!   that read, never longer than the storage timeout. The newer of memory and storage wins; a
-//!   record stamped in the future counts as stale; a record that does not decode is a miss,
-//!   logged at `warn`, counted, and overwritten by the next write.
-//! - **Faults**: every call is bounded by the storage timeout. After repeated failures the
-//!   client stops calling storage for a cool-down period, then probes again with one call.
-//!   A storage error never fails a caller and never stalls one past the timeout.
+//!   record stamped in the future counts as stale; a record that does not decode (including
+//!   one that is not UTF-8 text, [`StorageError::InvalidRecord`]) is a miss, logged at `warn`,
+//!   counted, and overwritten by the next write. It says nothing about the store's health.
+//! - **Faults**: every call is bounded by the storage timeout. After repeated failures (errors,
+//!   timeouts, a backend that panics) the client stops calling storage for a cool-down period,
+//!   then probes again with one call. A storage error or panic never fails a caller and never
+//!   stalls one past the timeout. A timeout or cool-down too long to add to the clock never
+//!   overflows: such a timeout means no timeout, such a cool-down means storage is not called
+//!   again for the rest of the process.
+//! - **Shutdown**: if the runtime drops the background write task (it has shut down), the
+//!   writes still queued are dropped and counted, and
+//!   [`QueryClient::flush_storage`](crate::QueryClient::flush_storage) returns.
 //!
 //! The record is the JSON object the Python library writes, so Python and Rust processes can
 //! share one store:
@@ -51,7 +58,11 @@ pub type StorageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StorageErr
 ///
 /// Keys are the queries' storage strings (Python's `str()` of the key tuple, such as
 /// `('user', 42)`); values are JSON records. Implementations need not enforce timeouts: the
-/// client bounds every call with its storage timeout and drops calls that overrun it.
+/// client bounds every call with its storage timeout and drops calls that overrun it. A value
+/// the store holds but cannot read as text should be reported as
+/// [`StorageError::InvalidRecord`], so that it counts as a bad record rather than a failing
+/// store. A panic in a method or in its future is caught by the client and counted as a
+/// failed call.
 ///
 /// The trait is object-safe; the client holds an `Arc<dyn StorageBackend>`.
 ///
@@ -110,6 +121,11 @@ pub trait StorageBackend: Send + Sync + 'static {
 
     /// Removes `key`. Removing a missing key is not an error.
     fn delete<'a>(&'a self, key: &'a str) -> StorageFuture<'a, ()>;
+
+    /// A name for this backend in log messages. Defaults to the implementing type's name.
+    fn name(&self) -> &str {
+        std::any::type_name::<Self>()
+    }
 }
 
 impl<S: StorageBackend + ?Sized> StorageBackend for std::sync::Arc<S> {
@@ -129,6 +145,10 @@ impl<S: StorageBackend + ?Sized> StorageBackend for std::sync::Arc<S> {
     fn delete<'a>(&'a self, key: &'a str) -> StorageFuture<'a, ()> {
         (**self).delete(key)
     }
+
+    fn name(&self) -> &str {
+        (**self).name()
+    }
 }
 
 /// Why a storage call failed.
@@ -141,9 +161,15 @@ pub enum StorageError {
     /// The store was reached and refused or failed the operation.
     #[error("storage operation failed: {0}")]
     Backend(#[source] Box<dyn StdError + Send + Sync>),
-    /// The backend has been shut down (for example its worker thread has exited).
+    /// The backend has been shut down.
     #[error("storage backend is closed")]
     Closed,
+    /// The store holds a value for the key that the backend cannot read as text (it is not
+    /// UTF-8, for example). The client treats it as a record that does not decode: a miss,
+    /// counted in [`StorageStats::decode_failures`], which never counts towards the circuit
+    /// breaker.
+    #[error("storage record is not valid text: {0}")]
+    InvalidRecord(#[source] Box<dyn StdError + Send + Sync>),
 }
 
 impl StorageError {
@@ -155,6 +181,12 @@ impl StorageError {
     /// A [`Backend`](Self::Backend) error from any error value.
     pub fn backend(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         Self::Backend(error.into())
+    }
+
+    /// An [`InvalidRecord`](Self::InvalidRecord) error from any error value (such as a
+    /// [`std::string::FromUtf8Error`]).
+    pub fn invalid_record(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self::InvalidRecord(error.into())
     }
 }
 
@@ -169,7 +201,8 @@ pub struct StorageStats {
     pub hits: u64,
     /// Reads that found no record.
     pub misses: u64,
-    /// Records that could not be decoded (treated as misses).
+    /// Records that could not be decoded, or that the store could not read as text
+    /// (treated as misses).
     pub decode_failures: u64,
     /// States that could not be encoded (their write was skipped).
     pub encode_failures: u64,
@@ -177,9 +210,10 @@ pub struct StorageStats {
     pub writes: u64,
     /// Records deleted.
     pub deletes: u64,
-    /// Pending writes dropped because the write queue was full.
+    /// Pending writes dropped because the write queue was full, or because the runtime
+    /// dropped the background write task (it shut down).
     pub write_drops: u64,
-    /// Calls that returned an error.
+    /// Calls that returned an error or panicked.
     pub errors: u64,
     /// Calls that overran the storage timeout.
     pub timeouts: u64,
