@@ -81,7 +81,7 @@ impl<E: fmt::Display> fmt::Display for QueryError<E> {
             Self::Failed(e) => e.fmt(f),
             Self::Panicked(m) => f.write_str(m),
             Self::Restored(m) => f.write_str(m),
-            Self::Cancelled => f.write_str("fetch cancelled before it finished"),
+            Self::Cancelled => f.write_str("cancelled before it finished"),
             Self::TypeMismatch(m) => m.fmt(f),
         }
     }
@@ -174,7 +174,7 @@ impl fmt::Display for ErasedError {
             Self::Failed(e) => e.display(f),
             Self::Panicked(m) => f.write_str(m),
             Self::Restored(m) => f.write_str(m),
-            Self::Cancelled => f.write_str("fetch cancelled before it finished"),
+            Self::Cancelled => f.write_str("cancelled before it finished"),
         }
     }
 }

@@ -61,7 +61,7 @@
 #![forbid(unsafe_code)]
 
 // Layers, bottom to top (a module imports only modules below it; see ARCHITECTURE.md):
-// runtime, key, error, state, sync -> listeners, events, retryer, storage, gc -> options ->
+// runtime, key, error, state, sync -> cancel, listeners, events, retryer, storage, gc -> options ->
 // cache -> ctx -> sweeper -> query -> observer, mutation -> client -> convenience.
 pub mod runtime;
 mod sync;

@@ -309,7 +309,7 @@ impl<I, T, E, C> fmt::Debug for MutationOptions<I, T, E, C> {
     }
 }
 
-/// A runnable mutation with observable state. Created by [`QueryClient::mutation`]; cheap to
+/// A runnable mutation with observable state. Created by [`QueryClient::mutation`](crate::QueryClient::mutation); cheap to
 /// clone (clones share state and listeners).
 pub struct Mutation<I, T, E, C = ()> {
     shared: Arc<MutationShared<I, T, E, C>>,

@@ -24,7 +24,7 @@ type SelectFn<T, S> = Arc<dyn Fn(&T) -> S + Send + Sync>;
 
 /// Watches one query: listeners get its state at once and on every change.
 ///
-/// Created by [`QueryClient::watch`]. The first subscription attaches the observer to the
+/// Created by [`QueryClient::watch`](crate::QueryClient::watch). The first subscription attaches the observer to the
 /// query (fetching if it is enabled and stale, starting the refetch interval); the last one
 /// ending detaches it, which stops polling and starts the query's garbage-collection clock.
 /// Many observers of one key share one query and one fetch.

@@ -156,7 +156,11 @@ where
         self.edit(|o| o.gc_time = Some(duration))
     }
 
-    /// Refetch this often while the query is observed. Default: never.
+    /// Refetch this often while the query has an enabled observer. Default: never.
+    ///
+    /// `Duration::ZERO` means never (as a falsy interval does in TanStack Query), and so does a
+    /// period too long to represent. A tick that falls while the previous fetch is still
+    /// running is skipped, not replayed, so polling never fires fetches in a burst.
     #[must_use]
     pub fn refetch_interval(self, interval: Duration) -> Self {
         self.edit(|o| o.refetch_interval = Some(interval))
@@ -401,6 +405,7 @@ impl QueryClientConfig {
 
     /// Longest time any storage call may take; a slower call is abandoned and counted as a
     /// timeout. It also bounds how long `fetch_query` waits for a cold key's hydration.
+    /// A timeout too large to add to the clock (such as `Duration::MAX`) means no timeout.
     /// Default: 1 s.
     #[must_use]
     pub fn storage_timeout(mut self, timeout: Duration) -> Self {
@@ -418,7 +423,8 @@ impl QueryClientConfig {
 
     /// After `failures` consecutive failed or timed-out storage calls, stop calling storage
     /// for `cooldown`, then let one probe call through; its success resumes normal use.
-    /// Default: 5 failures, 30 s.
+    /// A `cooldown` too large to add to the clock (such as `Duration::MAX`) keeps storage off
+    /// for the rest of the process once the breaker opens. Default: 5 failures, 30 s.
     #[must_use]
     pub fn storage_circuit_breaker(mut self, failures: u32, cooldown: Duration) -> Self {
         self.storage_failure_threshold = failures;

@@ -123,9 +123,12 @@ impl TestRuntime {
 
     /// Moves the clock forward by `duration`, firing sleeps in deadline order and running the
     /// tasks they wake before moving on to the next deadline.
+    ///
+    /// The clock stops at ten thousand years past its start: a larger `duration` is clamped, so
+    /// `advance(Duration::MAX)` fires every sleep that can fire and never overflows.
     pub fn advance(&self, duration: Duration) {
         self.run_until_idle();
-        let target = self.shared.lock().elapsed + duration;
+        let target = self.shared.lock().elapsed.saturating_add(duration).min(MAX_ELAPSED);
         while self.fire_next_timer(Some(target)) {
             self.run_until_idle();
         }
@@ -175,6 +178,11 @@ impl TestRuntime {
             let at = deadline.saturating_duration_since(self.shared.base);
             if limit.is_some_and(|limit| at > limit) {
                 return false;
+            }
+            if at > MAX_ELAPSED {
+                // Beyond the end of the manual clock: this sleep never completes.
+                state.timers.remove(&(deadline, id));
+                return true;
             }
             if at > state.elapsed {
                 state.elapsed = at;
@@ -326,6 +334,10 @@ impl Timer for TestTimer {
         self.shared.base_system + self.shared.lock().elapsed
     }
 }
+
+/// How far the manual clock can move: far enough for any test, near enough that `Instant` and
+/// `SystemTime` arithmetic on it never overflows.
+const MAX_ELAPSED: Duration = Duration::from_secs(10_000 * 365 * 24 * 3600);
 
 struct Sleep {
     shared: Arc<Shared>,

@@ -26,7 +26,7 @@ impl QueryClient {
 
     /// The key's data from memory, or else from L2 storage (without putting it in memory).
     /// `Ok(None)` when neither has it, when storage fails or times out, or when the record
-    /// does not decode as `T` (counted in [`StorageStats::decode_failures`]).
+    /// does not decode as `T` (counted in [`StorageStats::decode_failures`](crate::storage::StorageStats::decode_failures)).
     ///
     /// # Errors
     ///
@@ -55,7 +55,7 @@ impl QueryClient {
     /// # Errors
     ///
     /// [`TypeMismatch`] when the key holds another data type than `T` (a cached error of
-    /// another type than `E` shows as [`QueryError::TypeMismatch`] inside the state).
+    /// another type than `E` shows as [`QueryError::TypeMismatch`](crate::QueryError::TypeMismatch) inside the state).
     pub fn get_query_state<T, E>(
         &self,
         key: impl Into<QueryKey>,

@@ -62,9 +62,11 @@ impl QueryClient {
         self.ctx.l2.as_ref().map(|l2| l2.stats()).unwrap_or_default()
     }
 
-    /// Waits until every queued L2 write and delete has been carried out or given up on
-    /// (each is bounded by the storage timeout). Call it before exiting to keep the last
-    /// writes; returns at once without storage.
+    /// Waits for the L2 writes and deletes queued before the call: carried out, given up on
+    /// (each is bounded by the storage timeout), or dropped because the runtime dropped the
+    /// write task (counted in [`StorageStats::write_drops`]). Writes queued later are not
+    /// waited for. Call it before exiting to keep the last writes; returns at once without
+    /// storage.
     pub async fn flush_storage(&self) {
         if let Some(l2) = &self.ctx.l2 {
             l2.flush().await;
