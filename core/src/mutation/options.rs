@@ -24,7 +24,7 @@ pub(crate) type OnSettled<I, T, E, C> =
 ///
 /// Every callback is guarded, in either form: a panic while it is called (for the sync form,
 /// the whole callback) or while its future is polled never unwinds out of
-/// [`Mutation::mutate`]. A panic in `on_mutate` ends the run (see
+/// [`Mutation::mutate`](super::Mutation::mutate). A panic in `on_mutate` ends the run (see
 /// [`on_mutate`](Self::on_mutate)); a panic in `on_success`, `on_error` or `on_settled` is
 /// logged with `tracing` and changes neither the result nor the state.
 ///
