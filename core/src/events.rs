@@ -29,7 +29,7 @@ pub(crate) struct EventHub {
 }
 
 impl EventHub {
-    pub(crate) const fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { listeners: ListenerList::new() }
     }
 

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::error::panic_message;
 use crate::sync::Mutex;
@@ -22,24 +22,30 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 /// A listener's callback: the state and its version.
 pub(crate) type Callback<S> = Box<dyn Fn(&S, u64) + Send + Sync>;
 
-struct Listener<S: ?Sized> {
+struct Listener<S> {
     id: u64,
-    /// `version + 1` of the newest state delivered (0: none yet), for newest-wins delivery.
+    /// `version + 1` of the newest state accepted (0: none yet), for newest-wins delivery.
     delivered: AtomicU64,
+    /// A thread is calling this listener (newest-wins delivery calls it one state at a time).
+    running: AtomicBool,
+    /// The newest state that arrived while the listener was running, for the runner to
+    /// deliver next; `has_pending` mirrors whether it is set.
+    pending: Mutex<Option<(u64, S)>>,
+    has_pending: AtomicBool,
     call: Callback<S>,
 }
 
 type List<S> = Arc<Vec<Arc<Listener<S>>>>;
 
 /// A copy-on-write list of listeners, guarded by its owner's lock. Empty costs one pointer.
-pub(crate) struct Listeners<S: ?Sized> {
+pub(crate) struct Listeners<S> {
     list: Option<List<S>>,
 }
 
 /// The listeners at one moment, to notify after the owner's lock is released.
-pub(crate) struct Snapshot<S: ?Sized>(Option<List<S>>);
+pub(crate) struct Snapshot<S>(Option<List<S>>);
 
-impl<S: ?Sized> Listeners<S> {
+impl<S> Listeners<S> {
     /// No listeners.
     pub(crate) const fn new() -> Self {
         Self { list: None }
@@ -48,7 +54,14 @@ impl<S: ?Sized> Listeners<S> {
     /// Adds a listener and returns its id.
     pub(crate) fn add(&mut self, call: Callback<S>) -> u64 {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let listener = Arc::new(Listener { id, delivered: AtomicU64::new(0), call });
+        let listener = Arc::new(Listener {
+            id,
+            delivered: AtomicU64::new(0),
+            running: AtomicBool::new(false),
+            pending: Mutex::new(None),
+            has_pending: AtomicBool::new(false),
+            call,
+        });
         let mut list: Vec<_> = self.list.iter().flat_map(|l| l.iter().cloned()).collect();
         list.push(listener);
         self.list = Some(Arc::new(list));
@@ -79,39 +92,114 @@ impl<S: ?Sized> Listeners<S> {
     }
 }
 
-impl<S: ?Sized> Snapshot<S> {
-    /// Calls every listener with `state`, newest-wins: a listener that has already seen
-    /// `version` or a newer one is skipped, so states are shown in order and a late one is
-    /// dropped.
+impl<S: Clone> Snapshot<S> {
+    /// Calls every listener with `state`, newest-wins and one state at a time per listener: a
+    /// listener that has already accepted `version` or a newer one is skipped; a state that
+    /// arrives while the listener runs (from another thread, or re-entrantly from inside the
+    /// listener) is left for the running call to deliver next, replacing any older one. So a
+    /// listener sees states in order, never two calls at once, and always ends with the newest.
     pub(crate) fn notify(&self, state: &S, version: u64) {
         for listener in self.0.iter().flat_map(|l| l.iter()) {
-            deliver(listener, state, Some(version));
+            deliver_ordered(listener, state, version);
+        }
+    }
+
+    /// Calls listener `id` only, as [`notify`](Self::notify) does (the immediate call of a new
+    /// subscriber).
+    pub(crate) fn notify_one(&self, id: u64, state: &S, version: u64) {
+        if let Some(listener) = self.0.iter().flat_map(|l| l.iter()).find(|l| l.id == id) {
+            deliver_ordered(listener, state, version);
+        }
+    }
+}
+
+impl<S> Snapshot<S> {
+    /// Calls every listener with `state` unless it has already accepted `version` or a newer
+    /// one; calls from several threads may overlap (for listeners that order states
+    /// themselves, such as an observer's attachment to its query).
+    pub(crate) fn notify_concurrent(&self, state: &S, version: u64) {
+        for listener in self.0.iter().flat_map(|l| l.iter()) {
+            let stamp = version.saturating_add(1);
+            if listener.delivered.fetch_max(stamp, Ordering::AcqRel) < stamp {
+                call(listener, state, version);
+            }
         }
     }
 
     /// Calls every listener with `state`, each call made (events, where each one counts).
     pub(crate) fn notify_every(&self, state: &S) {
         for listener in self.0.iter().flat_map(|l| l.iter()) {
-            deliver(listener, state, None);
-        }
-    }
-
-    /// Calls listener `id` only, newest-wins (the immediate call of a new subscriber).
-    pub(crate) fn notify_one(&self, id: u64, state: &S, version: u64) {
-        if let Some(listener) = self.0.iter().flat_map(|l| l.iter()).find(|l| l.id == id) {
-            deliver(listener, state, Some(version));
+            call(listener, state, 0);
         }
     }
 }
 
-fn deliver<S: ?Sized>(listener: &Listener<S>, state: &S, version: Option<u64>) {
-    if let Some(version) = version {
-        let stamp = version.saturating_add(1);
-        if listener.delivered.fetch_max(stamp, Ordering::AcqRel) >= stamp {
+fn deliver_ordered<S: Clone>(listener: &Listener<S>, state: &S, version: u64) {
+    let stamp = version.saturating_add(1);
+    if listener.delivered.fetch_max(stamp, Ordering::AcqRel) >= stamp {
+        return; // This listener already accepted this state or a newer one.
+    }
+    let mut next: Option<(u64, S)> = None;
+    loop {
+        if listener
+            .running
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            break;
+        }
+        // Someone is calling the listener: leave the state for them. Cloned outside the lock
+        // (the state's `Clone` may be user code).
+        let copy = next.take().unwrap_or_else(|| (version, state.clone()));
+        {
+            let mut pending = listener.pending.lock();
+            if pending.as_ref().is_none_or(|(v, _)| *v < copy.0) {
+                *pending = Some(copy);
+                listener.has_pending.store(true, Ordering::Release);
+            }
+        }
+        // If the runner finished in the meantime, it may not have seen it: take over.
+        if listener.running.load(Ordering::Acquire) {
+            return;
+        }
+        match take_pending(listener) {
+            Some(p) => next = Some(p),
+            None => return,
+        }
+    }
+    // This thread runs the listener until no newer state is waiting.
+    match next {
+        Some((v, s)) => call(listener, &s, v),
+        None => call(listener, state, version),
+    }
+    loop {
+        while let Some((v, s)) = take_pending(listener) {
+            call(listener, &s, v);
+        }
+        listener.running.store(false, Ordering::Release);
+        // A state left between the last look and the release: run again if nobody else does.
+        if !listener.has_pending.load(Ordering::Acquire)
+            || listener
+                .running
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
             return;
         }
     }
-    let call = AssertUnwindSafe(|| (listener.call)(state, version.unwrap_or(0)));
+}
+
+fn take_pending<S>(listener: &Listener<S>) -> Option<(u64, S)> {
+    if !listener.has_pending.load(Ordering::Acquire) {
+        return None;
+    }
+    let mut pending = listener.pending.lock();
+    listener.has_pending.store(false, Ordering::Release);
+    pending.take()
+}
+
+fn call<S>(listener: &Listener<S>, state: &S, version: u64) {
+    let call = AssertUnwindSafe(|| (listener.call)(state, version));
     if let Err(payload) = std::panic::catch_unwind(call) {
         tracing::error!(
             "listener panicked: {}; the other listeners still run",
@@ -121,13 +209,13 @@ fn deliver<S: ?Sized>(listener: &Listener<S>, state: &S, version: Option<u64>) {
 }
 
 /// A listener list with a lock of its own. `is_empty` is one atomic load.
-pub(crate) struct ListenerList<S: ?Sized> {
+pub(crate) struct ListenerList<S> {
     inner: Mutex<Listeners<S>>,
     len: AtomicUsize,
 }
 
-impl<S: ?Sized> ListenerList<S> {
-    pub(crate) const fn new() -> Self {
+impl<S> ListenerList<S> {
+    pub(crate) fn new() -> Self {
         Self { inner: Mutex::new(Listeners::new()), len: AtomicUsize::new(0) }
     }
 
@@ -155,9 +243,12 @@ impl<S: ?Sized> ListenerList<S> {
         self.len() == 0
     }
 
-    /// Notifies every listener, newest-wins (see [`Snapshot::notify`]); no lock is held
-    /// during the calls.
-    pub(crate) fn notify(&self, state: &S, version: u64) {
+    /// Notifies every listener, newest-wins and in order (see [`Snapshot::notify`]); no lock
+    /// is held during the calls.
+    pub(crate) fn notify(&self, state: &S, version: u64)
+    where
+        S: Clone,
+    {
         if let Some(snapshot) = self.snapshot() {
             snapshot.notify(state, version);
         }
@@ -171,7 +262,10 @@ impl<S: ?Sized> ListenerList<S> {
     }
 
     /// Notifies listener `id` only.
-    pub(crate) fn notify_one(&self, id: u64, state: &S, version: u64) {
+    pub(crate) fn notify_one(&self, id: u64, state: &S, version: u64)
+    where
+        S: Clone,
+    {
         if let Some(snapshot) = self.snapshot() {
             snapshot.notify_one(id, state, version);
         }
@@ -185,7 +279,7 @@ impl<S: ?Sized> ListenerList<S> {
     }
 }
 
-impl<S: ?Sized> fmt::Debug for ListenerList<S> {
+impl<S> fmt::Debug for ListenerList<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ListenerList").field("len", &self.len()).finish()
     }

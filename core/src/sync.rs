@@ -3,21 +3,31 @@
 //! One place decides which primitives the engine runs on, so that a randomized scheduler or a
 //! model checker can swap them in under a cfg (as async-lock's `mod sync` does for loom), and
 //! so that the poisoning policy is written once: a panic never happens while one of these
-//! locks is held with state half-updated (no user code runs under an engine lock; see the lock
-//! order in ARCHITECTURE.md), so a poisoned lock still guards consistent data and is recovered.
+//! locks is held with state half-updated (no user code runs under an engine lock, and the one
+//! exception, the data type's `Clone`, is contained; see the lock order in ARCHITECTURE.md), so
+//! a poisoned lock still guards consistent data and is recovered.
+//!
+//! With `RUSTFLAGS="--cfg shuttle"` the locks are shuttle's, so its randomized and PCT schedulers
+//! explore every interleaving of lock acquisitions (`core/tests/shuttle.rs`); atomics and
+//! `event-listener` stay std's (their wake-ups reach shuttle's tasks through ordinary wakers).
 
 use std::fmt;
 use std::sync::PoisonError;
 
-pub(crate) use std::sync::MutexGuard;
+#[cfg(shuttle)]
+use shuttle::sync as imp;
+#[cfg(not(shuttle))]
+use std::sync as imp;
+
+pub(crate) use imp::MutexGuard;
 
 /// A mutual-exclusion lock whose `lock` never fails.
-pub(crate) struct Mutex<T: ?Sized>(std::sync::Mutex<T>);
+pub(crate) struct Mutex<T: ?Sized>(imp::Mutex<T>);
 
 impl<T> Mutex<T> {
     /// A new unlocked mutex holding `value`.
-    pub(crate) const fn new(value: T) -> Self {
-        Self(std::sync::Mutex::new(value))
+    pub(crate) fn new(value: T) -> Self {
+        Self(imp::Mutex::new(value))
     }
 }
 

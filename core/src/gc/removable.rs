@@ -6,6 +6,9 @@ use std::time::Duration;
 /// The "no time" value: never removed, no heap entry, or no gc time of its own.
 pub(crate) const NEVER: u64 = u64::MAX;
 
+/// The gc time that means "never collect": 584 years and more saturate to it.
+const FOREVER: u64 = NEVER - 1;
+
 /// What the garbage collector should do with a query it was asked to look at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum GcVerdict {
@@ -47,7 +50,7 @@ impl Removable {
 
     pub(crate) fn set_gc_time(&mut self, gc_time: Duration) {
         // 584 years and more all mean "never"; NEVER itself is kept for "unset".
-        self.gc_time = u64::try_from(gc_time.as_nanos()).unwrap_or(NEVER - 1).min(NEVER - 1);
+        self.gc_time = u64::try_from(gc_time.as_nanos()).unwrap_or(FOREVER).min(FOREVER);
     }
 
     /// The query became idle at `now`: it may be removed `gc_time` later (a time too large to
@@ -55,7 +58,10 @@ impl Removable {
     /// no entry for it at or before that time.
     pub(crate) fn schedule(&mut self, now: u64, default: Duration) -> Option<u64> {
         let gc_time = self.gc_time(default);
-        let at = u64::try_from(gc_time.as_nanos()).ok().and_then(|d| now.checked_add(d));
+        let at = u64::try_from(gc_time.as_nanos())
+            .ok()
+            .filter(|&d| d < FOREVER)
+            .and_then(|d| now.checked_add(d));
         self.gc_at = at.unwrap_or(NEVER);
         if self.gc_at < self.gc_queued {
             self.gc_queued = self.gc_at;
@@ -144,6 +150,7 @@ mod tests {
         r.set_gc_time(Duration::MAX);
         assert!(r.has_gc_time());
         assert_eq!(r.schedule(1, MIN), None, "never: nothing to queue");
+        assert_eq!(r.schedule(0, MIN), None, "never, even on a clock that reads zero");
         assert!(!r.cancel(), "and no removal pending");
         assert_eq!(r.check(true, NEVER - 1), GcVerdict::Keep);
         r.set_gc_time(Duration::ZERO);

@@ -81,3 +81,55 @@ fn a_listener_may_remove_itself_while_being_notified() {
     list.notify_every(&1);
     assert!(list.is_empty());
 }
+
+#[test]
+fn a_state_sent_from_inside_the_listener_is_delivered_after_the_current_call() {
+    let list = Arc::new(ListenerList::new());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (l, log) = (list.clone(), seen.clone());
+    list.add(Box::new(move |s: &u32, v| {
+        log.lock().unwrap().push(*s);
+        if *s == 1 {
+            // Re-entrant: a newer state, then an older one, while this call runs.
+            l.notify(&3, 3);
+            l.notify(&2, 2);
+            assert_eq!(log.lock().unwrap().len(), 1, "no nested call while one runs");
+        }
+        let _ = v;
+    }));
+    list.notify(&1, 1);
+    assert_eq!(*seen.lock().unwrap(), vec![1, 3], "the newest pending state comes next");
+    list.notify(&2, 2);
+    assert_eq!(*seen.lock().unwrap(), vec![1, 3], "an older state after it is dropped");
+}
+
+#[test]
+fn listeners_driven_from_two_threads_never_overlap_and_end_with_the_newest_state() {
+    for _ in 0..200 {
+        let list = Arc::new(ListenerList::new());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let last = Arc::new(AtomicUsize::new(0));
+        let (flag, log) = (inside.clone(), last.clone());
+        list.add(Box::new(move |s: &usize, _| {
+            assert_eq!(flag.fetch_add(1, Ordering::SeqCst), 0, "two calls at once");
+            std::thread::yield_now();
+            log.store(*s, Ordering::SeqCst);
+            flag.fetch_sub(1, Ordering::SeqCst);
+        }));
+        let threads: Vec<_> = (1..=4usize)
+            .map(|t| {
+                let list = list.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        let v = i * 4 + t;
+                        list.notify(&v, v as u64);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(last.load(Ordering::SeqCst), 49 * 4 + 4, "the newest state is the last seen");
+    }
+}

@@ -65,7 +65,7 @@ struct Shared<T, E, S> {
     options: QueryOptions<T, E>,
     select: SelectFn<T, S>,
     inner: Mutex<Inner<T, S, E>>,
-    listeners: ListenerList<QueryState<S, E>>,
+    listeners: ListenerList<Arc<QueryState<S, E>>>,
 }
 
 /// Attach and detach are decided under this lock, together with the subscriber count, so a
@@ -164,7 +164,10 @@ where
         if needs_attach {
             Shared::attach(&self.shared);
         }
-        let id = self.shared.listeners.add(Box::new(move |state, _| listener(state)));
+        let id = self
+            .shared
+            .listeners
+            .add(Box::new(move |state: &Arc<QueryState<S, E>>, _| listener(state)));
         let (state, version) = {
             let inner = self.shared.lock();
             (inner.result.clone(), inner.version)

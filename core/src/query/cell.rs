@@ -211,7 +211,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             Self::notice(&g)
         };
         if let Some(notice) = notice {
-            notice.listeners.notify(&notice.state, notice.version);
+            notice.listeners.notify_concurrent(&notice.state, notice.version);
         }
     }
 

@@ -96,7 +96,7 @@ impl<T> Effects<T> {
             ctx.emit(&CacheEvent::Updated(key.clone()));
         }
         if let Some(notice) = self.notice {
-            notice.listeners.notify(&notice.state, notice.version);
+            notice.listeners.notify_concurrent(&notice.state, notice.version);
         }
         let trash = self.trash;
         if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| drop(trash))) {
