@@ -21,6 +21,11 @@ mod fetch;
 /// A client is cheap to clone (an `Arc`); clones share one cache. It holds no runtime type
 /// parameter: spawning and time come from the [`Runtime`] it was built with.
 ///
+/// Dropping the last clone frees the cache: fetches still in flight hold the client only
+/// weakly, and are cancelled (their waiters get [`QueryError::Cancelled`](crate::QueryError)),
+/// even one whose function never finishes; queued L2 writes are carried out by the write task,
+/// which holds the storage, not the client. A live observer subscription keeps its client.
+///
 /// # Examples
 ///
 /// ```
