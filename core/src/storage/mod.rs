@@ -45,10 +45,12 @@ mod breaker;
 mod l2;
 mod memory;
 pub(crate) mod record;
+mod writer;
 
-pub(crate) use l2::{L2, L2Op, L2Settings};
+pub(crate) use l2::{L2, L2Settings};
 pub use memory::MemoryStorage;
 pub use record::{Record, RecordError};
+pub(crate) use writer::L2Op;
 
 /// A boxed future borrowing from the backend and its arguments, as returned by
 /// [`StorageBackend`]'s methods.
