@@ -347,6 +347,43 @@ async fn retry_predicate_and_delay_panics_reach_every_waiter_named(h: Harness) {
     }
 }
 
+/// Mount, unmount, mount in one tick (React's StrictMode pattern): the second subscription must
+/// not join the fetch the first one's departure cancelled.
+async fn a_caller_after_a_cancel_starts_a_new_fetch_instead_of_joining_the_doomed_one(h: Harness) {
+    let client = h.client();
+    let calls = Counter::default();
+    let options = counting(key!("strict"), &calls).cancel_when_unobserved(true);
+    let observer = client.watch(&options);
+    drop(observer.subscribe(|_| {})); // mount and unmount: the fetch is abandoned
+    let seen = Arc::new(Mutex::new(None));
+    let log = seen.clone();
+    let _again = observer.subscribe(move |s| *log.lock().unwrap() = s.data.clone());
+    h.eventually("the new subscription gets data", || seen.lock().unwrap().is_some()).await;
+
+    // The same with an explicit cancel followed at once by a read.
+    let gate = Gate::default();
+    let slow_calls = Counter::default();
+    let slow = QueryOptions::new(key!("cancelled then read"), {
+        let (gate, calls) = (gate.clone(), slow_calls.clone());
+        move || {
+            let (gate, n) = (gate.clone(), calls.hit());
+            async move {
+                if n == 1 {
+                    gate.wait().await; // never opened: only the cancel ends it
+                }
+                Ok::<_, String>(format!("data_{n}"))
+            }
+        }
+    });
+    assert!(futures::FutureExt::now_or_never(client.fetch_query(&slow)).is_none());
+    h.eventually("the first fetch is running", || slow_calls.get() == 1).await;
+    let cancel = client.cancel_queries(key!("cancelled then read"));
+    let read = client.fetch_query(&slow);
+    let (cancelled, read) = futures::join!(cancel, read);
+    assert_eq!(cancelled, 1);
+    assert_eq!(read.unwrap(), "data_2", "the read started its own fetch");
+}
+
 // --- Item 8: a panicking Clone ----------------------------------------------------------------
 
 static CLONE_PANICS: AtomicBool = AtomicBool::new(false);
@@ -679,6 +716,7 @@ fn a_key_read_only_through_the_hit_path_with_persisting_options_is_persisted() {
 }
 
 runtime_suite!(
+    a_caller_after_a_cancel_starts_a_new_fetch_instead_of_joining_the_doomed_one,
     retry_predicate_and_delay_panics_reach_every_waiter_named,
     cancel_when_unobserved_cancels_once_every_caller_and_observer_left,
     cancel_queries_stops_a_fetch_that_never_ends_and_reverts,

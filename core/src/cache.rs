@@ -178,7 +178,7 @@ impl<Q: ?Sized + Stored> QueryCache<Q> {
         let mut evicted = Vec::new();
         if len > self.max_size.max(1) {
             while self.len.load(Ordering::Relaxed) > self.max_size.max(1) {
-                match self.evict_one(&entry, stamp) {
+                match self.evict_one(&entry, stamp.at) {
                     Some(e) => evicted.push(e),
                     None => break,
                 }
@@ -188,30 +188,74 @@ impl<Q: ?Sized + Stored> QueryCache<Q> {
     }
 
     /// Evicts the least recently used idle query other than `keep`.
-    fn evict_one(&self, keep: &Arc<Q>, now: Stamp) -> Option<Arc<Q>> {
+    ///
+    /// Busy queries (observed, fetching) older than the victim were passed over: they count as
+    /// used at this moment and move to the front of their shard with a fresh stamp, so a tail
+    /// of busy queries is walked once, not on every eviction (eviction stays O(1) amortised),
+    /// and the victims are those of an exact LRU under that rule. With no idle query at all,
+    /// every busy query walked counts as passed over.
+    fn evict_one(&self, keep: &Arc<Q>, now: Instant) -> Option<Arc<Q>> {
         // Tried a few times: a candidate may become busy between the scan and the removal.
         for _ in 0..4 {
             let mut best: Option<(Stamp, usize, u32)> = None;
+            let mut walked_busy = Vec::new();
             for (i, shard) in self.shards.iter().enumerate() {
-                let mut shard = lock(&shard.lock);
-                if let Some((stamp, slot)) = shard.oldest_idle(keep, now)
+                let shard = lock(&shard.lock);
+                // Nothing at or after the best candidate so far can beat it: stop there.
+                let (candidate, passed_busy) = shard.oldest_idle(keep, best.map(|b| b.0));
+                if passed_busy {
+                    walked_busy.push(i);
+                }
+                if let Some((stamp, slot)) = candidate
                     && best.is_none_or(|(s, _, _)| stamp < s)
                 {
                     best = Some((stamp, i, slot));
                 }
             }
-            let (stamp, i, slot) = best?;
+            let Some((stamp, i, slot)) = best else {
+                self.promote_busy(&walked_busy, None, keep, now);
+                return None;
+            };
             let mut shard = lock(&self.shards[i].lock);
             let s = &shard.slots[slot as usize];
             let still = s.stamp == stamp && s.entry.as_ref().is_some_and(|e| e.try_detach(false));
             if still {
                 let entry = shard.remove_slot(slot)?;
+                drop(shard);
                 lock(&self.index).remove(entry.key());
                 self.len.fetch_sub(1, Ordering::Relaxed);
+                self.promote_busy(&walked_busy, Some(stamp), keep, now);
                 return Some(entry);
             }
         }
         None
+    }
+
+    /// Moves the busy queries older than `victim` (all of them when `None`) of `shards` to the
+    /// front, as used at `now`.
+    fn promote_busy(&self, shards: &[usize], victim: Option<Stamp>, keep: &Arc<Q>, now: Instant) {
+        for &i in shards {
+            let mut shard = lock(&self.shards[i].lock);
+            let mut at = shard.tail;
+            let mut promoted = Vec::new();
+            while at != NIL {
+                let s = &shard.slots[at as usize];
+                if victim.is_some_and(|v| s.stamp >= v) {
+                    break;
+                }
+                if let Some(e) = &s.entry
+                    && !same_query(e, keep)
+                    && !e.is_idle()
+                {
+                    promoted.push(at);
+                }
+                at = s.prev;
+            }
+            // Oldest first, so that they keep their order among themselves.
+            for slot in promoted {
+                shard.touch(slot, Stamp::new(now));
+            }
+        }
     }
 
     /// Removes `key` if it still holds `expected` and that query agrees to go (`try_detach`).
@@ -358,28 +402,25 @@ impl<Q: ?Sized + Stored> ShardInner<Q> {
         Some(entry)
     }
 
-    /// The least recently used query of this shard that could be evicted, other than `keep`.
-    ///
-    /// Busy queries (observed, fetching) passed over on the way are moved to the front, as if
-    /// used `now`: they cannot be evicted, and being busy is use. So a tail of busy queries is
-    /// walked once, not on every eviction, and eviction stays O(1) amortised.
-    fn oldest_idle(&mut self, keep: &Arc<Q>, now: Stamp) -> Option<(Stamp, u32)> {
+    /// The least recently used query of this shard that could be evicted, other than `keep`,
+    /// if it is older than `bound`; and whether busy queries were passed over looking for it.
+    fn oldest_idle(&self, keep: &Arc<Q>, bound: Option<Stamp>) -> (Option<(Stamp, u32)>, bool) {
         let mut at = self.tail;
+        let mut passed_busy = false;
         while at != NIL {
             let s = &self.slots[at as usize];
-            if s.stamp >= now {
-                break; // used since this eviction began, or moved up by this very walk
+            if bound.is_some_and(|b| s.stamp >= b) {
+                break;
             }
-            let prev = s.prev;
             match &s.entry {
                 Some(e) if same_query(e, keep) => {}
-                Some(e) if e.is_idle() => return Some((s.stamp, at)),
-                Some(_) => self.touch(at, now),
+                Some(e) if e.is_idle() => return (Some((s.stamp, at)), passed_busy),
+                Some(_) => passed_busy = true,
                 None => {}
             }
-            at = prev;
+            at = s.prev;
         }
-        None
+        (None, passed_busy)
     }
 }
 

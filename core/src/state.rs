@@ -102,8 +102,9 @@ pub struct QueryState<T, E> {
     pub data: Option<T>,
     /// The error of the last failed fetch, if the query is in [`QueryStatus::Error`].
     pub error: Option<QueryError<E>>,
-    /// When `data` was fetched or set (wall clock). Invalidation sets it to the Unix epoch, as
-    /// the seed's `0.0` does.
+    /// When `data` was fetched or set (wall clock). Invalidation keeps it (see
+    /// [`is_invalidated`](Self::is_invalidated)); the L2 record of an invalidated query says
+    /// `0.0`, as the Python library's does, and such a record restores as invalidated.
     pub data_updated_at: Option<SystemTime>,
     /// When `error` was recorded (wall clock).
     pub error_updated_at: Option<SystemTime>,
@@ -114,6 +115,12 @@ pub struct QueryState<T, E> {
     /// `data` is the query's placeholder, shown while the first fetch is pending; it was not
     /// fetched and is never stored.
     pub is_placeholder: bool,
+    /// The data was invalidated and counts as stale until it is fetched or set again.
+    pub is_invalidated: bool,
+    /// How many times data was stored (fetched, set, hydrated, or from initial data).
+    pub data_update_count: u32,
+    /// How many times a fetch failed for good (after its retries).
+    pub error_update_count: u32,
 }
 
 impl<T, E> QueryState<T, E> {
@@ -150,6 +157,34 @@ impl<T, E> QueryState<T, E> {
         self.data.is_some()
     }
 
+    /// Whether the data is stale at `now` (wall clock) for `stale_time`: there is no data, it
+    /// was invalidated, it is a placeholder, or it was updated `stale_time` or longer ago (a
+    /// timestamp in the future counts as stale). Cheap: no lock, no clock read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use pystackquery_core::QueryState;
+    ///
+    /// let mut state: QueryState<u32, String> = QueryState::default();
+    /// let now = SystemTime::now();
+    /// assert!(state.is_stale(now, Duration::from_secs(60)), "no data");
+    /// state.data = Some(1);
+    /// state.data_updated_at = Some(now - Duration::from_secs(10));
+    /// assert!(!state.is_stale(now, Duration::from_secs(60)));
+    /// assert!(state.is_stale(now, Duration::from_secs(5)));
+    /// ```
+    pub fn is_stale(&self, now: SystemTime, stale_time: std::time::Duration) -> bool {
+        if self.data.is_none() || self.is_invalidated || self.is_placeholder {
+            return true;
+        }
+        match self.data_updated_at.map(|at| now.duration_since(at)) {
+            Some(Ok(age)) => age >= stale_time,
+            _ => true,
+        }
+    }
+
     /// Transforms the data, keeping everything else.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> QueryState<U, E> {
         QueryState {
@@ -162,6 +197,9 @@ impl<T, E> QueryState<T, E> {
             fetch_failure_count: self.fetch_failure_count,
             fetch_failure_reason: self.fetch_failure_reason,
             is_placeholder: self.is_placeholder,
+            is_invalidated: self.is_invalidated,
+            data_update_count: self.data_update_count,
+            error_update_count: self.error_update_count,
         }
     }
 }
@@ -178,6 +216,9 @@ impl<T, E> Default for QueryState<T, E> {
             fetch_failure_count: 0,
             fetch_failure_reason: None,
             is_placeholder: false,
+            is_invalidated: false,
+            data_update_count: 0,
+            error_update_count: 0,
         }
     }
 }
@@ -194,6 +235,9 @@ impl<T: Clone, E> Clone for QueryState<T, E> {
             fetch_failure_count: self.fetch_failure_count,
             fetch_failure_reason: self.fetch_failure_reason.clone(),
             is_placeholder: self.is_placeholder,
+            is_invalidated: self.is_invalidated,
+            data_update_count: self.data_update_count,
+            error_update_count: self.error_update_count,
         }
     }
 }
@@ -209,6 +253,9 @@ pub(crate) struct RawState<T> {
     pub(crate) error_updated_at: Option<SystemTime>,
     pub(crate) fetch_failure_count: u32,
     pub(crate) fetch_failure_reason: Option<ErasedError>,
+    pub(crate) is_invalidated: bool,
+    pub(crate) data_update_count: u32,
+    pub(crate) error_update_count: u32,
 }
 
 impl<T> Default for RawState<T> {
@@ -222,6 +269,9 @@ impl<T> Default for RawState<T> {
             error_updated_at: None,
             fetch_failure_count: 0,
             fetch_failure_reason: None,
+            is_invalidated: false,
+            data_update_count: 0,
+            error_update_count: 0,
         }
     }
 }
@@ -238,6 +288,9 @@ impl<T: Clone> RawState<T> {
             fetch_failure_count: self.fetch_failure_count,
             fetch_failure_reason: self.fetch_failure_reason.as_ref().map(|e| e.typed(key)),
             is_placeholder: false,
+            is_invalidated: self.is_invalidated,
+            data_update_count: self.data_update_count,
+            error_update_count: self.error_update_count,
         }
     }
 }

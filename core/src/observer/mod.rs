@@ -256,6 +256,9 @@ where
             out.error_updated_at = raw.error_updated_at;
             out.fetch_failure_count = raw.fetch_failure_count;
             out.fetch_failure_reason = raw.fetch_failure_reason.as_ref().map(|e| e.typed(key));
+            out.is_invalidated = raw.is_invalidated;
+            out.data_update_count = raw.data_update_count;
+            out.error_update_count = raw.error_update_count;
             data = raw.data.as_ref();
         }
         let placeholder = match (data, &self.options.inner.placeholder_data) {

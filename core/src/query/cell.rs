@@ -2,7 +2,7 @@
 //! (writes, invalidation, reset, pause and resume).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use super::effects::{Effects, Notice};
 use super::fetch::{FetchSlot, Fetcher, clone_data};
@@ -154,9 +154,10 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
 
     /// The fetch in flight for the current generation, if any. A fetch of an older generation
     /// (started before an invalidation or a write) may still be running, but nobody joins it:
-    /// its result will not be stored.
+    /// its result will not be stored. Nor does anybody join a cancelled fetch whose task has
+    /// not ended yet: a new fetch starts.
     pub(crate) fn current_fetch(g: &CellInner<T>) -> Option<&Arc<FetchSlot<T>>> {
-        g.in_flight.as_ref().filter(|f| f.generation == g.generation)
+        g.in_flight.as_ref().filter(|f| f.generation == g.generation && !f.signal.is_cancelled())
     }
 
     pub(crate) fn set_data(
@@ -173,6 +174,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         g.state.data_updated_at = Some(ctx.runtime.system_now());
         g.state.fetch_failure_count = 0;
         effects.discard_error(g.state.fetch_failure_reason.take());
+        g.state.is_invalidated = false;
+        g.state.data_update_count = g.state.data_update_count.saturating_add(1);
         g.fresh_at = Some(ctx.runtime.now());
         Self::changed(g, effects);
         self.persist(g, ctx, effects);
@@ -234,9 +237,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             let mut g = self.lock();
             g.generation += 1;
             g.fresh_at = None;
-            if g.state.data.is_some() {
-                g.state.data_updated_at = Some(SystemTime::UNIX_EPOCH);
-            }
+            g.state.is_invalidated = true;
             Self::changed(&mut g, &mut effects);
             self.persist(&g, ctx, &mut effects);
             match g.fetcher.clone() {

@@ -189,9 +189,14 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         let generation = g.generation;
         let abandon = options.cancel_when_unobserved.then(|| Arc::downgrade(self));
         let slot = Arc::new(FetchSlot::new(generation, &g.state, abandon));
-        // A fetch of an older generation is obsolete: its waiters get this fetch's outcome.
+        // A fetch of an older generation is obsolete: its waiters get this fetch's outcome. A
+        // cancelled one whose task has not ended yet settles as cancelled now.
         if let Some(older) = g.in_flight.replace(slot.clone()) {
-            older.forward(slot.clone());
+            if older.signal.is_cancelled() {
+                older.complete(Err(ErasedError::Cancelled));
+            } else {
+                older.forward(slot.clone());
+            }
         }
         g.removal.set_gc_time(options.gc_time.unwrap_or(ctx.config.gc_time));
         Self::cancel_gc(g, effects);
@@ -278,6 +283,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                         g.state.data_updated_at = Some(ctx.runtime.system_now());
                         g.state.fetch_failure_count = 0;
                         effects.discard_error(g.state.fetch_failure_reason.take());
+                        g.state.is_invalidated = false;
+                        g.state.data_update_count = g.state.data_update_count.saturating_add(1);
                         g.fresh_at = Some(ctx.runtime.now());
                         self.persist(&g, ctx, &mut effects);
                     }
@@ -298,6 +305,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                         g.state.error_updated_at = Some(ctx.runtime.system_now());
                         g.state.fetch_failure_count = failures;
                         effects.discard_error(g.state.fetch_failure_reason.replace(error.clone()));
+                        g.state.error_update_count = g.state.error_update_count.saturating_add(1);
                     }
                 }
             }

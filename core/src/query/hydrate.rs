@@ -119,6 +119,9 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         let error = record.error.map(|m| ErasedError::Restored(m.into()));
         effects.discard_error(std::mem::replace(&mut g.state.error, error));
         g.state.data_updated_at = record.data_updated_at;
+        // The Python library marks an invalidated record with a timestamp of 0.0.
+        g.state.is_invalidated = record.data_updated_at == Some(std::time::SystemTime::UNIX_EPOCH);
+        g.state.data_update_count = g.state.data_update_count.saturating_add(1);
         g.state.error_updated_at = record.error_updated_at;
         g.state.fetch_failure_count = record.fetch_failure_count;
         let reason = record.fetch_failure_reason.map(|m| ErasedError::Restored(m.into()));

@@ -112,6 +112,12 @@ impl<T: DeserializeOwned> Record<T> {
     /// A [`RecordError`] saying what is wrong: not a JSON object, an unknown status, or data
     /// that does not decode as `T`.
     pub fn from_json(text: &str) -> Result<Self, RecordError> {
+        // serde's derive would also read the fields from a JSON array; a record is an object.
+        if !text.trim_start().starts_with('{') {
+            let error =
+                <serde_json::Error as serde::de::Error>::custom("a record is a JSON object");
+            return Err(RecordError::Malformed(error));
+        }
         let raw: RecordIn = serde_json::from_str(text).map_err(RecordError::Malformed)?;
         let status = QueryStatus::from_name(&raw.status)
             .ok_or(RecordError::UnknownStatus { field: "status", value: raw.status })?;
@@ -220,7 +226,13 @@ fn encode_state<T: Serialize>(state: &RawState<T>) -> Result<String, RecordError
         fetch_status: FetchStatus::Idle.name(),
         data: state.data.as_ref(),
         error: error.as_deref(),
-        data_updated_at: state.data_updated_at.map(unix_seconds),
+        // An invalidated state is written with the Python library's mark for it, 0.0, so
+        // that every process, Python ones included, reads it as stale.
+        data_updated_at: if state.is_invalidated && state.data.is_some() {
+            Some(0.0)
+        } else {
+            state.data_updated_at.map(unix_seconds)
+        },
         error_updated_at: state.error_updated_at.map(unix_seconds),
         fetch_failure_count: state.fetch_failure_count,
         fetch_failure_reason: reason.as_deref(),
