@@ -33,8 +33,9 @@
 //! | `tokio` | yes | [`TokioRuntime`]; `QueryClient::new()` uses the current tokio runtime |
 //! | `smol` | no | [`SmolRuntime`] on smol's global executor |
 //! | `async-std` | no | [`AsyncStdRuntime`] (legacy: async-std is discontinued upstream) |
-//! | `sqlite` | yes | `SqliteStorage`: embedded L2 in a SQLite file, on its own thread |
+//! | `sqlite` | yes | `SqliteStorage`: embedded L2 in a SQLite file (calls run inline, bounded by a short busy timeout) |
 //! | `redis` | no | `RedisStorage`: L2 shared by many processes (needs a runtime feature) |
+//! | `test-util` | no | `testing`: a manual clock and a deterministic executor for your tests (`TestRuntime`) |
 //!
 //! Any combination compiles. With several runtimes enabled, `QueryClient::new()` picks tokio if
 //! a tokio runtime is running on the calling thread, else smol, else async-std. Without one it

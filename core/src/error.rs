@@ -99,13 +99,29 @@ impl<E: fmt::Debug> fmt::Debug for QueryError<E> {
     }
 }
 
+/// Any `E` that can be displayed and debugged will do, `String` included, so `?` converts a
+/// `QueryError<String>` into `Box<dyn Error>` or `anyhow::Error`. The error's own message is
+/// part of this one's `Display`; there is no `source` (it would need `E: Error`).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use pystackquery_core::QueryError;
+///
+/// fn load() -> Result<u32, Box<dyn std::error::Error + Send + Sync>> {
+///     let failed: Result<u32, QueryError<String>> =
+///         Err(QueryError::Failed(Arc::new("upstream said 503".to_string())));
+///     Ok(failed?)
+/// }
+/// assert_eq!(load().unwrap_err().to_string(), "upstream said 503");
+/// ```
 impl<E> std::error::Error for QueryError<E>
 where
-    E: std::error::Error + 'static,
+    E: fmt::Display + fmt::Debug + 'static,
 {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Failed(e) => Some(&**e),
             Self::TypeMismatch(m) => Some(m),
             _ => None,
         }

@@ -56,14 +56,86 @@ impl QueryClient {
             Some(QuickAnswer::Data(data)) => Ok(data),
             Some(QuickAnswer::Join(slot)) => slot.wait().await.map_err(|e| e.typed(options.key())),
             Some(QuickAnswer::Failed(error)) => Err(error.typed(options.key())),
-            None => Box::pin(self.fetch_query_general(options, stale_time)).await,
+            None => Box::pin(self.fetch_query_general(options, stale_time, false)).await,
         }
+    }
+
+    /// Returns the key's data if it is fresh; otherwise fetches (or joins the fetch in flight)
+    /// and waits for it: TanStack's `fetchQuery`. Side by side with the other reads:
+    ///
+    /// | method | fresh data | stale data | no data |
+    /// |---|---|---|---|
+    /// | [`fetch_query`](Self::fetch_query) | returned | returned at once, revalidated in the background | fetched, awaited |
+    /// | `fetch_query_fresh` | returned | refetched, awaited | fetched, awaited |
+    /// | [`ensure_query_data`](Self::ensure_query_data) | returned | returned, never revalidated | fetched, awaited |
+    ///
+    /// # Errors
+    ///
+    /// As [`fetch_query`](Self::fetch_query); a failed refetch of stale data is an error here
+    /// (the stale data stays cached).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let version = Arc::new(AtomicU32::new(0));
+    /// let counter = version.clone();
+    /// let options = QueryOptions::new(key!("config"), move || {
+    ///     let v = counter.fetch_add(1, Ordering::SeqCst) + 1;
+    ///     async move { Ok::<_, String>(v) }
+    /// })
+    /// .stale_time(Duration::from_secs(60));
+    /// assert_eq!(test.block_on(client.fetch_query(&options)).unwrap(), 1);
+    /// test.advance(Duration::from_secs(61)); // stale now
+    /// assert_eq!(test.block_on(client.ensure_query_data(&options)).unwrap(), 1, "as it is");
+    /// assert_eq!(test.block_on(client.fetch_query(&options)).unwrap(), 1, "stale, revalidating");
+    /// test.advance(Duration::from_secs(61));
+    /// assert_eq!(test.block_on(client.fetch_query_fresh(&options)).unwrap(), 3, "waited");
+    /// # }
+    /// ```
+    pub async fn fetch_query_fresh<T, E>(
+        &self,
+        options: &QueryOptions<T, E>,
+    ) -> Result<T, QueryError<E>>
+    where
+        T: Clone + Send + Sync + 'static,
+        E: fmt::Display + Send + Sync + 'static,
+    {
+        let stale_time = options.inner.stale_time.unwrap_or(self.ctx.config.stale_time);
+        Box::pin(self.fetch_query_general(options, stale_time, true)).await
+    }
+
+    /// Returns the key's data whatever its staleness, fetching (and waiting) only when there is
+    /// none: never a background revalidation. TanStack's `ensureQueryData`. See the table on
+    /// [`fetch_query_fresh`](Self::fetch_query_fresh).
+    ///
+    /// # Errors
+    ///
+    /// As [`fetch_query`](Self::fetch_query), for the fetch of a key without data.
+    pub async fn ensure_query_data<T, E>(
+        &self,
+        options: &QueryOptions<T, E>,
+    ) -> Result<T, QueryError<E>>
+    where
+        T: Clone + Send + Sync + 'static,
+        E: fmt::Display + Send + Sync + 'static,
+    {
+        // With an endless stale time any data is fresh enough, so nothing revalidates.
+        Box::pin(self.fetch_query_general(options, Duration::MAX, false)).await
     }
 
     async fn fetch_query_general<T, E>(
         &self,
         options: &QueryOptions<T, E>,
         stale_time: Duration,
+        wait_for_stale: bool,
     ) -> Result<T, QueryError<E>>
     where
         T: Clone + Send + Sync + 'static,
@@ -92,15 +164,27 @@ impl QueryClient {
                 let now = self.ctx.runtime.now();
                 match g.state.data.as_ref().map(clone_data) {
                     Some(data) => {
-                        if QueryCell::is_stale(&g, now, stale_time)
-                            && QueryCell::current_fetch(&g).is_none()
-                            && !g.paused
-                        {
+                        let stale = QueryCell::is_stale(&g, now, stale_time);
+                        if stale && wait_for_stale {
                             QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);
-                            let _ =
-                                cell.join_or_begin(&mut g, &self.ctx, &options.inner, &mut effects);
+                            Plan::Wait(cell.join_or_begin(
+                                &mut g,
+                                &self.ctx,
+                                &options.inner,
+                                &mut effects,
+                            ))
+                        } else {
+                            if stale && QueryCell::current_fetch(&g).is_none() && !g.paused {
+                                QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);
+                                let _ = cell.join_or_begin(
+                                    &mut g,
+                                    &self.ctx,
+                                    &options.inner,
+                                    &mut effects,
+                                );
+                            }
+                            Plan::Data(data)
                         }
-                        Plan::Data(data)
                     }
                     None => {
                         QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);

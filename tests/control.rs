@@ -1,0 +1,120 @@
+//! TanStack Query v5's control surface, as far as it is built: `fetch_query_fresh`
+//! (`fetchQuery`), `ensure_query_data` (`ensureQueryData`), the state's invalidation mark and
+//! update counts, and `QueryError` as a standard error for any displayable error type.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::{Counter, Gate, Harness};
+use pystackquery::{QueryError, QueryOptions, key};
+
+fn counting(calls: &Counter, stale: Duration) -> QueryOptions<String, String> {
+    let calls = calls.clone();
+    QueryOptions::new(key!("surface"), move || {
+        let n = calls.hit();
+        async move { Ok(format!("data_{n}")) }
+    })
+    .stale_time(stale)
+}
+
+async fn fetch_query_fresh_waits_for_the_refetch_of_stale_data(h: Harness) {
+    let client = h.client();
+    let calls = Counter::default();
+    let options = counting(&calls, Duration::from_millis(50));
+    assert_eq!(client.fetch_query_fresh(&options).await.unwrap(), "data_1", "cold: fetched");
+    assert_eq!(client.fetch_query_fresh(&options).await.unwrap(), "data_1", "fresh: as is");
+    assert_eq!(calls.get(), 1);
+    h.sleep(Duration::from_millis(60)).await;
+    assert_eq!(client.fetch_query_fresh(&options).await.unwrap(), "data_2", "stale: awaited");
+    assert_eq!(calls.get(), 2);
+}
+
+async fn fetch_query_fresh_joins_a_refetch_in_flight(h: Harness) {
+    let client = h.client();
+    client.set_query_data(key!("surface"), "old".to_string()).unwrap();
+    client.invalidate_queries(key!("surface"), false).await;
+    let (calls, gate) = (Counter::default(), Gate::default());
+    let options = QueryOptions::new(key!("surface"), {
+        let (calls, gate) = (calls.clone(), gate.clone());
+        move || {
+            let n = calls.hit();
+            let gate = gate.clone();
+            async move {
+                gate.wait().await;
+                Ok::<_, String>(format!("data_{n}"))
+            }
+        }
+    });
+    // The default returns the stale value and starts one revalidation...
+    assert_eq!(client.fetch_query(&options).await.unwrap(), "old");
+    // ...which the waiting form joins rather than starting another.
+    let fresh = h.runtime.spawn_with_handle({
+        let (client, options) = (client.clone(), options.clone());
+        async move { client.fetch_query_fresh(&options).await }
+    });
+    h.yield_a_little().await;
+    gate.open();
+    assert_eq!(fresh.await.unwrap(), "data_1");
+    assert_eq!(calls.get(), 1);
+}
+
+async fn ensure_query_data_never_revalidates(h: Harness) {
+    let client = h.client();
+    let calls = Counter::default();
+    let options = counting(&calls, Duration::ZERO);
+    assert_eq!(client.ensure_query_data(&options).await.unwrap(), "data_1", "cold: fetched");
+    h.sleep(Duration::from_millis(10)).await;
+    for _ in 0..3 {
+        assert_eq!(client.ensure_query_data(&options).await.unwrap(), "data_1");
+    }
+    h.yield_a_little().await;
+    assert_eq!(calls.get(), 1, "stale data is returned as it is, with no revalidation");
+}
+
+async fn invalidation_keeps_the_timestamp_and_counts_updates(h: Harness) {
+    let client = h.client();
+    let calls = Counter::default();
+    let options = counting(&calls, Duration::from_secs(60));
+    client.fetch_query(&options).await.unwrap();
+    let before = client.get_query_state::<String, String>(key!("surface")).unwrap().unwrap();
+    assert_eq!(before.data_update_count, 1);
+    assert!(!before.is_invalidated);
+    client.invalidate_queries(key!("surface"), false).await;
+    let after = client.get_query_state::<String, String>(key!("surface")).unwrap().unwrap();
+    assert!(after.is_invalidated);
+    assert_eq!(after.data_updated_at, before.data_updated_at, "invalidation keeps the timestamp");
+    assert!(after.is_stale(SystemTime::now(), Duration::from_secs(3600)), "invalidated is stale");
+    client.set_query_data(key!("surface"), "set".to_string()).unwrap();
+    let set = client.get_query_state::<String, String>(key!("surface")).unwrap().unwrap();
+    assert!(!set.is_invalidated);
+    assert_eq!(set.data_update_count, 2);
+
+    let failing: QueryOptions<String, String> =
+        QueryOptions::new(key!("failing"), || async { Err("down".to_string()) }).retry(0);
+    assert!(client.fetch_query(&failing).await.is_err());
+    assert!(client.fetch_query_fresh(&failing).await.is_err());
+    let state = client.get_query_state::<String, String>(key!("failing")).unwrap().unwrap();
+    assert_eq!(state.error_update_count, 2);
+    assert_eq!(state.data_update_count, 0);
+}
+
+#[test]
+fn a_query_error_with_a_string_error_converts_into_a_boxed_error() {
+    fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let failed: Result<(), QueryError<String>> =
+            Err(QueryError::Failed(Arc::new("upstream said 503".to_string())));
+        failed?;
+        Ok(())
+    }
+    assert_eq!(run().unwrap_err().to_string(), "upstream said 503");
+}
+
+runtime_suite!(
+    fetch_query_fresh_waits_for_the_refetch_of_stale_data,
+    fetch_query_fresh_joins_a_refetch_in_flight,
+    ensure_query_data_never_revalidates,
+    invalidation_keeps_the_timestamp_and_counts_updates,
+);
