@@ -101,6 +101,48 @@ async fn invalidation_keeps_the_timestamp_and_counts_updates(h: Harness) {
     assert_eq!(state.data_update_count, 0);
 }
 
+async fn is_fetching_and_is_mutating_count_what_runs(h: Harness) {
+    let client = h.client();
+    let gate = Gate::default();
+    let slow = |k: pystackquery::QueryKey| {
+        let gate = gate.clone();
+        QueryOptions::new(k, move || {
+            let gate = gate.clone();
+            async move {
+                gate.wait().await;
+                Ok::<_, String>(1u8)
+            }
+        })
+    };
+    let subs: Vec<_> = [key!("todos", 1), key!("todos", 2), key!("users", 1)]
+        .into_iter()
+        .map(|k| client.watch(&slow(k)).subscribe(|_| {}))
+        .collect();
+    h.eventually("three fetches", || client.is_fetching(()) == 3).await;
+    assert_eq!(client.is_fetching(key!("todos")), 2);
+    let mutation = client.mutation(pystackquery::MutationOptions::new({
+        let gate = gate.clone();
+        move |_: ()| {
+            let gate = gate.clone();
+            async move {
+                gate.wait().await;
+                Ok::<_, String>(())
+            }
+        }
+    }));
+    assert_eq!(client.is_mutating(), 0);
+    let running = h.runtime.spawn_with_handle({
+        let mutation = mutation.clone();
+        async move { mutation.mutate(()).await }
+    });
+    h.eventually("the mutation runs", || client.is_mutating() == 1).await;
+    gate.open();
+    running.await.unwrap();
+    assert_eq!(client.is_mutating(), 0);
+    h.eventually("fetches done", || client.is_fetching(()) == 0).await;
+    drop(subs);
+}
+
 #[test]
 fn a_query_error_with_a_string_error_converts_into_a_boxed_error() {
     fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -117,4 +159,5 @@ runtime_suite!(
     fetch_query_fresh_joins_a_refetch_in_flight,
     ensure_query_data_never_revalidates,
     invalidation_keeps_the_timestamp_and_counts_updates,
+    is_fetching_and_is_mutating_count_what_runs,
 );

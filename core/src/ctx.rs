@@ -8,6 +8,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use crate::cache::{QueryCache, Stamp, Stored};
@@ -35,6 +36,8 @@ pub(crate) trait ErasedQuery: Stored {
     fn invalidate(self: Arc<Self>, ctx: &Arc<Ctx>, refetch: bool) -> Option<BoxFuture>;
     /// Back to the initial state.
     fn reset(self: Arc<Self>, ctx: &Arc<Ctx>);
+    /// Whether a fetch is in flight.
+    fn fetching(&self) -> bool;
     /// Cancels the fetch in flight, if any; returns a future that waits until it has settled.
     fn cancel(&self) -> Option<BoxFuture>;
     /// The query has left the store: cancel its fetch, and tell its observers (they attach to
@@ -60,6 +63,8 @@ pub(crate) struct Ctx {
     pub(crate) gc: GcQueue,
     /// The origin of the client clock (see [`Ctx::clock`]).
     pub(crate) base: Instant,
+    /// Mutations running now.
+    pub(crate) mutating: Arc<AtomicUsize>,
 }
 
 impl Ctx {
@@ -83,6 +88,7 @@ impl Ctx {
             l2,
             gc: GcQueue::new(),
             base,
+            mutating: Arc::new(AtomicUsize::new(0)),
         }
     }
 

@@ -48,6 +48,34 @@ impl QueryClient {
         removed.len()
     }
 
+    /// How many queries under `prefix` are fetching now (TanStack's `isFetching`). The empty
+    /// key `()` counts every query.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("todos", 1), || async { Ok::<_, String>(1) });
+    /// let _subscription = client.watch(&options).subscribe(|_| {}); // starts a fetch
+    /// assert_eq!(client.is_fetching(key!("todos")), 1);
+    /// test.run_until_idle();
+    /// assert_eq!(client.is_fetching(()), 0);
+    /// # }
+    /// ```
+    pub fn is_fetching(&self, prefix: impl Into<QueryKey>) -> usize {
+        let prefix = prefix.into();
+        self.ctx.cache.find_matching(Some(&prefix)).iter().filter(|q| q.fetching()).count()
+    }
+
+    /// How many mutations of this client are running now (TanStack's `isMutating`).
+    pub fn is_mutating(&self) -> usize {
+        self.ctx.mutating.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Cancels the fetches in flight for every query under `prefix`: their retries stop,
     /// their waiters get [`QueryError::Cancelled`](crate::QueryError::Cancelled), and each
     /// query returns to the state it had before the fetch (TanStack's `revert`). The query

@@ -111,7 +111,7 @@ impl QueryClient {
         E: Send + Sync + 'static,
         C: Clone + Send + Sync + 'static,
     {
-        Mutation::new(self.ctx.runtime.clone(), options)
+        Mutation::new(self.ctx.runtime.clone(), self.ctx.mutating.clone(), options)
     }
 
     /// Calls `listener` for every [`CacheEvent`] of this client until the returned

@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::FutureExt;
 
@@ -27,6 +28,8 @@ pub struct Mutation<I, T, E, C = ()> {
 
 struct MutationShared<I, T, E, C> {
     runtime: Runtime,
+    /// The client's count of mutations running (for `QueryClient::is_mutating`).
+    running: Arc<AtomicUsize>,
     options: MutationOptions<I, T, E, C>,
     state: Mutex<Slot<T, E>>,
     listeners: ListenerList<MutationState<T, E>>,
@@ -80,6 +83,22 @@ impl<I, T: Clone, E, C> MutationShared<I, T, E, C> {
 
 /// Settles a run as [`QueryError::Cancelled`] if its `mutate()` future is dropped before the
 /// run settles.
+/// Counts a run in the client's running mutations while it is alive (settled or dropped).
+struct Running<'a>(&'a AtomicUsize);
+
+impl<'a> Running<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 struct RunGuard<'a, I, T: Clone, E, C> {
     shared: &'a MutationShared<I, T, E, C>,
     run: u64,
@@ -107,10 +126,15 @@ where
     E: Send + Sync + 'static,
     C: Clone + Send + Sync + 'static,
 {
-    pub(crate) fn new(runtime: Runtime, options: MutationOptions<I, T, E, C>) -> Self {
+    pub(crate) fn new(
+        runtime: Runtime,
+        running: Arc<AtomicUsize>,
+        options: MutationOptions<I, T, E, C>,
+    ) -> Self {
         Self {
             shared: Arc::new(MutationShared {
                 runtime,
+                running,
                 options,
                 state: Mutex::new(Slot { state: MutationState::default(), version: 0, run: 0 }),
                 listeners: ListenerList::new(),
@@ -175,6 +199,7 @@ where
             s.failure_count = 0;
             slot.run
         });
+        let _running = Running::new(&self.shared.running);
         let mut guard = RunGuard { shared: &self.shared, run, armed: true };
         let context = match &options.on_mutate {
             Some(on_mutate) => match guarded(|| on_mutate(input.clone())).await {

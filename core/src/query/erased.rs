@@ -71,6 +71,10 @@ impl<T: Clone + Send + Sync + 'static> ErasedQuery for QueryCell<T> {
         QueryCell::reset(&self, ctx);
     }
 
+    fn fetching(&self) -> bool {
+        self.lock().in_flight.is_some()
+    }
+
     fn cancel(&self) -> Option<BoxFuture> {
         let slot = self.cancel_fetch()?;
         Some(Box::pin(async move {
