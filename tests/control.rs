@@ -143,6 +143,37 @@ async fn is_fetching_and_is_mutating_count_what_runs(h: Harness) {
     drop(subs);
 }
 
+async fn bulk_reads_writes_and_refetches_by_prefix(h: Harness) {
+    let client = h.client();
+    let calls = Counter::default();
+    let todo = |i: i64| {
+        let calls = calls.clone();
+        QueryOptions::new(key!("todos", i), move || {
+            let n = calls.hit();
+            async move { Ok::<_, String>(format!("todo {i} v{n}")) }
+        })
+        .stale_time(Duration::from_secs(600))
+    };
+    for i in 1..=2 {
+        client.fetch_query(&todo(i)).await.unwrap();
+    }
+    client.set_query_data(key!("todos", "count"), 2u32).unwrap();
+    client.set_query_data(key!("users", 1), "ada".to_string()).unwrap();
+    let data = client.get_queries_data::<String>(key!("todos"));
+    assert_eq!(data.len(), 2, "another type under the prefix is left out: {data:?}");
+    let written = client.set_queries_data::<String>(key!("todos"), |key, old| {
+        (key != &key!("todos", 2)).then(|| format!("{} (edited)", old.unwrap()))
+    });
+    assert_eq!(written, vec![key!("todos", 1)]);
+    assert!(
+        client.get_query_data::<String>(key!("todos", 1)).unwrap().unwrap().ends_with("(edited)")
+    );
+    let before = calls.get();
+    assert_eq!(client.refetch_queries(key!("todos")).await, 2, "only queries with a function");
+    assert_eq!(calls.get(), before + 2);
+    assert_eq!(client.get_queries_data::<String>(()).len(), 3);
+}
+
 #[test]
 fn a_query_error_with_a_string_error_converts_into_a_boxed_error() {
     fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -160,4 +191,5 @@ runtime_suite!(
     ensure_query_data_never_revalidates,
     invalidation_keeps_the_timestamp_and_counts_updates,
     is_fetching_and_is_mutating_count_what_runs,
+    bulk_reads_writes_and_refetches_by_prefix,
 );

@@ -38,6 +38,9 @@ pub(crate) trait ErasedQuery: Stored {
     fn reset(self: Arc<Self>, ctx: &Arc<Ctx>);
     /// Whether a fetch is in flight.
     fn fetching(&self) -> bool;
+    /// Fetches again with the options it was last used with (joining a fetch in flight), unless
+    /// it has none or is paused; returns the fetch to wait for.
+    fn refetch(self: Arc<Self>, ctx: &Arc<Ctx>) -> Option<BoxFuture>;
     /// Cancels the fetch in flight, if any; returns a future that waits until it has settled.
     fn cancel(&self) -> Option<BoxFuture>;
     /// The query has left the store: cancel its fetch, and tell its observers (they attach to

@@ -48,6 +48,23 @@ impl QueryClient {
         removed.len()
     }
 
+    /// Fetches again every query under `prefix` that has been used with options (so it knows
+    /// its function) and is not paused, joining fetches already in flight, and waits for them
+    /// (TanStack's `refetchQueries`, with `cancelRefetch: false`). Returns how many fetched.
+    pub async fn refetch_queries(&self, prefix: impl Into<QueryKey>) -> usize {
+        let prefix = prefix.into();
+        let waits: Vec<_> = self
+            .ctx
+            .cache
+            .find_matching(Some(&prefix))
+            .into_iter()
+            .filter_map(|entry| entry.refetch(&self.ctx))
+            .collect();
+        let count = waits.len();
+        futures::future::join_all(waits).await;
+        count
+    }
+
     /// How many queries under `prefix` are fetching now (TanStack's `isFetching`). The empty
     /// key `()` counts every query.
     ///

@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use super::QueryClient;
 use crate::error::TypeMismatch;
 use crate::key::QueryKey;
-use crate::query::{self, Effects};
+use crate::query::{self, Effects, QueryCell, clone_data};
 use crate::state::QueryState;
 use crate::storage::record::Record;
 
@@ -123,5 +123,64 @@ impl QueryClient {
             effects.run(&self.ctx, &key);
             return Ok(new);
         }
+    }
+
+    /// The data of every query under `prefix` that holds a `T`, with its key, in key order
+    /// (TanStack's `getQueriesData`). Queries of other types are left out; `None` is a query
+    /// without data. Nothing is fetched and the LRU order is not touched.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("todos", 1), "write".to_string()).unwrap();
+    /// client.set_query_data(key!("todos", 2), "test".to_string()).unwrap();
+    /// client.set_query_data(key!("todos", "count"), 2u32).unwrap(); // another type: left out
+    /// let todos = client.get_queries_data::<String>(key!("todos"));
+    /// assert_eq!(todos, vec![(key!("todos", 1), Some("write".into())), (key!("todos", 2), Some("test".into()))]);
+    /// # }
+    /// ```
+    pub fn get_queries_data<T>(&self, prefix: impl Into<QueryKey>) -> Vec<(QueryKey, Option<T>)>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let prefix = prefix.into();
+        self.ctx
+            .cache
+            .find_matching(Some(&prefix))
+            .into_iter()
+            .filter_map(|entry| {
+                let key = entry.key().clone();
+                let cell = entry.into_any().downcast::<QueryCell<T>>().ok()?;
+                let data = cell.lock().state.data.as_ref().map(clone_data);
+                Some((key, data.and_then(Result::ok)))
+            })
+            .collect()
+    }
+
+    /// Replaces the data of every query under `prefix` that holds a `T` with
+    /// `update(key, old)`, as [`set_query_data`](Self::set_query_data) does for one (TanStack's
+    /// `setQueriesData`); `update` returning `None` leaves that query as it is. `update` runs
+    /// with no lock held. Returns the keys written.
+    pub fn set_queries_data<T>(
+        &self,
+        prefix: impl Into<QueryKey>,
+        mut update: impl FnMut(&QueryKey, Option<&T>) -> Option<T>,
+    ) -> Vec<QueryKey>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let mut written = Vec::new();
+        for (key, old) in self.get_queries_data::<T>(prefix) {
+            if let Some(new) = update(&key, old.as_ref())
+                && self.set_query_data(key.clone(), new).is_ok()
+            {
+                written.push(key);
+            }
+        }
+        written
     }
 }

@@ -75,6 +75,20 @@ impl<T: Clone + Send + Sync + 'static> ErasedQuery for QueryCell<T> {
         self.lock().in_flight.is_some()
     }
 
+    fn refetch(self: Arc<Self>, ctx: &Arc<Ctx>) -> Option<BoxFuture> {
+        let fetcher = {
+            let g = self.lock();
+            if g.paused || g.detached {
+                return None;
+            }
+            g.fetcher.clone()?
+        };
+        let slot = fetcher.start(&self, ctx);
+        Some(Box::pin(async move {
+            let _ = slot.wait().await;
+        }))
+    }
+
     fn cancel(&self) -> Option<BoxFuture> {
         let slot = self.cancel_fetch()?;
         Some(Box::pin(async move {
