@@ -174,6 +174,60 @@ async fn bulk_reads_writes_and_refetches_by_prefix(h: Harness) {
     assert_eq!(client.get_queries_data::<String>(()).len(), 3);
 }
 
+async fn initial_data_seeds_without_a_fetch_fresh_or_stale_by_its_timestamp(h: Harness) {
+    let client = h.client();
+    let calls = Counter::default();
+    let fresh = counting(&calls, Duration::from_secs(60)).initial_data("seed".to_string());
+    assert_eq!(client.fetch_query(&fresh).await.unwrap(), "seed");
+    h.yield_a_little().await;
+    assert_eq!(calls.get(), 0, "fresh initial data needs no fetch");
+    let state = client.get_query_state::<String, String>(key!("surface")).unwrap().unwrap();
+    assert!(state.is_success() && !state.is_placeholder && state.data_update_count == 1);
+
+    // Stale by its timestamp: returned at once and revalidated.
+    let calls = Counter::default();
+    let old = h.runtime.system_now() - Duration::from_secs(3600);
+    let stale = QueryOptions::new(key!("stale seed"), {
+        let calls = calls.clone();
+        move || {
+            let n = calls.hit();
+            async move { Ok::<_, String>(format!("data_{n}")) }
+        }
+    })
+    .stale_time(Duration::from_secs(60))
+    .initial_data("old seed".to_string())
+    .initial_data_updated_at(old);
+    assert_eq!(client.fetch_query(&stale).await.unwrap(), "old seed");
+    h.eventually("revalidated", || {
+        client.get_query_data::<String>(key!("stale seed")).unwrap().as_deref() == Some("data_1")
+    })
+    .await;
+
+    // Never over data the query already has; the function form runs only when it seeds.
+    let made = Counter::default();
+    let seeded = QueryOptions::new(key!("stale seed"), || async { Ok::<_, String>("x".into()) })
+        .stale_time(Duration::from_secs(60))
+        .initial_data_fn({
+            let made = made.clone();
+            move || {
+                made.hit();
+                "should not appear".to_string()
+            }
+        });
+    assert_eq!(client.fetch_query(&seeded).await.unwrap(), "data_1");
+    assert_eq!(made.get(), 0);
+
+    // An observer of a cold key shows the initial data at once.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let observed = QueryOptions::new(key!("observed seed"), || async { Ok::<_, String>(1u8) })
+        .stale_time(Duration::from_secs(60))
+        .initial_data(7u8);
+    let _sub = client.watch(&observed).subscribe(move |s| log.lock().unwrap().push(s.data));
+    h.yield_a_little().await;
+    assert_eq!(*seen.lock().unwrap(), vec![Some(7)], "seeded, fresh: no fetch");
+}
+
 #[test]
 fn a_query_error_with_a_string_error_converts_into_a_boxed_error() {
     fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -192,4 +246,5 @@ runtime_suite!(
     invalidation_keeps_the_timestamp_and_counts_updates,
     is_fetching_and_is_mutating_count_what_runs,
     bulk_reads_writes_and_refetches_by_prefix,
+    initial_data_seeds_without_a_fetch_fresh_or_stale_by_its_timestamp,
 );

@@ -18,6 +18,21 @@ type DataCallback<T> = Arc<dyn Fn(&T) + Send + Sync>;
 type ErrorCallback<E> = Arc<dyn Fn(&QueryError<E>) + Send + Sync>;
 type SettledCallback<T, E> = Arc<dyn Fn(Option<&T>, Option<&QueryError<E>>) + Send + Sync>;
 
+/// Initial data: a value, or a function computing it.
+pub(crate) enum InitialData<T> {
+    Value(T),
+    Fn(Arc<dyn Fn() -> T + Send + Sync>),
+}
+
+impl<T: Clone> Clone for InitialData<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Value(v) => Self::Value(v.clone()),
+            Self::Fn(f) => Self::Fn(f.clone()),
+        }
+    }
+}
+
 /// What to fetch for a key, and how: the query function plus options.
 ///
 /// Every option left unset inherits the client's default from [`QueryClientConfig`]; an option
@@ -60,6 +75,9 @@ pub(crate) struct OptionsInner<T, E> {
     pub(crate) on_error: Option<ErrorCallback<E>>,
     pub(crate) on_settled: Option<SettledCallback<T, E>>,
     pub(crate) placeholder_data: Option<T>,
+    /// Seeds a query that has no data (see [`QueryOptions::initial_data`]).
+    pub(crate) initial_data: Option<InitialData<T>>,
+    pub(crate) initial_data_updated_at: Option<std::time::SystemTime>,
     /// Set by [`QueryOptions::persist`]: how to write this query's states to L2.
     pub(crate) codec: Option<CodecFn<T>>,
 }
@@ -134,6 +152,8 @@ where
                 on_error: None,
                 on_settled: None,
                 placeholder_data: None,
+                initial_data: None,
+                initial_data_updated_at: None,
                 codec: None,
             }),
         }
@@ -229,6 +249,46 @@ where
         self.edit(|o| o.placeholder_data = Some(data))
     }
 
+    /// Seeds the cache with `data` when the query has none, without a fetch: unlike
+    /// placeholder data it is stored, as if fetched at
+    /// [`initial_data_updated_at`](Self::initial_data_updated_at) (default: when it is seeded),
+    /// and is fresh or stale by that time. It never replaces data the query already has
+    /// (fetched, set, or restored from L2). Default: none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("settings"), || async { Ok::<_, String>("fetched") })
+    ///     .initial_data("defaults")
+    ///     .stale_time(Duration::from_secs(60));
+    /// assert_eq!(test.block_on(client.fetch_query(&options)).unwrap(), "defaults", "no fetch");
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn initial_data(self, data: T) -> Self {
+        self.edit(|o| o.initial_data = Some(InitialData::Value(data)))
+    }
+
+    /// As [`initial_data`](Self::initial_data), computed by `make` when the query is seeded
+    /// (only then). A panic in `make` seeds nothing.
+    #[must_use]
+    pub fn initial_data_fn(self, make: impl Fn() -> T + Send + Sync + 'static) -> Self {
+        self.edit(|o| o.initial_data = Some(InitialData::Fn(Arc::new(make))))
+    }
+
+    /// When the initial data was current (wall clock), which decides whether it is fresh or
+    /// stale. Default: the moment it is seeded.
+    #[must_use]
+    pub fn initial_data_updated_at(self, at: std::time::SystemTime) -> Self {
+        self.edit(|o| o.initial_data_updated_at = Some(at))
+    }
+
     /// The key.
     pub fn key(&self) -> &QueryKey {
         &self.inner.key
@@ -307,6 +367,8 @@ impl<T: Clone, E> Clone for OptionsInner<T, E> {
             on_error: self.on_error.clone(),
             on_settled: self.on_settled.clone(),
             placeholder_data: self.placeholder_data.clone(),
+            initial_data: self.initial_data.clone(),
+            initial_data_updated_at: self.initial_data_updated_at,
             codec: self.codec,
         }
     }

@@ -161,6 +161,7 @@ impl QueryClient {
                 {
                     break 'plan Plan::Hydrate(step);
                 }
+                QueryCell::seed_initial(&mut g, &self.ctx, &options.inner, &mut effects);
                 let now = self.ctx.runtime.now();
                 match g.state.data.as_ref().map(clone_data) {
                     Some(data) => {

@@ -67,6 +67,9 @@ where
                 }),
             );
             QueryCell::set_fetcher(&mut g, self.options.inner.clone(), &mut effects);
+            if g.hydrated || ctx.l2.is_none() || self.options.inner.codec.is_none() {
+                QueryCell::seed_initial(&mut g, ctx, &self.options.inner, &mut effects);
+            }
             let stale_time = self.options.inner.stale_time.unwrap_or(ctx.config.stale_time);
             let wants_fetch = enabled
                 && !g.paused

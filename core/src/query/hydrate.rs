@@ -91,6 +91,46 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         Some(read)
     }
 
+    /// Seeds a query that has no data with the options' initial data, as if fetched at its
+    /// timestamp. Returns whether it did. The initial data function runs under the query's
+    /// lock (like `Clone`); a panic in it seeds nothing.
+    pub(crate) fn seed_initial<E>(
+        g: &mut CellInner<T>,
+        ctx: &Ctx,
+        options: &OptionsInner<T, E>,
+        effects: &mut Effects<T>,
+    ) -> bool {
+        let Some(initial) = &options.initial_data else {
+            return false;
+        };
+        if g.state.data.is_some() {
+            return false;
+        }
+        let data = match initial {
+            crate::options::InitialData::Value(v) => super::fetch::clone_data(v).ok(),
+            crate::options::InitialData::Fn(make) => {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| make())).ok()
+            }
+        };
+        let Some(data) = data else {
+            tracing::error!("the initial data could not be made (a panic); nothing seeded");
+            return false;
+        };
+        let now = ctx.runtime.system_now();
+        let at = options.initial_data_updated_at.unwrap_or(now);
+        g.state.status = QueryStatus::Success;
+        g.state.data = Some(data);
+        g.state.data_updated_at = Some(at);
+        g.state.is_invalidated = false;
+        g.state.data_update_count = g.state.data_update_count.saturating_add(1);
+        g.fresh_at = match now.duration_since(at) {
+            Ok(age) => ctx.runtime.now().checked_sub(age),
+            Err(_) => None, // from the future: stale
+        };
+        Self::changed(g, effects);
+        true
+    }
+
     /// Restores a record read from L2 unless memory holds newer data.
     pub(crate) fn apply_record(
         g: &mut CellInner<T>,
