@@ -12,11 +12,11 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use crate::cache::{QueryCache, Stamp, Stored};
+use crate::config::QueryClientConfig;
 use crate::events::{CacheEvent, EventHub};
 use crate::gc::heap::GcQueue;
 use crate::gc::removable::GcVerdict;
 use crate::key::QueryKey;
-use crate::options::QueryClientConfig;
 use crate::runtime::{BoxFuture, Runtime};
 use crate::storage::{L2, L2Settings};
 

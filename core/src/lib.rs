@@ -61,7 +61,7 @@
 #![forbid(unsafe_code)]
 
 // Layers, bottom to top (a module imports only modules below it; see ARCHITECTURE.md):
-// runtime, key, error, state, sync -> cancel, listeners, events, retryer, storage, gc -> options ->
+// runtime, key, error, state, sync -> cancel, listeners, events, retryer, storage, gc -> config, options ->
 // cache -> ctx -> sweeper -> query -> observer, mutation -> client -> convenience.
 pub mod runtime;
 mod sync;
@@ -77,6 +77,7 @@ mod listeners;
 mod retryer;
 pub mod storage;
 
+mod config;
 mod options;
 
 mod cache;
@@ -96,6 +97,7 @@ pub mod testing;
 
 pub use cancel::{CancelSignal, QueryContext};
 pub use client::QueryClient;
+pub use config::QueryClientConfig;
 pub use convenience::{CachedQuery, dependent_query, parallel_queries};
 pub use error::{QueryError, TypeMismatch};
 pub use events::{CacheEvent, EventSubscription};
@@ -103,7 +105,7 @@ pub use key::{KeyPart, QueryKey};
 pub use listeners::Subscription;
 pub use mutation::{Mutation, MutationOptions, MutationState, MutationStatus};
 pub use observer::{QueryObserver, QueryStream};
-pub use options::{QueryClientConfig, QueryOptions};
+pub use options::QueryOptions;
 pub use retryer::{MAX_DEFAULT_RETRY_DELAY, RetryDelayFn, RetryIfFn, default_retry_delay};
 pub use runtime::Runtime;
 pub use state::{FetchStatus, QueryState, QueryStatus};

@@ -3,12 +3,13 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::config::QueryClientConfig;
 use crate::ctx::Ctx;
 use crate::events::{CacheEvent, EventSubscription};
 use crate::key::QueryKey;
 use crate::mutation::{Mutation, MutationOptions};
 use crate::observer::QueryObserver;
-use crate::options::{QueryClientConfig, QueryOptions};
+use crate::options::QueryOptions;
 use crate::runtime::Runtime;
 use crate::storage::StorageStats;
 

@@ -1,0 +1,175 @@
+//! [`QueryClientConfig`]: the client-wide defaults every query option left unset inherits,
+//! and the client's storage settings.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::retryer::{RetryDelayFn, default_retry_delay};
+use crate::storage::StorageBackend;
+
+/// Client-wide defaults, inherited by every query option left unset.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use pystackquery_core::QueryClientConfig;
+///
+/// let config = QueryClientConfig::default()
+///     .stale_time(Duration::from_secs(30))
+///     .cache_max_size(10_000);
+/// assert_eq!(config.gc_time_value(), Duration::from_secs(300));
+/// ```
+#[derive(Clone)]
+pub struct QueryClientConfig {
+    pub(crate) stale_time: Duration,
+    pub(crate) gc_time: Duration,
+    pub(crate) retry: u32,
+    pub(crate) retry_delay: RetryDelayFn,
+    pub(crate) cache_max_size: usize,
+    pub(crate) storage: Option<Arc<dyn StorageBackend>>,
+    pub(crate) storage_timeout: Duration,
+    pub(crate) storage_queue_size: usize,
+    pub(crate) storage_failure_threshold: u32,
+    pub(crate) storage_cooldown: Duration,
+}
+
+impl QueryClientConfig {
+    /// Default freshness of fetched data. Default: zero (data is stale at once, and the next
+    /// read revalidates it in the background).
+    #[must_use]
+    pub fn stale_time(mut self, duration: Duration) -> Self {
+        self.stale_time = duration;
+        self
+    }
+
+    /// Default time an unobserved query stays cached. Default: 300 s.
+    #[must_use]
+    pub fn gc_time(mut self, duration: Duration) -> Self {
+        self.gc_time = duration;
+        self
+    }
+
+    /// Default number of retries after a failed attempt. Default: 3.
+    #[must_use]
+    pub fn retry(mut self, retries: u32) -> Self {
+        self.retry = retries;
+        self
+    }
+
+    /// Default retry delay. Default: [`default_retry_delay`].
+    #[must_use]
+    pub fn retry_delay(mut self, delay: impl Fn(u32) -> Duration + Send + Sync + 'static) -> Self {
+        self.retry_delay = Arc::new(delay);
+        self
+    }
+
+    /// Most queries kept in memory (L1). Default: 1,000. When full, the least recently used
+    /// query that is neither observed nor fetching is evicted; if every query is busy, the
+    /// cache grows past the bound until one becomes idle.
+    #[must_use]
+    pub fn cache_max_size(mut self, size: usize) -> Self {
+        self.cache_max_size = size;
+        self
+    }
+
+    /// The L2 tier (see [`crate::storage`]) for queries built with
+    /// [`QueryOptions::persist`](crate::QueryOptions::persist). Default: none (memory only).
+    ///
+    /// Pass an `Arc` to share one backend between clients.
+    #[must_use]
+    pub fn storage(mut self, backend: impl StorageBackend) -> Self {
+        self.storage = Some(Arc::new(backend));
+        self
+    }
+
+    /// Longest time any storage call may take; a slower call is abandoned and counted as a
+    /// timeout. It also bounds how long `fetch_query` waits for a cold key's hydration.
+    /// A timeout too large to add to the clock (such as `Duration::MAX`) means no timeout.
+    /// Default: 1 s.
+    #[must_use]
+    pub fn storage_timeout(mut self, timeout: Duration) -> Self {
+        self.storage_timeout = timeout;
+        self
+    }
+
+    /// Most keys with a write waiting for storage; when full, the oldest waiting write is
+    /// dropped (and counted in [`crate::storage::StorageStats::write_drops`]). Default: 1,024.
+    #[must_use]
+    pub fn storage_queue_size(mut self, size: usize) -> Self {
+        self.storage_queue_size = size;
+        self
+    }
+
+    /// After `failures` consecutive failed or timed-out storage calls, stop calling storage
+    /// for `cooldown`, then let one probe call through; its success resumes normal use.
+    /// A `cooldown` too large to add to the clock (such as `Duration::MAX`) keeps storage off
+    /// for the rest of the process once the breaker opens. Default: 5 failures, 30 s.
+    #[must_use]
+    pub fn storage_circuit_breaker(mut self, failures: u32, cooldown: Duration) -> Self {
+        self.storage_failure_threshold = failures;
+        self.storage_cooldown = cooldown;
+        self
+    }
+
+    /// Whether a storage backend is configured.
+    pub fn has_storage(&self) -> bool {
+        self.storage.is_some()
+    }
+
+    /// The storage timeout.
+    pub fn storage_timeout_value(&self) -> Duration {
+        self.storage_timeout
+    }
+
+    /// The default stale time.
+    pub fn stale_time_value(&self) -> Duration {
+        self.stale_time
+    }
+
+    /// The default gc time.
+    pub fn gc_time_value(&self) -> Duration {
+        self.gc_time
+    }
+
+    /// The default retry count.
+    pub fn retry_value(&self) -> u32 {
+        self.retry
+    }
+
+    /// The L1 bound.
+    pub fn cache_max_size_value(&self) -> usize {
+        self.cache_max_size
+    }
+}
+
+impl Default for QueryClientConfig {
+    fn default() -> Self {
+        Self {
+            stale_time: Duration::ZERO,
+            gc_time: Duration::from_secs(300),
+            retry: 3,
+            retry_delay: Arc::new(default_retry_delay),
+            cache_max_size: 1000,
+            storage: None,
+            storage_timeout: Duration::from_secs(1),
+            storage_queue_size: 1024,
+            storage_failure_threshold: 5,
+            storage_cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+impl fmt::Debug for QueryClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueryClientConfig")
+            .field("stale_time", &self.stale_time)
+            .field("gc_time", &self.gc_time)
+            .field("retry", &self.retry)
+            .field("cache_max_size", &self.cache_max_size)
+            .field("storage", &self.storage.is_some())
+            .field("storage_timeout", &self.storage_timeout)
+            .finish_non_exhaustive()
+    }
+}
