@@ -34,7 +34,7 @@ impl<T: Clone> Clone for InitialData<T> {
 
 /// What to fetch for a key, and how: the query function plus options.
 ///
-/// Every option left unset inherits the client's default from [`QueryClientConfig`]; an option
+/// Every option left unset inherits the client's default from [`QueryClientConfig`](crate::QueryClientConfig); an option
 /// that is set wins, even when it equals the library default. Build the options once and reuse
 /// them: cloning is a reference-count increment.
 ///
