@@ -192,7 +192,7 @@ where
     }
 
     /// Delay before retry `attempt` (0-based). Default: the client's (itself
-    /// [`default_retry_delay`]: 1 s doubling, capped at 30 s).
+    /// [`default_retry_delay`](crate::default_retry_delay): 1 s doubling, capped at 30 s).
     #[must_use]
     pub fn retry_delay(self, delay: impl Fn(u32) -> Duration + Send + Sync + 'static) -> Self {
         self.edit(|o| o.retry_delay = Some(Arc::new(delay)))
