@@ -134,16 +134,20 @@ impl<S> Snapshot<S> {
     }
 }
 
+/// The hand-over between a runner and a thread leaving a state is a store-then-load on each
+/// side (`has_pending` then `running`, `running` then `has_pending`): only sequentially
+/// consistent operations rule out both sides missing the other's store (on x86 too, whose
+/// store buffer allows exactly that reordering), so every operation here is `SeqCst`.
 fn deliver_ordered<S: Clone>(listener: &Listener<S>, state: &S, version: u64) {
     let stamp = version.saturating_add(1);
-    if listener.delivered.fetch_max(stamp, Ordering::AcqRel) >= stamp {
+    if listener.delivered.fetch_max(stamp, Ordering::SeqCst) >= stamp {
         return; // This listener already accepted this state or a newer one.
     }
     let mut next: Option<(u64, S)> = None;
     loop {
         if listener
             .running
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
             break;
@@ -155,11 +159,11 @@ fn deliver_ordered<S: Clone>(listener: &Listener<S>, state: &S, version: u64) {
             let mut pending = listener.pending.lock();
             if pending.as_ref().is_none_or(|(v, _)| *v < copy.0) {
                 *pending = Some(copy);
-                listener.has_pending.store(true, Ordering::Release);
+                listener.has_pending.store(true, Ordering::SeqCst);
             }
         }
         // If the runner finished in the meantime, it may not have seen it: take over.
-        if listener.running.load(Ordering::Acquire) {
+        if listener.running.load(Ordering::SeqCst) {
             return;
         }
         match take_pending(listener) {
@@ -176,12 +180,12 @@ fn deliver_ordered<S: Clone>(listener: &Listener<S>, state: &S, version: u64) {
         while let Some((v, s)) = take_pending(listener) {
             call(listener, &s, v);
         }
-        listener.running.store(false, Ordering::Release);
+        listener.running.store(false, Ordering::SeqCst);
         // A state left between the last look and the release: run again if nobody else does.
-        if !listener.has_pending.load(Ordering::Acquire)
+        if !listener.has_pending.load(Ordering::SeqCst)
             || listener
                 .running
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
                 .is_err()
         {
             return;
@@ -190,11 +194,11 @@ fn deliver_ordered<S: Clone>(listener: &Listener<S>, state: &S, version: u64) {
 }
 
 fn take_pending<S>(listener: &Listener<S>) -> Option<(u64, S)> {
-    if !listener.has_pending.load(Ordering::Acquire) {
+    if !listener.has_pending.load(Ordering::SeqCst) {
         return None;
     }
     let mut pending = listener.pending.lock();
-    listener.has_pending.store(false, Ordering::Release);
+    listener.has_pending.store(false, Ordering::SeqCst);
     pending.take()
 }
 
