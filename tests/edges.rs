@@ -288,17 +288,16 @@ async fn cancel_when_unobserved_cancels_once_every_caller_and_observer_left(h: H
     h.yield_a_little().await;
     assert!(fetching(&client, key!("kept going")));
 
-    // Opted in: two callers leave, then it is cancelled.
+    // Opted in: two callers leave, then it is cancelled. Both are polled once here, so both
+    // are waiting before either leaves.
     let calls = Counter::default();
     let opt_in = first_call_hangs(key!("abandoned"), &calls).cancel_when_unobserved(true);
-    let a = h.runtime.spawn_with_handle({
-        let (client, options) = (client.clone(), opt_in.clone());
-        async move { client.fetch_query(&options).await }
-    });
-    let b = h.runtime.spawn_with_handle({
-        let (client, options) = (client.clone(), opt_in.clone());
-        async move { client.fetch_query(&options).await }
-    });
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut a = Box::pin(client.fetch_query(&opt_in));
+    let mut b = Box::pin(client.fetch_query(&opt_in));
+    assert!(a.as_mut().poll(&mut cx).is_pending());
+    assert!(b.as_mut().poll(&mut cx).is_pending());
     h.eventually("the fetch starts", || calls.get() == 1).await;
     drop(a);
     h.yield_a_little().await;
