@@ -168,6 +168,20 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         effects: &mut Effects<T>,
     ) {
         g.generation += 1;
+        Self::store_success(g, ctx, data, effects);
+        Self::changed(g, effects);
+        self.persist(g, ctx, effects);
+        self.maybe_schedule_gc(g, ctx, effects);
+    }
+
+    /// Stores `data` as fetched now: success, no error, fresh, not invalidated, counted. The
+    /// values it replaces are dropped after the lock (see [`Effects::discard`]).
+    pub(crate) fn store_success(
+        g: &mut CellInner<T>,
+        ctx: &Ctx,
+        data: T,
+        effects: &mut Effects<T>,
+    ) {
         g.state.status = QueryStatus::Success;
         effects.discard(g.state.data.replace(data));
         effects.discard_error(g.state.error.take());
@@ -177,9 +191,6 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         g.state.is_invalidated = false;
         g.state.data_update_count = g.state.data_update_count.saturating_add(1);
         g.fresh_at = Some(ctx.runtime.now());
-        Self::changed(g, effects);
-        self.persist(g, ctx, effects);
-        self.maybe_schedule_gc(g, ctx, effects);
     }
 
     /// Adds a state listener (called with each new state and its version); returns its id.

@@ -259,9 +259,9 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             return;
         };
         // Cloned before the lock is taken: the data type's `Clone` is user code.
-        let result = match result {
+        let mut result = match result {
             Ok(data) => match clone_data(&data) {
-                Ok(stored) => Ok((data, stored)),
+                Ok(stored) => Ok((data, Some(stored))),
                 Err(error) => Err(error),
             },
             Err(error) => Err(error),
@@ -275,17 +275,12 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 g.in_flight = None;
             }
             if current {
-                match &result {
+                match &mut result {
                     Ok((_, stored)) => {
-                        g.state.status = QueryStatus::Success;
-                        effects.discard(g.state.data.replace(stored.clone()));
-                        effects.discard_error(g.state.error.take());
-                        g.state.data_updated_at = Some(ctx.runtime.system_now());
-                        g.state.fetch_failure_count = 0;
-                        effects.discard_error(g.state.fetch_failure_reason.take());
-                        g.state.is_invalidated = false;
-                        g.state.data_update_count = g.state.data_update_count.saturating_add(1);
-                        g.fresh_at = Some(ctx.runtime.now());
+                        // The copy made before the lock moves in: no clone under it.
+                        if let Some(stored) = stored.take() {
+                            Self::store_success(&mut g, ctx, stored, &mut effects);
+                        }
                         self.persist(&g, ctx, &mut effects);
                     }
                     Err(ErasedError::Cancelled) => {
