@@ -276,6 +276,25 @@ impl<Q: ?Sized + Stored> QueryCache<Q> {
         true
     }
 
+    /// Removes `key` if it still holds `expected`, observed or not. Returns whether it did.
+    pub(crate) fn remove_entry(&self, key: &QueryKey, expected: &Arc<Q>) -> bool {
+        let mut shard = lock(&self.shard(key).lock);
+        let Some(&slot) = shard.map.get(key) else {
+            return false;
+        };
+        let same =
+            shard.slots[slot as usize].entry.as_ref().is_some_and(|e| same_query(e, expected));
+        if !same {
+            return false;
+        }
+        if let Some(entry) = shard.remove_slot(slot) {
+            lock(&self.index).remove(entry.key());
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            entry.try_detach(true);
+        }
+        true
+    }
+
     /// Keys under `prefix` (every key when `None`), in index order.
     fn keys_under(&self, prefix: Option<&QueryKey>) -> Vec<QueryKey> {
         let index = lock(&self.index);

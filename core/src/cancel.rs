@@ -18,6 +18,7 @@ use event_listener::Event;
 use futures::task::AtomicWaker;
 
 use crate::key::QueryKey;
+use crate::meta::Meta;
 
 /// A runtime-agnostic cancellation signal: cheap to clone, checked with
 /// [`is_cancelled`](Self::is_cancelled), awaited with [`cancelled`](Self::cancelled).
@@ -108,11 +109,14 @@ pub struct QueryContext {
     pub key: QueryKey,
     /// Set when the fetch is cancelled.
     pub signal: CancelSignal,
+    /// The query's [`Meta`]: its options' own, else that of the defaults registered for a
+    /// prefix of its key; empty when neither set any.
+    pub meta: Meta,
 }
 
 impl QueryContext {
-    pub(crate) fn new(key: QueryKey, signal: CancelSignal) -> Self {
-        Self { key, signal }
+    pub(crate) fn new(key: QueryKey, signal: CancelSignal, meta: Meta) -> Self {
+        Self { key, signal, meta }
     }
 }
 

@@ -9,14 +9,19 @@
 use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::cache::{QueryCache, Stamp, Stored};
 use crate::config::QueryClientConfig;
+use crate::defaults::{MutationDefaults, QueryDefaults, Registry};
 use crate::events::{CacheEvent, EventHub};
+use crate::filter::{QueryFilter, RefetchType};
 use crate::gc::heap::GcQueue;
 use crate::gc::removable::GcVerdict;
+use crate::inspect::QueryInfo;
 use crate::key::QueryKey;
+use crate::meta::Meta;
+use crate::retryer::RetryDelayFn;
 use crate::runtime::{BoxFuture, Runtime};
 use crate::storage::{L2, L2Settings};
 
@@ -32,12 +37,15 @@ pub(crate) trait ErasedQuery: Stored {
     fn gc_check(&self, now: u64) -> GcVerdict;
     /// The time of this query's entry in the gc queue, if it has one (`u64::MAX` if not).
     fn gc_queued(&self) -> u64;
-    /// Marks stale; with `refetch`, refetches if observed. Returns the refetch to wait for.
-    fn invalidate(self: Arc<Self>, ctx: &Arc<Ctx>, refetch: bool) -> Option<BoxFuture>;
+    /// Marks stale, and refetches when `refetch` includes the query (by whether it is active).
+    /// Returns the refetch to wait for.
+    fn invalidate(self: Arc<Self>, ctx: &Arc<Ctx>, refetch: RefetchType) -> Option<BoxFuture>;
     /// Back to the initial state.
     fn reset(self: Arc<Self>, ctx: &Arc<Ctx>);
     /// Whether a fetch is in flight.
     fn fetching(&self) -> bool;
+    /// A snapshot for inspection and filters.
+    fn info(&self, ctx: &Ctx) -> QueryInfo;
     /// Fetches again with the options it was last used with (joining a fetch in flight), unless
     /// it has none or is paused; returns the fetch to wait for.
     fn refetch(self: Arc<Self>, ctx: &Arc<Ctx>) -> Option<BoxFuture>;
@@ -68,6 +76,10 @@ pub(crate) struct Ctx {
     pub(crate) base: Instant,
     /// Mutations running now.
     pub(crate) mutating: Arc<AtomicUsize>,
+    /// Defaults per key prefix.
+    pub(crate) query_defaults: Registry<QueryDefaults>,
+    /// Defaults per mutation key prefix.
+    pub(crate) mutation_defaults: Registry<MutationDefaults>,
 }
 
 impl Ctx {
@@ -92,7 +104,67 @@ impl Ctx {
             gc: GcQueue::new(),
             base,
             mutating: Arc::new(AtomicUsize::new(0)),
+            query_defaults: Registry::new(),
+            mutation_defaults: Registry::new(),
         }
+    }
+
+    /// A query's stale time: its own, else its prefix defaults', else the client's.
+    pub(crate) fn stale_time(&self, key: &QueryKey, own: Option<Duration>) -> Duration {
+        own.or_else(|| self.query_defaults.resolve(key, |d| d.stale_time))
+            .unwrap_or(self.config.stale_time)
+    }
+
+    /// A query's gc time: its own, else its prefix defaults', else the client's.
+    pub(crate) fn gc_time(&self, key: &QueryKey, own: Option<Duration>) -> Duration {
+        own.or_else(|| self.query_defaults.resolve(key, |d| d.gc_time))
+            .unwrap_or(self.config.gc_time)
+    }
+
+    /// A query's retries: its own, else its prefix defaults', else the client's.
+    pub(crate) fn retry(&self, key: &QueryKey, own: Option<u32>) -> u32 {
+        own.or_else(|| self.query_defaults.resolve(key, |d| d.retry)).unwrap_or(self.config.retry)
+    }
+
+    /// A query's retry delay: its own, else its prefix defaults', else the client's.
+    pub(crate) fn retry_delay(&self, key: &QueryKey, own: Option<&RetryDelayFn>) -> RetryDelayFn {
+        own.cloned()
+            .or_else(|| self.query_defaults.resolve(key, |d| d.retry_delay.clone()))
+            .unwrap_or_else(|| self.config.retry_delay.clone())
+    }
+
+    /// A query's refetch interval: its own, else its prefix defaults'.
+    pub(crate) fn refetch_interval(
+        &self,
+        key: &QueryKey,
+        own: Option<Duration>,
+    ) -> Option<Duration> {
+        own.or_else(|| self.query_defaults.resolve(key, |d| d.refetch_interval))
+    }
+
+    /// A query's meta: its own, else its prefix defaults'.
+    pub(crate) fn meta(&self, key: &QueryKey, own: Option<&Meta>) -> Meta {
+        own.cloned()
+            .or_else(|| self.query_defaults.resolve(key, |d| d.meta.clone()))
+            .unwrap_or_default()
+    }
+
+    /// The cached queries that `filter`'s key condition chooses, in key order.
+    pub(crate) fn candidates(&self, filter: &QueryFilter) -> Vec<Entry> {
+        match filter.key() {
+            None => self.cache.find_matching(None),
+            Some((key, false)) => self.cache.find_matching(Some(key)),
+            Some((key, true)) => self.cache.lookup(key).into_iter().collect(),
+        }
+    }
+
+    /// The cached queries `filter` chooses, in key order.
+    pub(crate) fn select(&self, filter: &QueryFilter) -> Vec<Entry> {
+        let entries = self.candidates(filter);
+        if !filter.needs_info() {
+            return entries;
+        }
+        entries.into_iter().filter(|entry| filter.matches(&entry.info(self))).collect()
     }
 
     /// The runtime clock as nanoseconds since the client was built.

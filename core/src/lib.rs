@@ -61,23 +61,28 @@
 #![forbid(unsafe_code)]
 
 // Layers, bottom to top (a module imports only modules below it; see ARCHITECTURE.md):
-// runtime, key, error, state, sync -> cancel, listeners, events, retryer, storage, gc -> config, options ->
-// cache -> ctx -> sweeper -> query -> observer, mutation -> client -> convenience.
+// runtime, key, error, state, sync, meta -> cancel, listeners, events, retryer, storage, gc, inspect,
+// filter -> config, options, defaults -> cache -> ctx -> sweeper -> query -> observer, mutation ->
+// client -> convenience.
 pub mod runtime;
 mod sync;
 
 mod error;
 mod key;
+mod meta;
 mod state;
 
 mod cancel;
 mod events;
+mod filter;
 mod gc;
+mod inspect;
 mod listeners;
 mod retryer;
 pub mod storage;
 
 mod config;
+mod defaults;
 mod options;
 
 mod cache;
@@ -99,10 +104,14 @@ pub use cancel::{CancelSignal, QueryContext};
 pub use client::QueryClient;
 pub use config::QueryClientConfig;
 pub use convenience::{CachedQuery, dependent_query, parallel_queries};
+pub use defaults::{MutationDefaults, QueryDefaults};
 pub use error::{QueryError, TypeMismatch};
 pub use events::{CacheEvent, EventSubscription};
+pub use filter::{QueryFilter, RefetchType};
+pub use inspect::QueryInfo;
 pub use key::{KeyPart, QueryKey};
 pub use listeners::Subscription;
+pub use meta::Meta;
 pub use mutation::{Mutation, MutationOptions, MutationState, MutationStatus};
 pub use observer::{QueryObserver, QueryStream};
 pub use options::QueryOptions;

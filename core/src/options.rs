@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::cancel::QueryContext;
 use crate::error::QueryError;
 use crate::key::QueryKey;
+use crate::meta::Meta;
 use crate::retryer::{RetryDelayFn, RetryIfFn};
 use crate::runtime::BoxFuture;
 use crate::storage::record::{Codec, CodecFn};
@@ -77,6 +78,8 @@ pub(crate) struct OptionsInner<T, E> {
     /// Seeds a query that has no data (see [`QueryOptions::initial_data`]).
     pub(crate) initial_data: Option<InitialData<T>>,
     pub(crate) initial_data_updated_at: Option<std::time::SystemTime>,
+    /// Handed to the query function (see [`QueryOptions::meta`]).
+    pub(crate) meta: Option<Meta>,
     /// Set by [`QueryOptions::persist`]: how to write this query's states to L2.
     pub(crate) codec: Option<CodecFn<T>>,
 }
@@ -153,6 +156,7 @@ where
                 placeholder_data: None,
                 initial_data: None,
                 initial_data_updated_at: None,
+                meta: None,
                 codec: None,
             }),
         }
@@ -288,6 +292,32 @@ where
         self.edit(|o| o.initial_data_updated_at = Some(at))
     }
 
+    /// Free-form information handed to the query function in its
+    /// [`QueryContext::meta`] (TanStack's `meta`), e.g. for logging or error messages. It
+    /// replaces, as a whole, the meta of the defaults registered for a prefix of the key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key};
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::with_context(key!("invoices"), |cx| async move {
+    ///     let source = cx.meta.get("source").and_then(|v| v.as_str()).unwrap_or("?");
+    ///     Ok::<_, String>(format!("from {source}"))
+    /// })
+    /// .meta(serde_json::json!({ "source": "billing" }));
+    /// assert_eq!(test.block_on(client.fetch_query(&options)).unwrap(), "from billing");
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn meta(self, meta: impl Into<Meta>) -> Self {
+        self.edit(|o| o.meta = Some(meta.into()))
+    }
+
     /// The key.
     pub fn key(&self) -> &QueryKey {
         &self.inner.key
@@ -368,6 +398,7 @@ impl<T: Clone, E> Clone for OptionsInner<T, E> {
             placeholder_data: self.placeholder_data.clone(),
             initial_data: self.initial_data.clone(),
             initial_data_updated_at: self.initial_data_updated_at,
+            meta: self.meta.clone(),
             codec: self.codec,
         }
     }

@@ -1,23 +1,55 @@
-//! Operations on every query under a key prefix: invalidate, remove, reset, clear; and pausing
-//! and resuming one key's background fetching.
+//! Operations on every query a [`QueryFilter`] chooses: invalidate, refetch, cancel, remove,
+//! reset, count; clearing the cache; pausing and resuming one key's background fetching.
 
 use super::QueryClient;
+use crate::ctx::Entry;
+use crate::filter::{QueryFilter, RefetchType};
 use crate::key::QueryKey;
 use crate::storage::L2Op;
 
 impl QueryClient {
-    /// Marks every query under `prefix` stale (its `data_updated_at` becomes the Unix epoch).
-    /// The next read of an invalidated key never joins a fetch that started before the
-    /// invalidation: it starts a new one. With `refetch`, active queries (those with an
-    /// enabled observer) fetch again at once under a new generation; a fetch already in flight
-    /// for them is cancelled and its waiters get the new fetch's outcome (TanStack's
-    /// `cancelRefetch`). The call waits for those refetches. Returns the number of queries
-    /// invalidated.
+    /// Marks every query `filter` chooses stale (TanStack's `invalidateQueries`). A key is a
+    /// prefix filter; the empty key `()` matches every query. The data and its
+    /// `data_updated_at` are kept; the state's `is_invalidated` is set until the data is
+    /// fetched or set again. The next read of an invalidated key never joins a fetch that
+    /// started before the invalidation: it starts a new one.
     ///
-    /// The empty key `()` matches every query.
-    pub async fn invalidate_queries(&self, prefix: impl Into<QueryKey>, refetch: bool) -> usize {
-        let prefix = prefix.into();
-        let entries = self.ctx.cache.find_matching(Some(&prefix));
+    /// `refetch` chooses which of them fetch again at once, under a new generation
+    /// ([`RefetchType`]; `true` is [`RefetchType::Active`]: queries with an enabled observer,
+    /// `false` is [`RefetchType::None`]). A fetch already in flight for them is cancelled and
+    /// its waiters get the new fetch's outcome (TanStack's `cancelRefetch`). Paused queries
+    /// and queries observed only by disabled observers are not refetched. The call waits for
+    /// the refetches. Returns the number of queries invalidated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryFilter, RefetchType, key};
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("todos", 1), "write docs".to_string()).unwrap();
+    /// client.set_query_data(key!("todos", 2), "ship".to_string()).unwrap();
+    ///
+    /// // Shorthand: a prefix, and `false` for "mark stale only".
+    /// assert_eq!(test.block_on(client.invalidate_queries(key!("todos"), false)), 2);
+    /// let state = client.get_query_state::<String, String>(key!("todos", 1)).unwrap().unwrap();
+    /// assert!(state.is_invalidated && state.data_updated_at.is_some());
+    ///
+    /// // The full form: one exact key, refetching it even if nobody observes it.
+    /// let one = QueryFilter::exact(key!("todos", 2));
+    /// assert_eq!(test.block_on(client.invalidate_queries(one, RefetchType::All)), 1);
+    /// # }
+    /// ```
+    pub async fn invalidate_queries(
+        &self,
+        filter: impl Into<QueryFilter>,
+        refetch: impl Into<RefetchType>,
+    ) -> usize {
+        let refetch = refetch.into();
+        let entries = self.ctx.select(&filter.into());
         let mut waits = Vec::new();
         for entry in &entries {
             if let Some(wait) = entry.clone().invalidate(&self.ctx, refetch) {
@@ -28,16 +60,33 @@ impl QueryClient {
         entries.len()
     }
 
-    /// Removes every query under `prefix` from memory, observed or not, and deletes the L2
+    /// Removes every query `filter` chooses from memory, observed or not, and deletes the L2
     /// records of the persisted ones (in the background). Fetches in flight for them are
     /// cancelled (their waiters get [`QueryError::Cancelled`](crate::QueryError::Cancelled)).
     /// Observers of a removed query attach to a new query for the same key at once (fetching
     /// if they are enabled), so they keep receiving its states. Returns the number removed.
-    pub fn remove_queries(&self, prefix: impl Into<QueryKey>) -> usize {
-        let prefix = prefix.into();
-        let removed = self.ctx.cache.remove_matching(Some(&prefix));
-        for entry in &removed {
-            if let Some(l2) = &self.ctx.l2
+    pub fn remove_queries(&self, filter: impl Into<QueryFilter>) -> usize {
+        let filter = filter.into();
+        let removed = match filter.key() {
+            Some((prefix, false)) if !filter.needs_info() => {
+                self.ctx.cache.remove_matching(Some(prefix))
+            }
+            _ => self
+                .ctx
+                .select(&filter)
+                .into_iter()
+                .filter(|entry| self.ctx.cache.remove_entry(entry.key(), entry))
+                .collect(),
+        };
+        self.removed(&removed, true);
+        removed.len()
+    }
+
+    /// Tells removed queries and the event listeners, deleting L2 records when asked to.
+    fn removed(&self, removed: &[Entry], delete_records: bool) {
+        for entry in removed {
+            if delete_records
+                && let Some(l2) = &self.ctx.l2
                 && entry.persisted()
             {
                 l2.enqueue(entry.key().clone(), L2Op::Delete);
@@ -45,18 +94,32 @@ impl QueryClient {
             self.ctx.emit_removed(entry.key());
             entry.removed();
         }
-        removed.len()
     }
 
-    /// Fetches again every query under `prefix` that has been used with options (so it knows
-    /// its function) and is not paused, joining fetches already in flight, and waits for them
-    /// (TanStack's `refetchQueries`, with `cancelRefetch: false`). Returns how many fetched.
-    pub async fn refetch_queries(&self, prefix: impl Into<QueryKey>) -> usize {
-        let prefix = prefix.into();
+    /// Fetches again every query `filter` chooses that has been used with options (so it
+    /// knows its function), joining fetches already in flight, and waits for them (TanStack's
+    /// `refetchQueries`, with `cancelRefetch: false`). Paused queries and queries observed
+    /// only by disabled observers are skipped. Returns how many fetched.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryFilter, QueryOptions, key};
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("clock"), || async { Ok::<_, String>(1) });
+    /// test.block_on(client.fetch_query(&options)).unwrap();
+    /// client.set_query_data(key!("no-function"), 2).unwrap(); // never used with options
+    /// assert_eq!(test.block_on(client.refetch_queries(QueryFilter::all().stale(true))), 1);
+    /// # }
+    /// ```
+    pub async fn refetch_queries(&self, filter: impl Into<QueryFilter>) -> usize {
         let waits: Vec<_> = self
             .ctx
-            .cache
-            .find_matching(Some(&prefix))
+            .select(&filter.into())
             .into_iter()
             .filter_map(|entry| entry.refetch(&self.ctx))
             .collect();
@@ -65,8 +128,8 @@ impl QueryClient {
         count
     }
 
-    /// How many queries under `prefix` are fetching now (TanStack's `isFetching`). The empty
-    /// key `()` counts every query.
+    /// How many queries `filter` chooses are fetching now (TanStack's `isFetching`). The
+    /// empty key `()` counts every query.
     ///
     /// # Examples
     ///
@@ -83,9 +146,8 @@ impl QueryClient {
     /// assert_eq!(client.is_fetching(()), 0);
     /// # }
     /// ```
-    pub fn is_fetching(&self, prefix: impl Into<QueryKey>) -> usize {
-        let prefix = prefix.into();
-        self.ctx.cache.find_matching(Some(&prefix)).iter().filter(|q| q.fetching()).count()
+    pub fn is_fetching(&self, filter: impl Into<QueryFilter>) -> usize {
+        self.ctx.select(&filter.into()).iter().filter(|q| q.fetching()).count()
     }
 
     /// How many mutations of this client are running now (TanStack's `isMutating`).
@@ -93,7 +155,7 @@ impl QueryClient {
         self.ctx.mutating.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Cancels the fetches in flight for every query under `prefix`: their retries stop,
+    /// Cancels the fetches in flight for every query `filter` chooses: their retries stop,
     /// their waiters get [`QueryError::Cancelled`](crate::QueryError::Cancelled), and each
     /// query returns to the state it had before the fetch (TanStack's `revert`). The query
     /// function's [`CancelSignal`](crate::CancelSignal) is set and its future is dropped at
@@ -119,27 +181,20 @@ impl QueryClient {
     /// assert_eq!(state.data, Some(vec!["old"]));
     /// # }
     /// ```
-    pub async fn cancel_queries(&self, prefix: impl Into<QueryKey>) -> usize {
-        let prefix = prefix.into();
-        let waits: Vec<_> = self
-            .ctx
-            .cache
-            .find_matching(Some(&prefix))
-            .iter()
-            .filter_map(|entry| entry.cancel())
-            .collect();
+    pub async fn cancel_queries(&self, filter: impl Into<QueryFilter>) -> usize {
+        let waits: Vec<_> =
+            self.ctx.select(&filter.into()).iter().filter_map(|entry| entry.cancel()).collect();
         let cancelled = waits.len();
         futures::future::join_all(waits).await;
         cancelled
     }
 
-    /// Returns every query under `prefix` to its initial state (idle, no data), and deletes
+    /// Returns every query `filter` chooses to its initial state (idle, no data), and deletes
     /// the L2 records of the persisted ones. A fetch in flight is cancelled; active queries
     /// (with an enabled observer) fetch again at once, as TanStack's `resetQueries` does.
     /// Returns the number reset.
-    pub fn reset_queries(&self, prefix: impl Into<QueryKey>) -> usize {
-        let prefix = prefix.into();
-        let entries = self.ctx.cache.find_matching(Some(&prefix));
+    pub fn reset_queries(&self, filter: impl Into<QueryFilter>) -> usize {
+        let entries = self.ctx.select(&filter.into());
         for entry in &entries {
             entry.clone().reset(&self.ctx);
         }
@@ -152,10 +207,8 @@ impl QueryClient {
     /// As with [`remove_queries`](Self::remove_queries), fetches in flight are cancelled and
     /// observers attach to new queries for their keys.
     pub fn clear(&self) {
-        for entry in self.ctx.cache.remove_matching(None) {
-            self.ctx.emit_removed(entry.key());
-            entry.removed();
-        }
+        let removed = self.ctx.cache.remove_matching(None);
+        self.removed(&removed, false);
     }
 
     /// Pauses background fetching (stale refetches, polling) for `key`; its fetch status shows

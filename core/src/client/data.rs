@@ -4,6 +4,7 @@ use serde::de::DeserializeOwned;
 
 use super::QueryClient;
 use crate::error::TypeMismatch;
+use crate::filter::QueryFilter;
 use crate::key::QueryKey;
 use crate::query::{self, Effects, QueryCell, clone_data};
 use crate::state::QueryState;
@@ -125,9 +126,9 @@ impl QueryClient {
         }
     }
 
-    /// The data of every query under `prefix` that holds a `T`, with its key, in key order
-    /// (TanStack's `getQueriesData`). Queries of other types are left out; `None` is a query
-    /// without data. Nothing is fetched and the LRU order is not touched.
+    /// The data of every query `filter` chooses (a key is a prefix filter) that holds a `T`,
+    /// with its key, in key order (TanStack's `getQueriesData`). Queries of other types are
+    /// left out; `None` is a query without data. Nothing is fetched and the LRU order is not touched.
     ///
     /// # Examples
     ///
@@ -143,14 +144,12 @@ impl QueryClient {
     /// assert_eq!(todos, vec![(key!("todos", 1), Some("write".into())), (key!("todos", 2), Some("test".into()))]);
     /// # }
     /// ```
-    pub fn get_queries_data<T>(&self, prefix: impl Into<QueryKey>) -> Vec<(QueryKey, Option<T>)>
+    pub fn get_queries_data<T>(&self, filter: impl Into<QueryFilter>) -> Vec<(QueryKey, Option<T>)>
     where
         T: Clone + Send + Sync + 'static,
     {
-        let prefix = prefix.into();
         self.ctx
-            .cache
-            .find_matching(Some(&prefix))
+            .select(&filter.into())
             .into_iter()
             .filter_map(|entry| {
                 let key = entry.key().clone();
@@ -161,20 +160,20 @@ impl QueryClient {
             .collect()
     }
 
-    /// Replaces the data of every query under `prefix` that holds a `T` with
+    /// Replaces the data of every query `filter` chooses that holds a `T` with
     /// `update(key, old)`, as [`set_query_data`](Self::set_query_data) does for one (TanStack's
     /// `setQueriesData`); `update` returning `None` leaves that query as it is. `update` runs
     /// with no lock held. Returns the keys written.
     pub fn set_queries_data<T>(
         &self,
-        prefix: impl Into<QueryKey>,
+        filter: impl Into<QueryFilter>,
         mut update: impl FnMut(&QueryKey, Option<&T>) -> Option<T>,
     ) -> Vec<QueryKey>
     where
         T: Clone + Send + Sync + 'static,
     {
         let mut written = Vec::new();
-        for (key, old) in self.get_queries_data::<T>(prefix) {
+        for (key, old) in self.get_queries_data::<T>(filter) {
             if let Some(new) = update(&key, old.as_ref())
                 && self.set_query_data(key.clone(), new).is_ok()
             {

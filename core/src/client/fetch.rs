@@ -37,7 +37,7 @@ impl QueryClient {
         T: Clone + Send + Sync + 'static,
         E: fmt::Display + Send + Sync + 'static,
     {
-        let stale_time = options.inner.stale_time.unwrap_or(self.ctx.config.stale_time);
+        let stale_time = self.ctx.stale_time(&options.inner.key, options.inner.stale_time);
         // The hit path: one shard lock and one query lock, no reference counts touched, no
         // allocation. Anything else (a miss, stale data to revalidate, hydration, a type
         // mismatch) takes the general path below.
@@ -108,7 +108,7 @@ impl QueryClient {
         T: Clone + Send + Sync + 'static,
         E: fmt::Display + Send + Sync + 'static,
     {
-        let stale_time = options.inner.stale_time.unwrap_or(self.ctx.config.stale_time);
+        let stale_time = self.ctx.stale_time(&options.inner.key, options.inner.stale_time);
         Box::pin(self.fetch_query_general(options, stale_time, true)).await
     }
 
@@ -218,7 +218,7 @@ impl QueryClient {
         T: Clone + Send + Sync + 'static,
         E: fmt::Display + Send + Sync + 'static,
     {
-        let stale_time = options.inner.stale_time.unwrap_or(self.ctx.config.stale_time);
+        let stale_time = self.ctx.stale_time(&options.inner.key, options.inner.stale_time);
         let cell = match query::cell::<T>(&self.ctx, options.key()) {
             Ok(cell) => cell,
             Err(mismatch) => {

@@ -15,7 +15,9 @@ use crate::storage::StorageStats;
 
 mod bulk;
 mod data;
+mod defaults;
 mod fetch;
+mod inspect;
 
 /// Fetches, caches, deduplicates and revalidates data by key.
 ///
@@ -104,7 +106,9 @@ impl QueryClient {
         QueryObserver::new(self.ctx.clone(), options.clone())
     }
 
-    /// A runnable mutation (see [`Mutation`]).
+    /// A runnable mutation (see [`Mutation`]). Options it leaves unset come from the
+    /// [`MutationDefaults`](crate::MutationDefaults) registered for a prefix of its
+    /// [`mutation_key`](MutationOptions::mutation_key), as they are now.
     pub fn mutation<I, T, E, C>(&self, options: MutationOptions<I, T, E, C>) -> Mutation<I, T, E, C>
     where
         I: Clone + Send + Sync + 'static,
@@ -112,6 +116,16 @@ impl QueryClient {
         E: Send + Sync + 'static,
         C: Clone + Send + Sync + 'static,
     {
+        let mut options = options;
+        if let Some(key) = &options.mutation_key {
+            let registry = &self.ctx.mutation_defaults;
+            if options.retry.is_none() {
+                options.retry = registry.resolve(key, |d| d.retry);
+            }
+            if options.retry_delay.is_none() {
+                options.retry_delay = registry.resolve(key, |d| d.retry_delay.clone());
+            }
+        }
         Mutation::new(self.ctx.runtime.clone(), self.ctx.mutating.clone(), options)
     }
 

@@ -70,6 +70,11 @@ impl Removable {
         None
     }
 
+    /// When the query is due for removal (client clock), if it is scheduled.
+    pub(crate) fn due(&self) -> Option<u64> {
+        (self.gc_at != NEVER).then_some(self.gc_at)
+    }
+
     /// The time of the query's entry in the gc heap ([`NEVER`]: none).
     pub(crate) fn queued(&self) -> u64 {
         self.gc_queued

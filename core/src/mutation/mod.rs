@@ -10,7 +10,7 @@ use futures::FutureExt;
 
 use crate::error::{QueryError, panic_message};
 use crate::listeners::{ListenerList, Subscription};
-use crate::retryer::{Outcome, Retryer};
+use crate::retryer::{Outcome, Retryer, default_retry_delay};
 use crate::runtime::Runtime;
 use crate::sync::Mutex;
 
@@ -214,8 +214,8 @@ where
             None => None,
         };
         let retryer = Retryer {
-            retries: options.retry,
-            delay: options.retry_delay.clone(),
+            retries: options.retry.unwrap_or(0),
+            delay: options.retry_delay.clone().unwrap_or_else(|| Arc::new(default_retry_delay)),
             retry_if: options.retry_if.clone(),
         };
         let Outcome { result, failures } = retryer

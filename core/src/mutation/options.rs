@@ -5,7 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::error::QueryError;
-use crate::retryer::{RetryDelayFn, RetryIfFn, default_retry_delay};
+use crate::key::QueryKey;
+use crate::retryer::{RetryDelayFn, RetryIfFn};
 use crate::runtime::BoxFuture;
 
 pub(crate) type MutationFn<I, T, E> = Arc<dyn Fn(I) -> BoxFuture<Result<T, E>> + Send + Sync>;
@@ -46,8 +47,9 @@ pub struct MutationOptions<I, T, E, C = ()> {
     pub(crate) on_success: Option<OnSuccess<I, T, C>>,
     pub(crate) on_error: Option<OnError<I, E, C>>,
     pub(crate) on_settled: Option<OnSettled<I, T, E, C>>,
-    pub(crate) retry: u32,
-    pub(crate) retry_delay: RetryDelayFn,
+    pub(crate) retry: Option<u32>,
+    pub(crate) retry_delay: Option<RetryDelayFn>,
+    pub(crate) mutation_key: Option<QueryKey>,
     pub(crate) retry_if: Option<RetryIfFn<E>>,
 }
 
@@ -69,8 +71,9 @@ where
             on_success: None,
             on_error: None,
             on_settled: None,
-            retry: 0,
-            retry_delay: Arc::new(default_retry_delay),
+            retry: None,
+            retry_delay: None,
+            mutation_key: None,
             retry_if: None,
         }
     }
@@ -119,6 +122,7 @@ where
             on_settled,
             retry: self.retry,
             retry_delay: self.retry_delay,
+            mutation_key: self.mutation_key,
             retry_if: self.retry_if,
         }
     }
@@ -195,20 +199,54 @@ where
         self
     }
 
-    /// Retries after a failed attempt. Default: 0.
+    /// A key naming this kind of mutation (TanStack's `mutationKey`): defaults registered with
+    /// [`QueryClient::set_mutation_defaults`](crate::QueryClient::set_mutation_defaults) for a
+    /// prefix of it apply to options this mutation leaves unset.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationDefaults, MutationOptions, QueryClient, QueryClientConfig, key};
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_mutation_defaults(key!("todos"), MutationDefaults::new().retry(2));
+    /// let options = MutationOptions::new(|title: String| async move { Ok::<_, String>(title) })
+    ///     .mutation_key(key!("todos", "add"));
+    /// let mutation = client.mutation(options);
+    /// assert_eq!(test.block_on(mutation.mutate("write".to_string())).unwrap(), "write");
+    /// # }
+    /// ```
     #[must_use]
-    pub fn retry(mut self, retries: u32) -> Self {
-        self.retry = retries;
+    pub fn mutation_key(mut self, key: impl Into<QueryKey>) -> Self {
+        self.mutation_key = Some(key.into());
         self
     }
 
-    /// Delay before retry `attempt`. Default: [`default_retry_delay`].
+    /// The mutation key, if one was set.
+    pub fn key(&self) -> Option<&QueryKey> {
+        self.mutation_key.as_ref()
+    }
+
+    /// Retries after a failed attempt. Default: the [`MutationDefaults`](crate::MutationDefaults)
+    /// registered for a prefix of the [`mutation_key`](Self::mutation_key), else 0.
+    #[must_use]
+    pub fn retry(mut self, retries: u32) -> Self {
+        self.retry = Some(retries);
+        self
+    }
+
+    /// Delay before retry `attempt`. Default: the registered
+    /// [`MutationDefaults`](crate::MutationDefaults)', else
+    /// [`default_retry_delay`](crate::default_retry_delay).
     #[must_use]
     pub fn retry_delay(
         mut self,
         delay: impl Fn(u32) -> std::time::Duration + Send + Sync + 'static,
     ) -> Self {
-        self.retry_delay = Arc::new(delay);
+        self.retry_delay = Some(Arc::new(delay));
         self
     }
 
@@ -222,6 +260,9 @@ where
 
 impl<I, T, E, C> fmt::Debug for MutationOptions<I, T, E, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MutationOptions").field("retry", &self.retry).finish_non_exhaustive()
+        f.debug_struct("MutationOptions")
+            .field("mutation_key", &self.mutation_key)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
     }
 }

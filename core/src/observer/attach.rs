@@ -70,7 +70,7 @@ where
             if g.hydrated || ctx.l2.is_none() || self.options.inner.codec.is_none() {
                 QueryCell::seed_initial(&mut g, ctx, &self.options.inner, &mut effects);
             }
-            let stale_time = self.options.inner.stale_time.unwrap_or(ctx.config.stale_time);
+            let stale_time = ctx.stale_time(&self.options.inner.key, self.options.inner.stale_time);
             let wants_fetch = enabled
                 && !g.paused
                 && (g.state.data.is_none()
@@ -95,7 +95,7 @@ where
             effects.run(ctx, &key);
             break (cell, listener, raw, version);
         };
-        let interval = match self.options.inner.refetch_interval {
+        let interval = match ctx.refetch_interval(&key, self.options.inner.refetch_interval) {
             Some(every) if enabled && !every.is_zero() => Some(self.start_interval(every)),
             _ => None,
         };

@@ -9,6 +9,7 @@ use super::fetch::{FetchSlot, Fetcher, clone_data};
 use super::hydrate::HydrationStep;
 use crate::ctx::Ctx;
 use crate::error::ErasedError;
+use crate::filter::RefetchType;
 use crate::gc::removable::Removable;
 use crate::key::QueryKey;
 use crate::listeners::{Callback, Listeners};
@@ -235,13 +236,20 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         slot.cancel().then_some(slot)
     }
 
-    /// Marks stale and, when active (an enabled observer) and asked to, starts a fresh fetch
+    /// Whether a bulk refetch may fetch this query: not paused, not detached, and not disabled
+    /// (observed only by disabled observers, which TanStack skips too).
+    pub(crate) fn refetchable(g: &CellInner<T>) -> bool {
+        let disabled = g.observers > 0 && g.active == 0;
+        !(g.paused || g.detached || disabled)
+    }
+
+    /// Marks stale and, when `refetch` includes it (by whether it is active), starts a fetch
     /// under the new generation, superseding a fetch in flight (whose waiters get the new
     /// fetch's outcome). Returns the fetch to wait for, if one started.
     pub(crate) fn invalidate(
         self: &Arc<Self>,
         ctx: &Arc<Ctx>,
-        refetch: bool,
+        refetch: RefetchType,
     ) -> Option<Arc<FetchSlot<T>>> {
         let mut effects = Effects::none();
         let slot = {
@@ -252,7 +260,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             Self::changed(&mut g, &mut effects);
             self.persist(&g, ctx, &mut effects);
             match g.fetcher.clone() {
-                Some(fetcher) if refetch && g.active > 0 && !g.paused => {
+                Some(fetcher) if refetch.includes(g.active > 0) && Self::refetchable(&g) => {
                     Some(fetcher.begin(self, &mut g, ctx, &mut effects))
                 }
                 _ => None,

@@ -2,12 +2,16 @@
 //! operations ([`ErasedQuery`]) see of a [`QueryCell`] whatever its data type.
 
 use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::cell::QueryCell;
 use crate::cache::Stored;
 use crate::ctx::{Ctx, ErasedQuery};
+use crate::filter::RefetchType;
 use crate::gc::removable::GcVerdict;
+use crate::inspect::QueryInfo;
 use crate::key::QueryKey;
 use crate::runtime::BoxFuture;
 
@@ -60,7 +64,7 @@ impl<T: Clone + Send + Sync + 'static> ErasedQuery for QueryCell<T> {
         self.lock().removal.queued()
     }
 
-    fn invalidate(self: Arc<Self>, ctx: &Arc<Ctx>, refetch: bool) -> Option<BoxFuture> {
+    fn invalidate(self: Arc<Self>, ctx: &Arc<Ctx>, refetch: RefetchType) -> Option<BoxFuture> {
         let slot = QueryCell::invalidate(&self, ctx, refetch)?;
         Some(Box::pin(async move {
             let _ = slot.wait().await;
@@ -75,10 +79,52 @@ impl<T: Clone + Send + Sync + 'static> ErasedQuery for QueryCell<T> {
         self.lock().in_flight.is_some()
     }
 
+    fn info(&self, ctx: &Ctx) -> QueryInfo {
+        let (now, clock, wall) = (ctx.runtime.now(), ctx.clock(), ctx.runtime.system_now());
+        let (mut info, own_stale_time, fresh_at, error) = {
+            let g = self.lock();
+            let s = &g.state;
+            let info = QueryInfo {
+                key: self.key.clone(),
+                type_name: std::any::type_name::<T>(),
+                status: s.status,
+                fetch_status: s.fetch_status,
+                has_data: s.data.is_some(),
+                data_updated_at: s.data_updated_at,
+                error_updated_at: s.error_updated_at,
+                age: None,
+                is_stale: true,
+                is_invalidated: s.is_invalidated,
+                observers: g.observers,
+                active_observers: g.active,
+                gc_in: g.removal.due().map(|at| Duration::from_nanos(at.saturating_sub(clock))),
+                persisted: g.codec.is_some(),
+                data_update_count: s.data_update_count,
+                error_update_count: s.error_update_count,
+                fetch_failure_count: s.fetch_failure_count,
+                error: None,
+            };
+            let has_data = s.data.is_some();
+            let own = g.fetcher.as_ref().and_then(|f| f.stale_time());
+            (info, own, g.fresh_at.filter(|_| has_data), s.error.clone())
+        };
+        // Resolving defaults and formatting the error (user `Display`) happen after the lock.
+        let stale_time = ctx.stale_time(&self.key, own_stale_time);
+        info.is_stale = fresh_at.is_none_or(|at| now.saturating_duration_since(at) >= stale_time);
+        if info.has_data {
+            info.age = info.data_updated_at.map(|at| wall.duration_since(at).unwrap_or_default());
+        }
+        info.error = error.map(|e| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| e.to_string()))
+                .unwrap_or_else(|_| "(the error's Display panicked)".to_string())
+        });
+        info
+    }
+
     fn refetch(self: Arc<Self>, ctx: &Arc<Ctx>) -> Option<BoxFuture> {
         let fetcher = {
             let g = self.lock();
-            if g.paused || g.detached {
+            if !QueryCell::refetchable(&g) {
                 return None;
             }
             g.fetcher.clone()?

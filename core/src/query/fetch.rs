@@ -13,6 +13,7 @@ use super::effects::Effects;
 use crate::cancel::{CancelSignal, QueryContext, UntilCancelled};
 use crate::ctx::Ctx;
 use crate::error::{ErasedError, QueryError, panic_message};
+use crate::meta::Meta;
 use crate::options::OptionsInner;
 use crate::retryer::{Outcome, Retryer};
 use crate::runtime::Runtime;
@@ -169,6 +170,9 @@ pub(crate) trait Fetcher<T>: Send + Sync {
 
     /// How the options persist their data, if they do.
     fn codec(&self) -> Option<CodecFn<T>>;
+
+    /// The options' own stale time, if they set one.
+    fn stale_time(&self) -> Option<std::time::Duration>;
 }
 
 impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
@@ -198,7 +202,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 older.forward(slot.clone());
             }
         }
-        g.removal.set_gc_time(options.gc_time.unwrap_or(ctx.config.gc_time));
+        g.removal.set_gc_time(ctx.gc_time(&options.key, options.gc_time));
         Self::cancel_gc(g, effects);
         if g.state.data.is_none() {
             g.state.status = QueryStatus::Pending;
@@ -206,8 +210,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         g.state.fetch_status = FetchStatus::Fetching;
         Self::changed(g, effects);
         let retryer = Retryer {
-            retries: options.retry.unwrap_or(ctx.config.retry),
-            delay: options.retry_delay.clone().unwrap_or_else(|| ctx.config.retry_delay.clone()),
+            retries: ctx.retry(&options.key, options.retry),
+            delay: ctx.retry_delay(&options.key, options.retry_delay.as_ref()),
             retry_if: options.retry_if.clone(),
         };
         // The guard exists before the task is spawned: a runtime that drops the task unpolled
@@ -218,7 +222,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             slot: slot.clone(),
             finished: false,
         };
-        let task = run_fetch(guard, options.clone(), retryer, ctx.runtime.clone());
+        let meta = ctx.meta(&options.key, options.meta.as_ref());
+        let task = run_fetch(guard, options.clone(), retryer, meta, ctx.runtime.clone());
         effects.spawns.push(Box::pin(UntilCancelled::new(task, slot.signal.clone())));
         slot
     }
@@ -361,6 +366,10 @@ where
     fn codec(&self) -> Option<CodecFn<T>> {
         self.codec
     }
+
+    fn stale_time(&self) -> Option<std::time::Duration> {
+        self.stale_time
+    }
 }
 
 /// Finishes the slot with [`QueryError::Cancelled`] if the fetch is dropped unfinished (the
@@ -400,13 +409,14 @@ pub(crate) async fn run_fetch<T, E>(
     mut guard: FetchGuard<T>,
     options: Arc<OptionsInner<T, E>>,
     retryer: Retryer<E>,
+    meta: Meta,
     runtime: Runtime,
 ) where
     T: Clone + Send + Sync + 'static,
     E: fmt::Display + Send + Sync + 'static,
 {
     let generation = guard.slot.generation;
-    let context = QueryContext::new(guard.cell.key.clone(), guard.slot.signal.clone());
+    let context = QueryContext::new(guard.cell.key.clone(), guard.slot.signal.clone(), meta);
     let Outcome { result, failures } = retryer
         .run_as(
             &runtime,

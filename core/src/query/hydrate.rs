@@ -43,7 +43,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             return;
         }
         let state = g.state.clone();
-        let ttl = record_ttl(g.gc_time(ctx));
+        let ttl = record_ttl(g.removal.gc_time(ctx.gc_time(&self.key, None)));
         let op = L2Op::Put { encode: Box::new(move || (codec().encode)(&state)), ttl };
         effects.l2_start |= l2.push(self.key.clone(), op);
     }
@@ -82,7 +82,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             return None;
         }
         if !g.removal.has_gc_time() {
-            g.removal.set_gc_time(options.gc_time.unwrap_or(ctx.config.gc_time));
+            g.removal.set_gc_time(ctx.gc_time(&options.key, options.gc_time));
         }
         let read = hydrate(Arc::downgrade(self), Arc::downgrade(ctx), l2.clone(), codec());
         let read: BoxFuture = Box::pin(read);
@@ -195,7 +195,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         let (cell, ctx, options) = (self.clone(), ctx.clone(), options.clone());
         Box::pin(async move {
             read.await;
-            let stale_time = options.stale_time.unwrap_or(ctx.config.stale_time);
+            let stale_time = ctx.stale_time(&options.key, options.stale_time);
             let mut effects = Effects::none();
             {
                 let mut g = cell.lock();

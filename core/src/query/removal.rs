@@ -2,7 +2,6 @@
 //! cancels its removal (TanStack's `Removable`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::cell::{CellInner, QueryCell};
 use super::effects::Effects;
@@ -13,11 +12,6 @@ impl<T> CellInner<T> {
     /// collected.
     pub(crate) fn is_idle(&self) -> bool {
         self.observers == 0 && self.in_flight.is_none() && self.hydration.is_none()
-    }
-
-    /// The query's gc time, or the client's when the query has none.
-    pub(crate) fn gc_time(&self, ctx: &Ctx) -> Duration {
-        self.removal.gc_time(ctx.config.gc_time)
     }
 }
 
@@ -32,7 +26,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         if !g.is_idle() || g.detached {
             return;
         }
-        if let Some(at) = g.removal.schedule(ctx.clock(), ctx.config.gc_time) {
+        if let Some(at) = g.removal.schedule(ctx.clock(), ctx.gc_time(&self.key, None)) {
             effects.gc = Some(at);
         }
     }
