@@ -165,3 +165,8 @@ impl QueryClientExt for QueryClient {
 #[cfg(all(doctest, feature = "tokio", feature = "sqlite"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The testing guide (`docs/testing.md`), compiled and run as doc tests.
+#[cfg(all(doctest, feature = "test-util"))]
+#[doc = include_str!("../docs/testing.md")]
+pub struct TestingGuide;
