@@ -302,6 +302,23 @@ async fn query_defaults_set_retries_and_gc_time(h: Harness) {
     .await;
 }
 
+async fn query_defaults_set_the_refetch_interval_of_observers(h: Harness) {
+    let client = h.client();
+    client.set_query_defaults(
+        key!("polled"),
+        QueryDefaults::new().refetch_interval(Duration::from_millis(20)),
+    );
+    let calls = Counter::default();
+    let polled = counting(key!("polled", 1), &calls);
+    let subscription = client.watch(&polled).subscribe(|_| {});
+    h.eventually("three fetches by the defaults' interval", || calls.get() >= 3).await;
+    drop(subscription);
+    let unpolled = Counter::default();
+    let _other = client.watch(&counting(key!("unpolled"), &unpolled)).subscribe(|_| {});
+    h.sleep(Duration::from_millis(100)).await;
+    assert_eq!(unpolled.get(), 1, "no defaults for this prefix: no polling");
+}
+
 async fn meta_reaches_the_query_function(h: Harness) {
     let client = h.client();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -377,6 +394,7 @@ runtime_suite!(
     the_listing_shows_the_error_message,
     query_defaults_layer_between_the_client_and_the_query,
     query_defaults_set_retries_and_gc_time,
+    query_defaults_set_the_refetch_interval_of_observers,
     meta_reaches_the_query_function,
     mutation_defaults_apply_by_mutation_key,
 );
