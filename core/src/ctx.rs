@@ -1,6 +1,6 @@
 //! The client context: everything the query layer needs from its client (runtime, defaults,
-//! store, events, L2 tier, gc queue, clock), defined below the query layer so that queries,
-//! observers and mutations never import the public client type.
+//! store, events, L2 tier, gc queue, clock, counters), defined below the query layer so that
+//! queries, observers and mutations never import the public client type.
 //!
 //! [`ErasedQuery`] is the engine's face of a query whatever its data type: the store holds
 //! `Arc<dyn ErasedQuery>`, and bulk operations (invalidate, reset, pause, ...) reach typed
@@ -18,6 +18,7 @@ use crate::gc::heap::GcQueue;
 use crate::gc::removable::GcVerdict;
 use crate::key::QueryKey;
 use crate::runtime::{BoxFuture, Runtime};
+use crate::stats::Counters;
 use crate::storage::{L2, L2Settings};
 
 /// A query as the engine sees it without knowing its data type.
@@ -68,6 +69,9 @@ pub(crate) struct Ctx {
     pub(crate) base: Instant,
     /// Mutations running now.
     pub(crate) mutating: Arc<AtomicUsize>,
+    /// What [`CacheStats`](crate::CacheStats) reports, striped by thread; hits on the fast
+    /// path are counted by the store's shards instead.
+    pub(crate) stats: Counters,
 }
 
 impl Ctx {
@@ -92,6 +96,7 @@ impl Ctx {
             gc: GcQueue::new(),
             base,
             mutating: Arc::new(AtomicUsize::new(0)),
+            stats: Counters::new(),
         }
     }
 

@@ -15,6 +15,8 @@
 //! - [`QueryKey`] and [`key!`]: keys of string, integer and boolean parts.
 //! - [`QueryState`]: what a query holds (status, data, error, timestamps).
 //! - [`QueryError`]: why there is no data; the query function's error stays typed.
+//! - [`CacheStats`]: hits, misses, fetches, retries, evictions, ... from
+//!   [`QueryClient::cache_stats`].
 //! - [`storage::StorageBackend`]: the L2 seam (persistence behind memory), with
 //!   [`storage::MemoryStorage`]; queries opt in with [`QueryOptions::persist`].
 //!
@@ -61,9 +63,10 @@
 #![forbid(unsafe_code)]
 
 // Layers, bottom to top (a module imports only modules below it; see ARCHITECTURE.md):
-// runtime, key, error, state, sync -> cancel, listeners, events, retryer, storage, gc -> config, options ->
+// runtime, key, error, state, sync, stats -> cancel, listeners, events, retryer, storage, gc -> config, options ->
 // cache -> ctx -> sweeper -> query -> observer, mutation -> client -> convenience.
 pub mod runtime;
+mod stats;
 mod sync;
 
 mod error;
@@ -109,3 +112,4 @@ pub use options::QueryOptions;
 pub use retryer::{MAX_DEFAULT_RETRY_DELAY, RetryDelayFn, RetryIfFn, default_retry_delay};
 pub use runtime::Runtime;
 pub use state::{FetchStatus, QueryState, QueryStatus};
+pub use stats::CacheStats;
