@@ -401,12 +401,15 @@ fn l2_promote(c: &mut Criterion) {
         QueryOptions::new(key!("l2"), || async { Err("must not be called".to_string()) }).persist();
 
     let mut g = c.benchmark_group("l2_promote");
+    // Cold fetches made (none when a filter skips the group).
+    let mut cold = 0_u64;
     g.bench_function("pystackquery_cold_fetch_from_l2", |b| {
         b.iter_batched(
             // Memory only: the record stays in L2. Per iteration, so that every routine
             // call finds the key cold (a shared client cannot be prepared in batches).
             || client.clear(),
             |()| {
+                cold += 1;
                 let got = rt.block_on(client.fetch_query(&options)).unwrap();
                 assert_eq!(got, "a value from L2");
             },
@@ -428,7 +431,7 @@ fn l2_promote(c: &mut Criterion) {
     g.finish();
     let stats = client.storage_stats();
     assert_eq!(stats.decode_failures, 0);
-    assert!(stats.hits >= 100, "cold fetches were served from L2: {stats}");
+    assert!(stats.hits >= cold, "{cold} cold fetches were served from L2: {stats}");
 }
 
 criterion_group!(

@@ -20,7 +20,7 @@ use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::key::{KeyHashBuilder, QueryKey};
@@ -78,6 +78,10 @@ pub(crate) struct QueryCache<Q: ?Sized> {
 #[repr(align(128))]
 struct Shard<Q: ?Sized> {
     lock: Mutex<ShardInner<Q>>,
+    /// Hits answered by [`QueryCache::peek_with`] from this shard. Written only with `lock`
+    /// held, so a plain load and store count exactly (no atomic read-modify-write on the hit
+    /// path, and no line the hit path does not already own); read without the lock.
+    hits: AtomicU64,
 }
 
 struct ShardInner<Q: ?Sized> {
@@ -112,6 +116,7 @@ impl<Q: ?Sized + Stored> QueryCache<Q> {
                     head: NIL,
                     tail: NIL,
                 }),
+                hits: AtomicU64::new(0),
             })
             .collect();
         Self { shards, index: Mutex::new(BTreeSet::new()), len: AtomicUsize::new(0), max_size }
@@ -124,18 +129,31 @@ impl<Q: ?Sized + Stored> QueryCache<Q> {
     }
 
     /// Runs `f` on the query under `key` with its shard locked; when `f` returns `Some`,
-    /// marks the query used at `stamp`. The hit path: no reference count is touched.
+    /// marks the query used at `stamp`, and counts a hit (see [`hits`](Self::hits)) if `hit`
+    /// says the answer is one. The hit path: no reference count is touched.
     pub(crate) fn peek_with<R>(
         &self,
         key: &QueryKey,
         stamp: Stamp,
         f: impl FnOnce(&Q) -> Option<R>,
+        hit: impl FnOnce(&R) -> bool,
     ) -> Option<R> {
-        let mut shard = lock(&self.shard(key).lock);
-        let slot = *shard.map.get(key)?;
-        let out = f(&**shard.slots[slot as usize].entry.as_ref()?)?;
-        shard.touch(slot, stamp);
+        let shard = self.shard(key);
+        let mut inner = lock(&shard.lock);
+        let slot = *inner.map.get(key)?;
+        let out = f(&**inner.slots[slot as usize].entry.as_ref()?)?;
+        inner.touch(slot, stamp);
+        if hit(&out) {
+            // Every writer holds the shard lock, which orders the writes: nothing is lost.
+            shard.hits.store(shard.hits.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        }
         Some(out)
+    }
+
+    /// The hits counted by [`peek_with`](Self::peek_with), summed over the shards. Hits
+    /// counted by other threads during the call may or may not be included.
+    pub(crate) fn hits(&self) -> u64 {
+        self.shards.iter().map(|s| s.hits.load(Ordering::Relaxed)).fold(0, u64::wrapping_add)
     }
 
     /// The query under `key`, marked used at `stamp`.

@@ -1,6 +1,6 @@
 //! The client context: everything the query layer needs from its client (runtime, defaults,
-//! store, events, L2 tier, gc queue, clock), defined below the query layer so that queries,
-//! observers and mutations never import the public client type.
+//! store, events, L2 tier, gc queue, clock, counters), defined below the query layer so that
+//! queries, observers and mutations never import the public client type.
 //!
 //! [`ErasedQuery`] is the engine's face of a query whatever its data type: the store holds
 //! `Arc<dyn ErasedQuery>`, and bulk operations (invalidate, reset, pause, ...) reach typed
@@ -23,6 +23,7 @@ use crate::key::QueryKey;
 use crate::meta::Meta;
 use crate::retryer::RetryDelayFn;
 use crate::runtime::{BoxFuture, Runtime};
+use crate::stats::Counters;
 use crate::storage::{L2, L2Settings};
 
 /// A query as the engine sees it without knowing its data type.
@@ -80,6 +81,9 @@ pub(crate) struct Ctx {
     pub(crate) query_defaults: Registry<QueryDefaults>,
     /// Defaults per mutation key prefix.
     pub(crate) mutation_defaults: Registry<MutationDefaults>,
+    /// What [`CacheStats`](crate::CacheStats) reports, striped by thread; hits on the fast
+    /// path are counted by the store's shards instead.
+    pub(crate) stats: Counters,
 }
 
 impl Ctx {
@@ -106,6 +110,7 @@ impl Ctx {
             mutating: Arc::new(AtomicUsize::new(0)),
             query_defaults: Registry::new(),
             mutation_defaults: Registry::new(),
+            stats: Counters::new(),
         }
     }
 

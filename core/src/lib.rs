@@ -15,6 +15,8 @@
 //! - [`QueryKey`] and [`key!`]: keys of string, integer and boolean parts.
 //! - [`QueryState`]: what a query holds (status, data, error, timestamps).
 //! - [`QueryError`]: why there is no data; the query function's error stays typed.
+//! - [`CacheStats`]: hits, misses, fetches, retries, evictions, ... from
+//!   [`QueryClient::cache_stats`].
 //! - [`storage::StorageBackend`]: the L2 seam (persistence behind memory), with
 //!   [`storage::MemoryStorage`]; queries opt in with [`QueryOptions::persist`].
 //!
@@ -61,10 +63,11 @@
 #![forbid(unsafe_code)]
 
 // Layers, bottom to top (a module imports only modules below it; see ARCHITECTURE.md):
-// runtime, key, error, state, sync, meta -> cancel, listeners, events, retryer, storage, gc, inspect,
-// filter -> config, options, defaults -> cache -> ctx -> sweeper -> query -> observer, mutation ->
-// client -> convenience.
+// runtime, key, error, state, sync, meta, stats -> cancel, listeners, events, retryer, storage, gc,
+// inspect, filter -> config, options, defaults -> cache -> ctx -> sweeper -> query -> observer,
+// mutation -> client -> convenience.
 pub mod runtime;
+mod stats;
 mod sync;
 
 mod error;
@@ -118,3 +121,4 @@ pub use options::QueryOptions;
 pub use retryer::{MAX_DEFAULT_RETRY_DELAY, RetryDelayFn, RetryIfFn, default_retry_delay};
 pub use runtime::Runtime;
 pub use state::{FetchStatus, QueryState, QueryStatus};
+pub use stats::CacheStats;

@@ -11,6 +11,7 @@ use crate::gc::heap::Pop;
 use crate::gc::removable::GcVerdict;
 use crate::key::QueryKey;
 use crate::runtime::Runtime;
+use crate::stats::Stat;
 
 /// Queues `key` for a look at `at` (client clock), starting the sweeper if needed. When stale
 /// entries (of queries removed, evicted or re-created since) outnumber the live ones, drops
@@ -76,6 +77,7 @@ fn sweep_due(ctx: &Arc<Ctx>) -> Option<u64> {
             }
             Some((GcVerdict::Remove, entry)) => {
                 if ctx.cache.remove_if_idle(&key, &entry) {
+                    ctx.stats.add(Stat::GcRemoval);
                     tracing::debug!(%key, "garbage-collected unobserved query");
                     ctx.emit_removed(&key);
                 }

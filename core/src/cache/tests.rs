@@ -114,10 +114,39 @@ fn peek_with_touches_only_on_an_answer() {
     let mut clock = Clock(Instant::now(), 0);
     insert(&cache, &mut clock, 0);
     insert(&cache, &mut clock, 1);
-    assert_eq!(cache.peek_with(&key(0), clock.tick(), |_| None::<()>), None);
+    assert_eq!(cache.peek_with(&key(0), clock.tick(), |_| None::<()>, |_| true), None);
     assert_eq!(cache.keys_lru_first(), vec![key(0), key(1)], "no answer: order unchanged");
-    assert_eq!(cache.peek_with(&key(0), clock.tick(), |q| Some(q.key().clone())), Some(key(0)));
+    let answer = cache.peek_with(&key(0), clock.tick(), |q| Some(q.key().clone()), |_| false);
+    assert_eq!(answer, Some(key(0)));
     assert_eq!(cache.keys_lru_first(), vec![key(1), key(0)]);
+}
+
+#[test]
+fn peek_with_counts_the_answers_it_is_told_are_hits() {
+    let cache = QueryCache::new(100);
+    let mut clock = Clock(Instant::now(), 0);
+    for i in 0..40 {
+        insert(&cache, &mut clock, i); // over every shard
+    }
+    let _ = cache.peek_with(&key(1000), clock.tick(), |_| Some(()), |_| true); // not cached
+    let _ = cache.peek_with(&key(0), clock.tick(), |_| None::<()>, |_| true); // no answer
+    let _ = cache.peek_with(&key(0), clock.tick(), |_| Some(()), |_| false); // not a hit
+    assert_eq!(cache.hits(), 0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for i in 0..40_000 {
+                    let _ = cache.peek_with(
+                        &key(i % 40),
+                        Stamp::new(Instant::now()),
+                        |_| Some(()),
+                        |_| true,
+                    );
+                }
+            });
+        }
+    });
+    assert_eq!(cache.hits(), 4 * 40_000, "concurrent hits on every shard, none lost");
 }
 
 #[test]

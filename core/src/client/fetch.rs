@@ -10,6 +10,7 @@ use crate::cache::Stamp;
 use crate::error::{ErasedError, QueryError};
 use crate::options::QueryOptions;
 use crate::query::{self, Effects, FetchSlot, HydrationStep, QueryCell, QuickAnswer, clone_data};
+use crate::stats::Stat;
 
 impl QueryClient {
     /// Returns the key's data, fetching it when needed (stale-while-revalidate).
@@ -43,18 +44,28 @@ impl QueryClient {
         // mismatch) takes the general path below.
         let now = self.ctx.runtime.now();
         let stamp = Stamp::new(now);
-        let quick = self.ctx.cache.peek_with(options.key(), stamp, |entry| {
-            let cell = entry.as_any().downcast_ref::<QueryCell<T>>()?;
-            let g = cell.lock();
-            // Persisting options must mark the key persisted: the general path does that.
-            if options.inner.codec.is_some() && g.codec.is_none() && self.ctx.l2.is_some() {
-                return None;
-            }
-            QueryCell::quick_answer(&g, now, stale_time)
-        });
+        // A hit is counted by the store, under the shard lock it holds anyway (a panicking
+        // `Clone` of cached data is still an answer from memory): no shared atomic here.
+        let quick = self.ctx.cache.peek_with(
+            options.key(),
+            stamp,
+            |entry| {
+                let cell = entry.as_any().downcast_ref::<QueryCell<T>>()?;
+                let g = cell.lock();
+                // Persisting options must mark the key persisted: the general path does that.
+                if options.inner.codec.is_some() && g.codec.is_none() && self.ctx.l2.is_some() {
+                    return None;
+                }
+                QueryCell::quick_answer(&g, now, stale_time)
+            },
+            |answer| !matches!(answer, QuickAnswer::Join(_)),
+        );
         match quick {
             Some(QuickAnswer::Data(data)) => Ok(data),
-            Some(QuickAnswer::Join(slot)) => slot.wait().await.map_err(|e| e.typed(options.key())),
+            Some(QuickAnswer::Join(slot)) => {
+                self.ctx.stats.add(Stat::Miss);
+                slot.wait().await.map_err(|e| e.typed(options.key()))
+            }
             Some(QuickAnswer::Failed(error)) => Err(error.typed(options.key())),
             None => Box::pin(self.fetch_query_general(options, stale_time, false)).await,
         }
@@ -200,8 +211,15 @@ impl QueryClient {
             };
             effects.run(&self.ctx, key);
             match plan {
-                Plan::Data(data) => return data.map_err(|e| e.typed(key)),
-                Plan::Wait(slot) => break slot,
+                Plan::Data(data) => {
+                    // A read that waited for the key's L2 read is a miss, whatever it found.
+                    self.ctx.stats.add(if hydration_waited { Stat::Miss } else { Stat::Hit });
+                    return data.map_err(|e| e.typed(key));
+                }
+                Plan::Wait(slot) => {
+                    self.ctx.stats.add(Stat::Miss);
+                    break slot;
+                }
                 Plan::Hydrate(step) => {
                     hydration_waited = true;
                     step.await;
@@ -226,12 +244,14 @@ impl QueryClient {
                 return;
             }
         };
+        let mut hydration_waited = false;
         if self.ctx.l2.is_some() {
             let step = {
                 let mut g = cell.lock();
                 cell.begin_hydration(&mut g, &self.ctx, &options.inner)
             };
             if let Some(step) = step {
+                hydration_waited = true;
                 step.await;
             }
         }
@@ -239,6 +259,7 @@ impl QueryClient {
             let g = cell.lock();
             g.state.data.is_none() || QueryCell::is_stale(&g, self.ctx.runtime.now(), stale_time)
         };
+        self.ctx.stats.add(if needs_fetch || hydration_waited { Stat::Miss } else { Stat::Hit });
         if needs_fetch {
             let slot = cell.fetch_with(&self.ctx, &options.inner);
             if let Err(error) = slot.wait().await {

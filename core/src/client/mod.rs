@@ -18,6 +18,7 @@ mod data;
 mod defaults;
 mod fetch;
 mod inspect;
+mod stats;
 
 /// Fetches, caches, deduplicates and revalidates data by key.
 ///

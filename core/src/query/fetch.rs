@@ -18,6 +18,7 @@ use crate::options::OptionsInner;
 use crate::retryer::{Outcome, Retryer};
 use crate::runtime::Runtime;
 use crate::state::{FetchStatus, QueryStatus, RawState};
+use crate::stats::Stat;
 use crate::storage::record::CodecFn;
 
 /// The outcome of one fetch, shared by every caller that joined it.
@@ -193,6 +194,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         let generation = g.generation;
         let abandon = options.cancel_when_unobserved.then(|| Arc::downgrade(self));
         let slot = Arc::new(FetchSlot::new(generation, &g.state, abandon));
+        ctx.stats.add(Stat::Fetch);
         // A fetch of an older generation is obsolete: its waiters get this fetch's outcome. A
         // cancelled one whose task has not ended yet settles as cancelled now.
         if let Some(older) = g.in_flight.replace(slot.clone()) {
@@ -392,6 +394,14 @@ impl<T: Clone + Send + Sync + 'static> FetchGuard<T> {
     ) {
         self.finished = true;
         let ctx = self.ctx.upgrade();
+        // Counted before the waiters wake, so a caller sees its fetch's outcome counted.
+        if let Some(ctx) = &ctx {
+            match &result {
+                Ok(_) => {}
+                Err(ErasedError::Cancelled) => ctx.stats.add(Stat::Cancellation),
+                Err(_) => ctx.stats.add(Stat::Failure),
+            }
+        }
         self.cell.finish(ctx.as_ref(), &self.slot, result, failures, before_wake);
     }
 }
@@ -417,11 +427,19 @@ pub(crate) async fn run_fetch<T, E>(
 {
     let generation = guard.slot.generation;
     let context = QueryContext::new(guard.cell.key.clone(), guard.slot.signal.clone(), meta);
+    let mut first = true;
     let Outcome { result, failures } = retryer
         .run_as(
             &runtime,
             "query function",
-            || (options.query_fn)(context.clone()),
+            || {
+                if !std::mem::take(&mut first)
+                    && let Some(ctx) = guard.ctx.upgrade()
+                {
+                    ctx.stats.add(Stat::Retry);
+                }
+                (options.query_fn)(context.clone())
+            },
             |failed, error| {
                 if let Some(ctx) = guard.ctx.upgrade() {
                     let erased = ErasedError::Failed(error.clone());

@@ -8,6 +8,7 @@ use crate::ctx::{Ctx, Entry};
 use crate::error::TypeMismatch;
 use crate::events::CacheEvent;
 use crate::key::QueryKey;
+use crate::stats::Stat;
 
 /// The key's typed query, created when missing.
 pub(crate) fn cell<T>(ctx: &Ctx, key: &QueryKey) -> Result<Arc<QueryCell<T>>, TypeMismatch>
@@ -23,6 +24,7 @@ where
         ctx.emit(&CacheEvent::Added(key.clone()));
     }
     for e in &evicted {
+        ctx.stats.add(Stat::Eviction);
         tracing::debug!(key = %e.key(), "evicted least recently used query");
         ctx.emit_removed(e.key());
     }

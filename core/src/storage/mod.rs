@@ -193,8 +193,9 @@ impl StorageError {
 }
 
 /// What the client's L2 tier has done since the client was built, from
-/// [`QueryClient::storage_stats`](crate::QueryClient::storage_stats).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// [`QueryClient::storage_stats`](crate::QueryClient::storage_stats). Its `Display` shows every
+/// counter on one line; it serializes (serde) as an object with the field names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct StorageStats {
     /// Hydration reads started (one per cold key on first use).
@@ -227,12 +228,13 @@ impl fmt::Display for StorageStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "hydrations {}, hits {}, misses {}, decode failures {}, writes {}, deletes {}, \
-             write drops {}, errors {}, timeouts {}, skipped {}",
+            "hydrations {}, hits {}, misses {}, decode failures {}, encode failures {}, writes {}, \
+             deletes {}, write drops {}, errors {}, timeouts {}, skipped {}",
             self.hydrations,
             self.hits,
             self.misses,
             self.decode_failures,
+            self.encode_failures,
             self.writes,
             self.deletes,
             self.write_drops,
