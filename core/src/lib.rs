@@ -63,15 +63,16 @@
 #![forbid(unsafe_code)]
 
 // Layers, bottom to top (a module imports only modules below it; see ARCHITECTURE.md):
-// runtime, key, error, state, sync, meta, stats -> cancel, listeners, events, retryer, storage, gc,
-// inspect, filter -> config, options, defaults -> cache -> ctx -> sweeper -> query -> observer,
-// mutation -> client -> convenience.
+// runtime, key, key_serde, error, state, sync, meta, stats -> cancel, listeners, events, retryer,
+// storage, gc, inspect, filter -> config, options, defaults -> cache -> ctx -> sweeper -> query ->
+// observer, mutation -> client -> convenience.
 pub mod runtime;
 mod stats;
 mod sync;
 
 mod error;
 mod key;
+mod key_serde;
 mod meta;
 mod state;
 
