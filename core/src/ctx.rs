@@ -50,6 +50,8 @@ pub(crate) trait ErasedQuery: Stored {
     fn pause(&self, ctx: &Arc<Ctx>);
     /// Resumes background fetching.
     fn resume(self: Arc<Self>, ctx: &Arc<Ctx>, refetch: bool);
+    /// Observers attached now, enabled or not.
+    fn observer_count(&self) -> usize;
 }
 
 /// A shared, type-erased query.

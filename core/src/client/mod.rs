@@ -16,6 +16,7 @@ use crate::storage::StorageStats;
 mod bulk;
 mod data;
 mod fetch;
+mod observers;
 
 /// Fetches, caches, deduplicates and revalidates data by key.
 ///
