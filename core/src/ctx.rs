@@ -8,8 +8,10 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
+
+use event_listener::{Event, EventListener};
 
 use crate::cache::{QueryCache, Stamp, Stored};
 use crate::config::QueryClientConfig;
@@ -70,6 +72,10 @@ pub(crate) struct Ctx {
     pub(crate) base: Instant,
     /// Mutations running now.
     pub(crate) mutating: Arc<AtomicUsize>,
+    /// Every `QueryClient` handle has been dropped (observers may still hold this context).
+    closed: AtomicBool,
+    /// Notified once, when `closed` is set.
+    closing: Event,
 }
 
 impl Ctx {
@@ -94,7 +100,27 @@ impl Ctx {
             gc: GcQueue::new(),
             base,
             mutating: Arc::new(AtomicUsize::new(0)),
+            closed: AtomicBool::new(false),
+            closing: Event::new(),
         }
+    }
+
+    /// Marks the client gone (its last handle was dropped) and wakes whoever waits for that
+    /// (observers' streams).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.closing.notify(usize::MAX);
+    }
+
+    /// Whether the client is gone: observers start no new work, and their streams end.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// A listener notified when the client closes; check [`is_closed`](Self::is_closed) after
+    /// creating it.
+    pub(crate) fn on_close(&self) -> EventListener {
+        self.closing.listen()
     }
 
     /// The runtime clock as nanoseconds since the client was built.

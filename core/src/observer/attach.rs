@@ -135,6 +135,9 @@ where
             loop {
                 runtime.sleep_until(next).await;
                 let Some(shared) = weak.upgrade() else { return };
+                if shared.ctx.is_closed() {
+                    return;
+                }
                 let Some(cell) = shared.lock().attached.as_ref().map(|a| a.cell.clone()) else {
                     return;
                 };

@@ -36,6 +36,9 @@ type SelectFn<T, S> = Arc<dyn Fn(&T) -> S + Send + Sync>;
 /// A panicking listener is logged and the others still run. Each listener sees states in
 /// order: one delivered late is skipped rather than shown after a newer one.
 ///
+/// Once every handle of the client is dropped the observer starts no new work: it keeps its
+/// last state, its polling stops, and its streams end (see [`QueryStream`]).
+///
 /// # Examples
 ///
 /// ```
@@ -150,6 +153,9 @@ where
 
     /// Calls `listener` at once with the current state, then on every change, until the
     /// returned subscription is dropped (or [`Subscription::unsubscribe`] is called).
+    ///
+    /// On an observer whose client has been dropped, the listener gets the last state once and
+    /// nothing is attached or fetched.
     pub fn subscribe(
         &self,
         listener: impl Fn(&QueryState<S, E>) + Send + Sync + 'static,
@@ -157,7 +163,8 @@ where
         let needs_attach = {
             let mut inner = self.shared.lock();
             inner.subscribers += 1;
-            let needs = inner.attached.is_none() && !inner.attaching;
+            let needs =
+                inner.attached.is_none() && !inner.attaching && !self.shared.ctx.is_closed();
             inner.attaching |= needs;
             needs
         };
@@ -183,7 +190,7 @@ where
     pub fn result(&self) -> QueryState<S, E> {
         let attached = {
             let inner = self.shared.lock();
-            inner.attached.is_some().then(|| inner.result.clone())
+            (inner.attached.is_some() || self.shared.ctx.is_closed()).then(|| inner.result.clone())
         };
         match attached {
             Some(result) => (*result).clone(),
@@ -218,7 +225,7 @@ where
     /// A stream of states with latest-value semantics: it yields the current state first,
     /// then the newest state whenever it is polled after a change. A slow consumer skips
     /// intermediate states; memory does not grow with the number it missed. Dropping the
-    /// stream unsubscribes.
+    /// stream unsubscribes. It ends once the client is dropped (see [`QueryStream`]).
     pub fn stream(&self) -> QueryStream<S, E> {
         let slot = Arc::new(StreamSlot { latest: Mutex::new(None), waker: AtomicWaker::new() });
         let writer = slot.clone();
@@ -226,7 +233,7 @@ where
             *writer.latest.lock() = Some(state.clone());
             writer.waker.wake();
         });
-        QueryStream { slot, _subscription: subscription }
+        QueryStream::new(slot, self.shared.ctx.clone(), subscription)
     }
 }
 
