@@ -5,7 +5,8 @@ use crate::key::QueryKey;
 
 impl QueryClient {
     /// How many observers are attached to the query of `key` now, enabled or not: an observer
-    /// attaches on its first subscription and detaches on its last unsubscription. 0 when the
+    /// attaches on its first subscription and detaches on its last unsubscription (or when
+    /// [`set_options`](crate::QueryObserver::set_options) moves it to another key). 0 when the
     /// key is not cached. Does not count as a use of the key (its place in the eviction order
     /// stays).
     ///
