@@ -8,8 +8,10 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use event_listener::{Event, EventListener};
 
 use crate::cache::{QueryCache, Stamp, Stored};
 use crate::config::QueryClientConfig;
@@ -59,6 +61,8 @@ pub(crate) trait ErasedQuery: Stored {
     fn pause(&self, ctx: &Arc<Ctx>);
     /// Resumes background fetching.
     fn resume(self: Arc<Self>, ctx: &Arc<Ctx>, refetch: bool);
+    /// Observers attached now, enabled or not.
+    fn observer_count(&self) -> usize;
 }
 
 /// A shared, type-erased query.
@@ -84,6 +88,10 @@ pub(crate) struct Ctx {
     /// What [`CacheStats`](crate::CacheStats) reports, striped by thread; hits on the fast
     /// path are counted by the store's shards instead.
     pub(crate) stats: Counters,
+    /// Every `QueryClient` handle has been dropped (observers may still hold this context).
+    closed: AtomicBool,
+    /// Notified once, when `closed` is set.
+    closing: Event,
 }
 
 impl Ctx {
@@ -108,6 +116,8 @@ impl Ctx {
             gc: GcQueue::new(),
             base,
             mutating: Arc::new(AtomicUsize::new(0)),
+            closed: AtomicBool::new(false),
+            closing: Event::new(),
             query_defaults: Registry::new(),
             mutation_defaults: Registry::new(),
             stats: Counters::new(),
@@ -170,6 +180,24 @@ impl Ctx {
             return entries;
         }
         entries.into_iter().filter(|entry| filter.matches(&entry.info(self))).collect()
+    }
+
+    /// Marks the client gone (its last handle was dropped) and wakes whoever waits for that
+    /// (observers' streams).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.closing.notify(usize::MAX);
+    }
+
+    /// Whether the client is gone: observers start no new work, and their streams end.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// A listener notified when the client closes; check [`is_closed`](Self::is_closed) after
+    /// creating it.
+    pub(crate) fn on_close(&self) -> EventListener {
+        self.closing.listen()
     }
 
     /// The runtime clock as nanoseconds since the client was built.

@@ -28,6 +28,10 @@ struct Listener<S> {
     delivered: AtomicU64,
     /// A thread is calling this listener (newest-wins delivery calls it one state at a time).
     running: AtomicBool,
+    /// `version + 1` of the newest state the listener was called with, written only by the
+    /// thread that holds `running`: a state older than that, left pending by a thread that
+    /// was slow to hand it over, is stale by the time the runner finds it.
+    called: AtomicU64,
     /// The newest state that arrived while the listener was running, for the runner to
     /// deliver next; `has_pending` mirrors whether it is set.
     pending: Mutex<Option<(u64, S)>>,
@@ -58,6 +62,7 @@ impl<S> Listeners<S> {
             id,
             delivered: AtomicU64::new(0),
             running: AtomicBool::new(false),
+            called: AtomicU64::new(0),
             pending: Mutex::new(None),
             has_pending: AtomicBool::new(false),
             call,
@@ -173,12 +178,12 @@ fn deliver_ordered<S: Clone>(listener: &Listener<S>, state: &S, version: u64) {
     }
     // This thread runs the listener until no newer state is waiting.
     match next {
-        Some((v, s)) => call(listener, &s, v),
-        None => call(listener, state, version),
+        Some((v, s)) => call_in_order(listener, &s, v),
+        None => call_in_order(listener, state, version),
     }
     loop {
         while let Some((v, s)) = take_pending(listener) {
-            call(listener, &s, v);
+            call_in_order(listener, &s, v);
         }
         listener.running.store(false, Ordering::SeqCst);
         // A state left between the last look and the release: run again if nobody else does.
@@ -191,6 +196,18 @@ fn deliver_ordered<S: Clone>(listener: &Listener<S>, state: &S, version: u64) {
             return;
         }
     }
+}
+
+/// Calls the listener unless it was already called with this version or a newer one. Only the
+/// thread holding `running` calls it: a thread that accepted an older state, then was slow to
+/// leave it pending, may leave it after the runner took (and called) a newer one.
+fn call_in_order<S>(listener: &Listener<S>, state: &S, version: u64) {
+    let stamp = version.saturating_add(1);
+    if listener.called.load(Ordering::SeqCst) >= stamp {
+        return;
+    }
+    listener.called.store(stamp, Ordering::SeqCst);
+    call(listener, state, version);
 }
 
 fn take_pending<S>(listener: &Listener<S>) -> Option<(u64, S)> {

@@ -24,6 +24,24 @@ pub(crate) enum InitialData<T> {
     Fn(Arc<dyn Fn() -> T + Send + Sync>),
 }
 
+/// Placeholder data: a value, or a function of the data the observer showed last.
+pub(crate) enum Placeholder<T> {
+    Value(T),
+    Fn(PlaceholderFn<T>),
+}
+
+/// See [`QueryOptions::placeholder_data_fn`].
+pub(crate) type PlaceholderFn<T> = Arc<dyn Fn(Option<&T>) -> Option<T> + Send + Sync>;
+
+impl<T: Clone> Clone for Placeholder<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Value(v) => Self::Value(v.clone()),
+            Self::Fn(f) => Self::Fn(f.clone()),
+        }
+    }
+}
+
 impl<T: Clone> Clone for InitialData<T> {
     fn clone(&self) -> Self {
         match self {
@@ -74,7 +92,7 @@ pub(crate) struct OptionsInner<T, E> {
     pub(crate) on_success: Option<DataCallback<T>>,
     pub(crate) on_error: Option<ErrorCallback<E>>,
     pub(crate) on_settled: Option<SettledCallback<T, E>>,
-    pub(crate) placeholder_data: Option<T>,
+    pub(crate) placeholder: Option<Placeholder<T>>,
     /// Seeds a query that has no data (see [`QueryOptions::initial_data`]).
     pub(crate) initial_data: Option<InitialData<T>>,
     pub(crate) initial_data_updated_at: Option<std::time::SystemTime>,
@@ -153,7 +171,7 @@ where
                 on_success: None,
                 on_error: None,
                 on_settled: None,
-                placeholder_data: None,
+                placeholder: None,
                 initial_data: None,
                 initial_data_updated_at: None,
                 meta: None,
@@ -245,11 +263,93 @@ where
         self.edit(|o| o.on_settled = Some(Arc::new(callback)))
     }
 
-    /// Shown to observers while the first fetch is pending; never cached as fetched data and
-    /// never persisted. Default: none.
+    /// Shown to observers while the query has no data (idle or pending), with
+    /// [`is_placeholder`](crate::QueryState::is_placeholder) set; never cached as fetched data
+    /// and never persisted. Default: none. Replaces a
+    /// [`placeholder_data_fn`](Self::placeholder_data_fn).
     #[must_use]
     pub fn placeholder_data(self, data: T) -> Self {
-        self.edit(|o| o.placeholder_data = Some(data))
+        self.edit(|o| o.placeholder = Some(Placeholder::Value(data)))
+    }
+
+    /// As [`placeholder_data`](Self::placeholder_data), computed by `make` from the data the
+    /// observer showed last: the data of the last query it showed real data of, which after
+    /// [`QueryObserver::set_options`](crate::QueryObserver::set_options) moved it to another
+    /// key is the previous key's (TanStack's `placeholderData: (previousData) => ...`).
+    /// `make` gets `None` when the observer has shown no data yet, and returns `None` to show
+    /// no placeholder. It runs with no lock held, only when the previous data or the options
+    /// change, not on every state; a panic in it shows no placeholder (and is logged).
+    /// Replaces a [`placeholder_data`](Self::placeholder_data) value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let page = |n: u32| {
+    ///     QueryOptions::new(key!("page", n), move || async move { Ok::<_, String>(n * 10) })
+    ///         // The previous page, marked, while the next one loads; 0 before any page.
+    ///         .placeholder_data_fn(|previous: Option<&u32>| Some(previous.map_or(0, |p| p + 1)))
+    /// };
+    /// let observer = client.watch(&page(1));
+    /// let _subscription = observer.subscribe(|_| {});
+    /// assert_eq!(observer.result().data, Some(0));
+    /// test.run_until_idle();
+    /// assert_eq!(observer.result().data, Some(10));
+    ///
+    /// observer.set_options(page(2));
+    /// let loading = observer.result();
+    /// assert!(loading.is_placeholder && loading.data == Some(11));
+    /// test.run_until_idle();
+    /// assert_eq!(observer.result().data, Some(20));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn placeholder_data_fn(
+        self,
+        make: impl Fn(Option<&T>) -> Option<T> + Send + Sync + 'static,
+    ) -> Self {
+        self.edit(|o| o.placeholder = Some(Placeholder::Fn(Arc::new(make))))
+    }
+
+    /// Shows the data the observer showed last as a placeholder while the query has none
+    /// (TanStack's `placeholderData: keepPreviousData`): paging with
+    /// [`QueryObserver::set_options`](crate::QueryObserver::set_options) from page 1 to page 2
+    /// keeps showing page 1, with `is_placeholder` set, until page 2 arrives. The same as
+    /// `placeholder_data_fn(|previous| previous.cloned())`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let page = |n: u32| {
+    ///     QueryOptions::new(key!("todos", n), move || async move {
+    ///         Ok::<_, String>(format!("todos of page {n}"))
+    ///     })
+    ///     .keep_previous_data()
+    /// };
+    /// let observer = client.watch(&page(1));
+    /// let _subscription = observer.subscribe(|_| {});
+    /// test.run_until_idle();
+    ///
+    /// observer.set_options(page(2));
+    /// let state = observer.result();
+    /// assert!(state.is_placeholder);
+    /// assert_eq!(state.data.as_deref(), Some("todos of page 1"));
+    /// test.run_until_idle();
+    /// assert_eq!(observer.result().data.as_deref(), Some("todos of page 2"));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn keep_previous_data(self) -> Self {
+        self.placeholder_data_fn(|previous| previous.cloned())
     }
 
     /// Seeds the cache with `data` when the query has none, without a fetch: unlike
@@ -395,7 +495,7 @@ impl<T: Clone, E> Clone for OptionsInner<T, E> {
             on_success: self.on_success.clone(),
             on_error: self.on_error.clone(),
             on_settled: self.on_settled.clone(),
-            placeholder_data: self.placeholder_data.clone(),
+            placeholder: self.placeholder.clone(),
             initial_data: self.initial_data.clone(),
             initial_data_updated_at: self.initial_data_updated_at,
             meta: self.meta.clone(),

@@ -1,5 +1,6 @@
 //! Query state: statuses, data, errors and timestamps, as observers and callers see them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use crate::error::{ErasedError, QueryError};
@@ -242,9 +243,21 @@ impl<T: Clone, E> Clone for QueryState<T, E> {
     }
 }
 
+/// Identities of stored data, from one counter for the whole process (0: no data).
+static NEXT_DATA_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A new data identity, for data just stored (see [`RawState::data_id`]).
+pub(crate) fn next_data_id() -> u64 {
+    NEXT_DATA_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// The state as the cache stores it: errors without their type.
 #[derive(Clone, Debug)]
 pub(crate) struct RawState<T> {
+    /// Which data this is: every write of data (fetch, set, hydration, initial data) takes a
+    /// new id, unique across queries, so observers can tell "same data, other state" (a fetch
+    /// starting or ending, an invalidation) without comparing values. 0 with no data.
+    pub(crate) data_id: u64,
     pub(crate) status: QueryStatus,
     pub(crate) fetch_status: FetchStatus,
     pub(crate) data: Option<T>,
@@ -261,6 +274,7 @@ pub(crate) struct RawState<T> {
 impl<T> Default for RawState<T> {
     fn default() -> Self {
         Self {
+            data_id: 0,
             status: QueryStatus::Idle,
             fetch_status: FetchStatus::Idle,
             data: None,

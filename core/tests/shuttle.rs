@@ -299,6 +299,41 @@ fn subscribe_racing_last_unsubscribe() {
     });
 }
 
+/// `set_options` moving a subscribed observer to another key while its last subscriber leaves
+/// and a new one joins: the observer ends attached to the new key only, once, and the new
+/// subscriber gets that key's states.
+fn set_options_racing_subscribe_and_unsubscribe() {
+    shuttle::future::block_on(async {
+        let client = client();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let a = QueryOptions::new(key!("a"), yielding(&calls, "a")).enabled(false);
+        let b = QueryOptions::new(key!("b"), yielding(&calls, "b"));
+        let observer = Arc::new(client.watch(&a));
+        let first = observer.subscribe(|_| {});
+        let seen = Arc::new(Mutex::new(None));
+        let switching = shuttle::future::spawn({
+            let observer = observer.clone();
+            async move { observer.set_options(b) }
+        });
+        let leaving = shuttle::future::spawn(async move { drop(first) });
+        let joining = shuttle::future::spawn({
+            let (observer, seen) = (observer.clone(), seen.clone());
+            async move { observer.subscribe(move |s| *seen.lock().unwrap() = s.data.clone()) }
+        });
+        switching.await.unwrap();
+        leaving.await.unwrap();
+        let second = joining.await.unwrap();
+        settle().await;
+        assert_eq!(client.observer_count(key!("a")), 0, "left the old key");
+        assert_eq!(client.observer_count(key!("b")), 1, "attached to the new key, once");
+        client.set_query_data(key!("b"), "set".to_string()).unwrap();
+        assert_eq!(seen.lock().unwrap().as_deref(), Some("set"));
+        drop(second);
+        assert_eq!(client.observer_count(key!("b")), 0);
+        settle().await;
+    });
+}
+
 /// Cancellation racing completion: every waiter gets the value or `Cancelled`, never hangs,
 /// and the query ends either with the value or back in its state before the fetch.
 fn cancel_racing_completion() {
@@ -398,6 +433,7 @@ mod shuttle_checks {
         first_attempt_fails,
         writes_racing_an_older_fetch,
         subscribe_racing_last_unsubscribe,
+        set_options_racing_subscribe_and_unsubscribe,
         cancel_racing_completion,
         reentrant_listeners_from_two_tasks
     );

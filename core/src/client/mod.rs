@@ -18,6 +18,7 @@ mod data;
 mod defaults;
 mod fetch;
 mod inspect;
+mod observers;
 mod stats;
 
 /// Fetches, caches, deduplicates and revalidates data by key.
@@ -28,7 +29,10 @@ mod stats;
 /// Dropping the last clone frees the cache: fetches still in flight hold the client only
 /// weakly, and are cancelled (their waiters get [`QueryError::Cancelled`](crate::QueryError)),
 /// even one whose function never finishes; queued L2 writes are carried out by the write task,
-/// which holds the storage, not the client. A live observer subscription keeps its client.
+/// which holds the storage, not the client. A live observer subscription keeps the cache (not
+/// the client) until it ends, but the client counts as closed: its observers' streams end
+/// (see [`QueryStream`](crate::QueryStream)), their polling stops, and they start no new work
+/// (a new subscription gets the observer's last state once and attaches to nothing).
 ///
 /// # Examples
 ///
@@ -48,12 +52,27 @@ mod stats;
 #[derive(Clone)]
 pub struct QueryClient {
     pub(crate) ctx: Arc<Ctx>,
+    /// Shared by the clones of this client only (observers hold `ctx`, not this): its `Drop`
+    /// tells the context that the last handle has gone.
+    _handle: Arc<ClientHandle>,
+}
+
+/// The client's own token: dropped with the last [`QueryClient`] clone, it closes the context.
+struct ClientHandle {
+    ctx: Arc<Ctx>,
+}
+
+impl Drop for ClientHandle {
+    fn drop(&mut self) {
+        self.ctx.close();
+    }
 }
 
 impl QueryClient {
     /// A client that spawns and sleeps on `runtime`, with `config`'s defaults.
     pub fn with_runtime(runtime: Runtime, config: QueryClientConfig) -> Self {
-        Self { ctx: Arc::new(Ctx::new(runtime, config)) }
+        let ctx = Arc::new(Ctx::new(runtime, config));
+        Self { _handle: Arc::new(ClientHandle { ctx: ctx.clone() }), ctx }
     }
 
     /// The runtime this client runs on.

@@ -1,24 +1,29 @@
 //! [`QueryObserver`]: a reactive view of one query, with listeners, a stream of states,
-//! per-observer `select`, placeholder data and polling.
+//! per-observer `select`, placeholder data, polling, and options that may change while it is
+//! subscribed.
 
 use std::fmt;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::AbortHandle;
 use futures::task::AtomicWaker;
 
 use crate::ctx::Ctx;
-use crate::error::{QueryError, panic_message};
+use crate::error::QueryError;
 use crate::listeners::{ListenerList, Subscription};
 use crate::options::QueryOptions;
 use crate::query::{self, QueryCell};
-use crate::state::{QueryState, QueryStatus, RawState};
+use crate::state::{QueryState, QueryStatus};
 use crate::sync::{Mutex, MutexGuard};
 
 mod attach;
+mod compute;
+mod options;
+mod poll;
 mod stream;
 
+use compute::Shown;
 pub use stream::QueryStream;
 use stream::StreamSlot;
 
@@ -30,11 +35,23 @@ type SelectFn<T, S> = Arc<dyn Fn(&T) -> S + Send + Sync>;
 /// query (fetching if it is enabled and stale, starting the refetch interval); the last one
 /// ending detaches it, which stops polling and starts the query's garbage-collection clock.
 /// Many observers of one key share one query and one fetch.
+/// [`set_options`](Self::set_options) moves a subscribed observer to another key, or changes
+/// its options, keeping its listeners.
 ///
 /// Listeners run with no internal lock held, so they may call back into the client or the
-/// observer (subscribe, unsubscribe, `set_query_data`, `invalidate_queries`, `fetch_query`).
-/// A panicking listener is logged and the others still run. Each listener sees states in
-/// order: one delivered late is skipped rather than shown after a newer one.
+/// observer (subscribe, unsubscribe, `set_options`, `set_query_data`, `invalidate_queries`,
+/// `fetch_query`). A panicking listener is logged and the others still run. Each listener
+/// sees states in order: one delivered late is skipped rather than shown after a newer one.
+///
+/// `select` is memoised: it runs when the query's data changes (a fetch, a write), not when
+/// only the rest of the state does (a fetch starting or ending with the same data, an
+/// invalidation); no `PartialEq` is needed, the observer knows which data it selected from.
+/// A panic in `select` is not propagated: the state reports it as a
+/// [`QueryError::Panicked`] with status `Error`, and `data` keeps the last value `select`
+/// returned (if any), rather than dropping it.
+///
+/// Once every handle of the client is dropped the observer starts no new work: it keeps its
+/// last state, its polling stops, and its streams end (see [`QueryStream`]).
 ///
 /// # Examples
 ///
@@ -62,33 +79,51 @@ pub struct QueryObserver<T, E, S = T> {
 
 struct Shared<T, E, S> {
     ctx: Arc<Ctx>,
-    options: QueryOptions<T, E>,
     select: SelectFn<T, S>,
     inner: Mutex<Inner<T, S, E>>,
     listeners: ListenerList<Arc<QueryState<S, E>>>,
 }
 
 /// Attach and detach are decided under this lock, together with the subscriber count, so a
-/// subscription racing the last unsubscription is never left on a detached observer.
+/// subscription racing the last unsubscription (or a `set_options`) is never left on a
+/// detached observer. Whoever sets `attaching` brings the attachment in line with `options`
+/// (`Shared::settle`), and starts over if they change meanwhile.
 struct Inner<T, S, E> {
+    /// Shared so that replaced options (user closures) are dropped outside this lock.
+    options: QueryOptions<T, E>,
+    /// Advanced by every `set_options`: an attachment made with older options is redone.
+    options_seq: u64,
     attached: Option<Attachment<T>>,
     attaching: bool,
+    /// A state of a removed query arrived while attaching: the attacher looks again.
+    recheck: bool,
     subscribers: usize,
-    /// Which attachment is current: states from an earlier one (a removed query) are ignored.
+    /// Which attachment is current: states from an earlier one (a removed query, the key
+    /// before `set_options`) are ignored.
     epoch: u64,
-    /// The newest state version seen from the attached query (versions are per query).
-    cell_version: u64,
+    /// `version + 1` of the newest state published from the attached query (0: none yet;
+    /// versions are per query).
+    seen: u64,
     /// This observer's own sequence of delivered states: it keeps rising across re-attaching
     /// to a new query, so listeners (newest-wins) never mistake a new state for an old one.
     version: u64,
     /// Shared so that it is cloned (user `Clone`) and dropped outside this lock.
     result: Arc<QueryState<S, E>>,
+    /// What `result` was computed from (for memoised `select` and placeholders).
+    shown: Shown,
+    /// The query whose data this observer showed last: a placeholder function's argument.
+    previous: Option<Arc<QueryCell<T>>>,
 }
 
 struct Attachment<T> {
     cell: Arc<QueryCell<T>>,
     listener: u64,
+    /// The epoch its listener delivers under: only an attachment of the current epoch is
+    /// kept by `set_options`.
+    epoch: u64,
     interval: Option<AbortHandle>,
+    /// The period `interval` polls at.
+    every: Option<Duration>,
     /// Whether it counts toward the query's active observers.
     enabled: bool,
 }
@@ -112,28 +147,34 @@ where
     fn with_select(ctx: Arc<Ctx>, options: QueryOptions<T, E>, select: SelectFn<T, S>) -> Self {
         let shared = Arc::new(Shared {
             ctx,
-            options,
             select,
             inner: Mutex::new(Inner {
+                options,
+                options_seq: 0,
                 attached: None,
                 attaching: false,
+                recheck: false,
                 subscribers: 0,
                 epoch: 0,
-                cell_version: 0,
+                seen: 0,
                 version: 0,
                 result: Arc::new(QueryState::default()),
+                shown: Shown::default(),
+                previous: None,
             }),
             listeners: ListenerList::new(),
         });
-        let initial = Arc::new(shared.current_unattached());
-        let old = std::mem::replace(&mut shared.lock().result, initial);
-        drop(old);
+        let initial = shared.current_unattached();
+        let replaced = shared.lock().commit(initial);
+        drop(replaced);
         Self { shared }
     }
 
     /// An observer of the same query whose listeners get `select(&data)` instead of the data.
-    /// The cache keeps the raw data. A panic in `select` is reported as a
-    /// [`QueryError::Panicked`] in the state, not propagated. Call it before subscribing.
+    /// The cache keeps the raw data. `select` runs only when the data changes (see
+    /// [`QueryObserver`]); a panic in it is reported as a [`QueryError::Panicked`] in the
+    /// state, not propagated, and the state keeps the last value it returned. Call it before
+    /// subscribing; [`set_options`](Self::set_options) keeps it.
     pub fn select<S2>(
         self,
         select: impl Fn(&T) -> S2 + Send + Sync + 'static,
@@ -141,15 +182,15 @@ where
     where
         S2: Clone + Send + Sync + 'static,
     {
-        QueryObserver::with_select(
-            self.shared.ctx.clone(),
-            self.shared.options.clone(),
-            Arc::new(select),
-        )
+        let options = self.shared.lock().options.clone();
+        QueryObserver::with_select(self.shared.ctx.clone(), options, Arc::new(select))
     }
 
     /// Calls `listener` at once with the current state, then on every change, until the
     /// returned subscription is dropped (or [`Subscription::unsubscribe`] is called).
+    ///
+    /// On an observer whose client has been dropped, the listener gets the last state once and
+    /// nothing is attached or fetched.
     pub fn subscribe(
         &self,
         listener: impl Fn(&QueryState<S, E>) + Send + Sync + 'static,
@@ -157,12 +198,13 @@ where
         let needs_attach = {
             let mut inner = self.shared.lock();
             inner.subscribers += 1;
-            let needs = inner.attached.is_none() && !inner.attaching;
+            let needs =
+                inner.attached.is_none() && !inner.attaching && !self.shared.ctx.is_closed();
             inner.attaching |= needs;
             needs
         };
         if needs_attach {
-            Shared::attach(&self.shared);
+            self.shared.settle(None);
         }
         let id = self
             .shared
@@ -181,13 +223,13 @@ where
 
     /// The current state (with `select` and placeholder applied).
     pub fn result(&self) -> QueryState<S, E> {
-        let attached = {
+        let current = {
             let inner = self.shared.lock();
-            inner.attached.is_some().then(|| inner.result.clone())
+            (inner.attached.is_some() || self.shared.ctx.is_closed()).then(|| inner.result.clone())
         };
-        match attached {
+        match current {
             Some(result) => (*result).clone(),
-            None => self.shared.current_unattached(),
+            None => Arc::unwrap_or_clone(self.shared.current_unattached().state),
         }
     }
 
@@ -200,7 +242,8 @@ where
     /// returns the resulting state. Works when the query is disabled.
     pub async fn refetch(&self) -> QueryState<S, E> {
         let ctx = &self.shared.ctx;
-        let cell = match query::cell::<T>(ctx, self.shared.options.key()) {
+        let options = self.shared.lock().options.clone();
+        let cell = match query::cell::<T>(ctx, options.key()) {
             Ok(cell) => cell,
             Err(mismatch) => {
                 return QueryState {
@@ -210,7 +253,8 @@ where
                 };
             }
         };
-        let slot = cell.fetch_with(ctx, &self.shared.options.inner);
+        let slot = cell.fetch_with(ctx, &options.inner);
+        drop(options);
         let _ = slot.wait().await;
         self.result()
     }
@@ -218,7 +262,7 @@ where
     /// A stream of states with latest-value semantics: it yields the current state first,
     /// then the newest state whenever it is polled after a change. A slow consumer skips
     /// intermediate states; memory does not grow with the number it missed. Dropping the
-    /// stream unsubscribes.
+    /// stream unsubscribes. It ends once the client is dropped (see [`QueryStream`]).
     pub fn stream(&self) -> QueryStream<S, E> {
         let slot = Arc::new(StreamSlot { latest: Mutex::new(None), waker: AtomicWaker::new() });
         let writer = slot.clone();
@@ -226,86 +270,21 @@ where
             *writer.latest.lock() = Some(state.clone());
             writer.waker.wake();
         });
-        QueryStream { slot, _subscription: subscription }
+        QueryStream::new(slot, self.shared.ctx.clone(), subscription)
     }
 }
 
-impl<T, E, S> Shared<T, E, S>
-where
-    T: Clone + Send + Sync + 'static,
-    E: fmt::Display + Send + Sync + 'static,
-    S: Clone + Send + Sync + 'static,
-{
+impl<T, E, S> Shared<T, E, S> {
     fn lock(&self) -> MutexGuard<'_, Inner<T, S, E>> {
         self.inner.lock()
-    }
-
-    /// Applies placeholder data and `select` to a raw state. Runs user code: call it with no
-    /// lock held.
-    fn compute(&self, raw: Option<&RawState<T>>) -> QueryState<S, E> {
-        // Built field by field straight into the observer's type: this runs once per observer
-        // per state change, and moving whole states around costs more than the fields.
-        let key = self.options.key();
-        let mut out: QueryState<S, E> = QueryState::default();
-        let mut data = None;
-        if let Some(raw) = raw {
-            out.status = raw.status;
-            out.fetch_status = raw.fetch_status;
-            out.error = raw.error.as_ref().map(|e| e.typed(key));
-            out.data_updated_at = raw.data_updated_at;
-            out.error_updated_at = raw.error_updated_at;
-            out.fetch_failure_count = raw.fetch_failure_count;
-            out.fetch_failure_reason = raw.fetch_failure_reason.as_ref().map(|e| e.typed(key));
-            out.is_invalidated = raw.is_invalidated;
-            out.data_update_count = raw.data_update_count;
-            out.error_update_count = raw.error_update_count;
-            data = raw.data.as_ref();
-        }
-        let placeholder = match (data, &self.options.inner.placeholder_data) {
-            (None, Some(placeholder))
-                if matches!(out.status, QueryStatus::Idle | QueryStatus::Pending) =>
-            {
-                out.is_placeholder = true;
-                Some(placeholder)
-            }
-            _ => None,
-        };
-        if let Some(data) = data.or(placeholder) {
-            match std::panic::catch_unwind(AssertUnwindSafe(|| (self.select)(data))) {
-                Ok(selected) => out.data = Some(selected),
-                Err(payload) => {
-                    let message =
-                        format!("select transform panicked: {}", panic_message(&*payload));
-                    tracing::error!(%key, "{message}");
-                    out.status = QueryStatus::Error;
-                    out.error = Some(QueryError::Panicked(message.into()));
-                    out.is_placeholder = false;
-                }
-            }
-        }
-        out
-    }
-
-    fn current_unattached(&self) -> QueryState<S, E> {
-        match query::existing::<T>(&self.ctx, self.options.key()) {
-            Ok(Some(cell)) => {
-                let raw = cell.lock().state.clone();
-                self.compute(Some(&raw))
-            }
-            Ok(None) => self.compute(None),
-            Err(mismatch) => QueryState {
-                status: QueryStatus::Error,
-                error: Some(QueryError::TypeMismatch(mismatch)),
-                ..QueryState::default()
-            },
-        }
     }
 }
 
 impl<T, E, S> fmt::Debug for QueryObserver<T, E, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = self.shared.lock().options.inner.key.clone();
         f.debug_struct("QueryObserver")
-            .field("key", &self.shared.options.inner.key)
+            .field("key", &key)
             .field("subscribers", &self.shared.listeners.len())
             .finish_non_exhaustive()
     }

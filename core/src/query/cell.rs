@@ -13,7 +13,7 @@ use crate::filter::RefetchType;
 use crate::gc::removable::Removable;
 use crate::key::QueryKey;
 use crate::listeners::{Callback, Listeners};
-use crate::state::{FetchStatus, QueryStatus, RawState};
+use crate::state::{FetchStatus, QueryStatus, RawState, next_data_id};
 use crate::storage::record::CodecFn;
 use crate::sync::{Mutex, MutexGuard};
 
@@ -185,6 +185,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     ) {
         g.state.status = QueryStatus::Success;
         effects.discard(g.state.data.replace(data));
+        g.state.data_id = next_data_id();
         effects.discard_error(g.state.error.take());
         g.state.data_updated_at = Some(ctx.runtime.system_now());
         g.state.fetch_failure_count = 0;

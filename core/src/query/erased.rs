@@ -154,4 +154,8 @@ impl<T: Clone + Send + Sync + 'static> ErasedQuery for QueryCell<T> {
     fn resume(self: Arc<Self>, ctx: &Arc<Ctx>, refetch: bool) {
         QueryCell::resume(&self, ctx, refetch);
     }
+
+    fn observer_count(&self) -> usize {
+        usize::try_from(self.lock().observers).unwrap_or(usize::MAX)
+    }
 }

@@ -14,7 +14,7 @@ use crate::ctx::Ctx;
 use crate::error::ErasedError;
 use crate::options::OptionsInner;
 use crate::runtime::BoxFuture;
-use crate::state::QueryStatus;
+use crate::state::{QueryStatus, next_data_id};
 use crate::storage::record::{Codec, CodecFn, Record};
 use crate::storage::{L2, L2Op};
 
@@ -120,6 +120,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         let at = options.initial_data_updated_at.unwrap_or(now);
         g.state.status = QueryStatus::Success;
         g.state.data = Some(data);
+        g.state.data_id = next_data_id();
         g.state.data_updated_at = Some(at);
         g.state.is_invalidated = false;
         g.state.data_update_count = g.state.data_update_count.saturating_add(1);
@@ -156,6 +157,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             _ => QueryStatus::Success,
         };
         effects.discard(g.state.data.replace(data));
+        g.state.data_id = next_data_id();
         let error = record.error.map(|m| ErasedError::Restored(m.into()));
         effects.discard_error(std::mem::replace(&mut g.state.error, error));
         g.state.data_updated_at = record.data_updated_at;

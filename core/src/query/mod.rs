@@ -17,7 +17,7 @@ mod hydrate;
 mod lookup;
 mod removal;
 
-pub(crate) use cell::{QueryCell, QuickAnswer};
+pub(crate) use cell::{CellInner, QueryCell, QuickAnswer};
 pub(crate) use effects::Effects;
 pub(crate) use fetch::{FetchSlot, clone_data};
 pub(crate) use hydrate::HydrationStep;
