@@ -13,43 +13,14 @@ use crate::retryer::{RetryDelayFn, RetryIfFn};
 use crate::runtime::BoxFuture;
 use crate::storage::record::{Codec, CodecFn};
 
+mod seed;
+
+pub(crate) use seed::{InitialData, Placeholder};
+
 type QueryFn<T, E> = Arc<dyn Fn(QueryContext) -> BoxFuture<Result<T, E>> + Send + Sync>;
 type DataCallback<T> = Arc<dyn Fn(&T) + Send + Sync>;
 type ErrorCallback<E> = Arc<dyn Fn(&QueryError<E>) + Send + Sync>;
 type SettledCallback<T, E> = Arc<dyn Fn(Option<&T>, Option<&QueryError<E>>) + Send + Sync>;
-
-/// Initial data: a value, or a function computing it.
-pub(crate) enum InitialData<T> {
-    Value(T),
-    Fn(Arc<dyn Fn() -> T + Send + Sync>),
-}
-
-/// Placeholder data: a value, or a function of the data the observer showed last.
-pub(crate) enum Placeholder<T> {
-    Value(T),
-    Fn(PlaceholderFn<T>),
-}
-
-/// See [`QueryOptions::placeholder_data_fn`].
-pub(crate) type PlaceholderFn<T> = Arc<dyn Fn(Option<&T>) -> Option<T> + Send + Sync>;
-
-impl<T: Clone> Clone for Placeholder<T> {
-    fn clone(&self) -> Self {
-        match self {
-            Self::Value(v) => Self::Value(v.clone()),
-            Self::Fn(f) => Self::Fn(f.clone()),
-        }
-    }
-}
-
-impl<T: Clone> Clone for InitialData<T> {
-    fn clone(&self) -> Self {
-        match self {
-            Self::Value(v) => Self::Value(v.clone()),
-            Self::Fn(f) => Self::Fn(f.clone()),
-        }
-    }
-}
 
 /// What to fetch for a key, and how: the query function plus options.
 ///
@@ -180,7 +151,7 @@ where
         }
     }
 
-    fn edit(mut self, f: impl FnOnce(&mut OptionsInner<T, E>)) -> Self {
+    pub(super) fn edit(mut self, f: impl FnOnce(&mut OptionsInner<T, E>)) -> Self {
         f(Arc::make_mut(&mut self.inner));
         self
     }
@@ -261,135 +232,6 @@ where
         callback: impl Fn(Option<&T>, Option<&QueryError<E>>) + Send + Sync + 'static,
     ) -> Self {
         self.edit(|o| o.on_settled = Some(Arc::new(callback)))
-    }
-
-    /// Shown to observers while the query has no data (idle or pending), with
-    /// [`is_placeholder`](crate::QueryState::is_placeholder) set; never cached as fetched data
-    /// and never persisted. Default: none. Replaces a
-    /// [`placeholder_data_fn`](Self::placeholder_data_fn).
-    #[must_use]
-    pub fn placeholder_data(self, data: T) -> Self {
-        self.edit(|o| o.placeholder = Some(Placeholder::Value(data)))
-    }
-
-    /// As [`placeholder_data`](Self::placeholder_data), computed by `make` from the data the
-    /// observer showed last: the data of the last query it showed real data of, which after
-    /// [`QueryObserver::set_options`](crate::QueryObserver::set_options) moved it to another
-    /// key is the previous key's (TanStack's `placeholderData: (previousData) => ...`).
-    /// `make` gets `None` when the observer has shown no data yet, and returns `None` to show
-    /// no placeholder. It runs with no lock held, only when the previous data or the options
-    /// change, not on every state; a panic in it shows no placeholder (and is logged).
-    /// Replaces a [`placeholder_data`](Self::placeholder_data) value.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(feature = "test-util")] {
-    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
-    ///
-    /// let test = TestRuntime::new();
-    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
-    /// let page = |n: u32| {
-    ///     QueryOptions::new(key!("page", n), move || async move { Ok::<_, String>(n * 10) })
-    ///         // The previous page, marked, while the next one loads; 0 before any page.
-    ///         .placeholder_data_fn(|previous: Option<&u32>| Some(previous.map_or(0, |p| p + 1)))
-    /// };
-    /// let observer = client.watch(&page(1));
-    /// let _subscription = observer.subscribe(|_| {});
-    /// assert_eq!(observer.result().data, Some(0));
-    /// test.run_until_idle();
-    /// assert_eq!(observer.result().data, Some(10));
-    ///
-    /// observer.set_options(page(2));
-    /// let loading = observer.result();
-    /// assert!(loading.is_placeholder && loading.data == Some(11));
-    /// test.run_until_idle();
-    /// assert_eq!(observer.result().data, Some(20));
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn placeholder_data_fn(
-        self,
-        make: impl Fn(Option<&T>) -> Option<T> + Send + Sync + 'static,
-    ) -> Self {
-        self.edit(|o| o.placeholder = Some(Placeholder::Fn(Arc::new(make))))
-    }
-
-    /// Shows the data the observer showed last as a placeholder while the query has none
-    /// (TanStack's `placeholderData: keepPreviousData`): paging with
-    /// [`QueryObserver::set_options`](crate::QueryObserver::set_options) from page 1 to page 2
-    /// keeps showing page 1, with `is_placeholder` set, until page 2 arrives. The same as
-    /// `placeholder_data_fn(|previous| previous.cloned())`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(feature = "test-util")] {
-    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
-    ///
-    /// let test = TestRuntime::new();
-    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
-    /// let page = |n: u32| {
-    ///     QueryOptions::new(key!("todos", n), move || async move {
-    ///         Ok::<_, String>(format!("todos of page {n}"))
-    ///     })
-    ///     .keep_previous_data()
-    /// };
-    /// let observer = client.watch(&page(1));
-    /// let _subscription = observer.subscribe(|_| {});
-    /// test.run_until_idle();
-    ///
-    /// observer.set_options(page(2));
-    /// let state = observer.result();
-    /// assert!(state.is_placeholder);
-    /// assert_eq!(state.data.as_deref(), Some("todos of page 1"));
-    /// test.run_until_idle();
-    /// assert_eq!(observer.result().data.as_deref(), Some("todos of page 2"));
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn keep_previous_data(self) -> Self {
-        self.placeholder_data_fn(|previous| previous.cloned())
-    }
-
-    /// Seeds the cache with `data` when the query has none, without a fetch: unlike
-    /// placeholder data it is stored, as if fetched at
-    /// [`initial_data_updated_at`](Self::initial_data_updated_at) (default: when it is seeded),
-    /// and is fresh or stale by that time. It never replaces data the query already has
-    /// (fetched, set, or restored from L2). Default: none.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(feature = "test-util")] {
-    /// use std::time::Duration;
-    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
-    ///
-    /// let test = TestRuntime::new();
-    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
-    /// let options = QueryOptions::new(key!("settings"), || async { Ok::<_, String>("fetched") })
-    ///     .initial_data("defaults")
-    ///     .stale_time(Duration::from_secs(60));
-    /// assert_eq!(test.block_on(client.fetch_query(&options)).unwrap(), "defaults", "no fetch");
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn initial_data(self, data: T) -> Self {
-        self.edit(|o| o.initial_data = Some(InitialData::Value(data)))
-    }
-
-    /// As [`initial_data`](Self::initial_data), computed by `make` when the query is seeded
-    /// (only then). A panic in `make` seeds nothing.
-    #[must_use]
-    pub fn initial_data_fn(self, make: impl Fn() -> T + Send + Sync + 'static) -> Self {
-        self.edit(|o| o.initial_data = Some(InitialData::Fn(Arc::new(make))))
-    }
-
-    /// When the initial data was current (wall clock), which decides whether it is fresh or
-    /// stale. Default: the moment it is seeded.
-    #[must_use]
-    pub fn initial_data_updated_at(self, at: std::time::SystemTime) -> Self {
-        self.edit(|o| o.initial_data_updated_at = Some(at))
     }
 
     /// Free-form information handed to the query function in its
