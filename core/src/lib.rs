@@ -91,6 +91,7 @@ mod options;
 
 mod cache;
 mod ctx;
+mod handle;
 mod sweeper;
 
 mod query;

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use crate::config::QueryClientConfig;
 use crate::ctx::Ctx;
 use crate::events::{CacheEvent, EventSubscription};
+use crate::handle::ClientHandle;
+pub use crate::handle::QueryClient;
 use crate::key::QueryKey;
 use crate::mutation::{Mutation, MutationOptions};
 use crate::observer::QueryObserver;
@@ -20,53 +22,6 @@ mod fetch;
 mod inspect;
 mod observers;
 mod stats;
-
-/// Fetches, caches, deduplicates and revalidates data by key.
-///
-/// A client is cheap to clone (an `Arc`); clones share one cache. It holds no runtime type
-/// parameter: spawning and time come from the [`Runtime`] it was built with.
-///
-/// Dropping the last clone frees the cache: fetches still in flight hold the client only
-/// weakly, and are cancelled (their waiters get [`QueryError::Cancelled`](crate::QueryError)),
-/// even one whose function never finishes; queued L2 writes are carried out by the write task,
-/// which holds the storage, not the client. A live observer subscription keeps the cache (not
-/// the client) until it ends, but the client counts as closed: its observers' streams end
-/// (see [`QueryStream`](crate::QueryStream)), their polling stops, and they start no new work
-/// (a new subscription gets the observer's last state once and attaches to nothing).
-///
-/// # Examples
-///
-/// ```
-/// # #[cfg(feature = "test-util")] {
-/// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, testing::TestRuntime};
-///
-/// let test = TestRuntime::new();
-/// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
-/// let options = QueryOptions::new(("greeting",), || async { Ok::<_, std::io::Error>("hello") });
-///
-/// let data = test.block_on(client.fetch_query(&options)).unwrap();
-/// assert_eq!(data, "hello");
-/// assert_eq!(client.get_query_data::<&str>(("greeting",)).unwrap(), Some("hello"));
-/// # }
-/// ```
-#[derive(Clone)]
-pub struct QueryClient {
-    pub(crate) ctx: Arc<Ctx>,
-    /// Shared by the clones of this client only (observers hold `ctx`, not this): its `Drop`
-    /// tells the context that the last handle has gone.
-    _handle: Arc<ClientHandle>,
-}
-
-/// The client's own token: dropped with the last [`QueryClient`] clone, it closes the context.
-struct ClientHandle {
-    ctx: Arc<Ctx>,
-}
-
-impl Drop for ClientHandle {
-    fn drop(&mut self) {
-        self.ctx.close();
-    }
-}
 
 impl QueryClient {
     /// A client that spawns and sleeps on `runtime`, with `config`'s defaults.
