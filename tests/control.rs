@@ -130,15 +130,15 @@ async fn is_fetching_and_is_mutating_count_what_runs(h: Harness) {
             }
         }
     }));
-    assert_eq!(client.is_mutating(), 0);
+    assert_eq!(client.is_mutating(()), 0);
     let running = h.runtime.spawn_with_handle({
         let mutation = mutation.clone();
         async move { mutation.mutate(()).await }
     });
-    h.eventually("the mutation runs", || client.is_mutating() == 1).await;
+    h.eventually("the mutation runs", || client.is_mutating(()) == 1).await;
     gate.open();
     running.await.unwrap();
-    assert_eq!(client.is_mutating(), 0);
+    assert_eq!(client.is_mutating(()), 0);
     h.eventually("fetches done", || client.is_fetching(()) == 0).await;
     drop(subs);
 }

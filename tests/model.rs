@@ -98,8 +98,8 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use pystackquery::testing::TestRuntime;
 use pystackquery::{
-    CacheEvent, FetchStatus, Mutation, MutationOptions, QueryClient, QueryClientConfig, QueryError,
-    QueryKey, QueryOptions, QueryState, QueryStatus, Subscription,
+    CacheEvent, FetchStatus, Mutation, MutationContext, MutationOptions, QueryClient,
+    QueryClientConfig, QueryError, QueryKey, QueryOptions, QueryState, QueryStatus, Subscription,
 };
 
 type Shared<T> = Arc<Mutex<T>>;
@@ -653,14 +653,14 @@ impl Real1 {
                 registry.lock().unwrap().push(Some(reply));
                 async move { answer.await.unwrap_or_else(|_| Err("reply dropped".into())) }
             })
-            .on_mutate(move |&(k, v): &MutationInput| {
+            .on_mutate(move |&(k, v): &MutationInput, _cx| {
                 let previous = writer.get_query_data::<u64>(key_of(k)).unwrap();
                 writer.set_query_data(key_of(k), v).unwrap();
                 previous
             })
             .on_error(
-                move |_error, &(k, _v): &MutationInput, previous: Option<&Option<u64>>| {
-                    if let Some(Some(previous)) = previous {
+                move |_error, &(k, _v): &MutationInput, cx: &MutationContext<Option<u64>>| {
+                    if let Some(Some(previous)) = &cx.on_mutate_result {
                         rollback.set_query_data(key_of(k), *previous).unwrap();
                     }
                 },

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Counter, Gate, Harness};
-use pystackquery::{MutationOptions, MutationStatus, QueryError};
+use pystackquery::{MutationContext, MutationOptions, MutationStatus, QueryError};
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -47,11 +47,13 @@ async fn sync_on_mutate_panic_settles_with_error(h: Harness) {
     let (on_error, on_settled) = (seen.clone(), seen.clone());
     let mutation = client.mutation(
         MutationOptions::new(doubling(&calls))
-            .on_mutate(|_: &u32| -> u32 { panic!("optimistic update failed") })
-            .on_error(move |error, input, context: Option<&u32>| {
+            .on_mutate(|_: &u32, _| -> u32 { panic!("optimistic update failed") })
+            .on_error(move |error, input, cx: &MutationContext<u32>| {
+                let context = cx.on_mutate_result;
                 on_error.lock().unwrap().push(format!("error {input} {context:?} {error:?}"));
             })
-            .on_settled(move |data, error, input, context| {
+            .on_settled(move |data, error, input, cx| {
+                let context = cx.on_mutate_result;
                 let failed = error.is_some();
                 on_settled
                     .lock()
@@ -89,7 +91,7 @@ async fn async_on_mutate_panics_are_contained(h: Harness) {
     // Panics while its future is created (before any `async` block exists).
     let creating = client.mutation(
         MutationOptions::new(doubling(&calls))
-            .on_mutate_async(|_: u32| -> std::future::Ready<u32> { panic!("creating") }),
+            .on_mutate_async(|_: u32, _| -> std::future::Ready<u32> { panic!("creating") }),
     );
     let message = panic_message(&creating.mutate(1).await);
     assert!(message.starts_with("mutation on_mutate callback panicked: "), "{message}");
@@ -98,7 +100,7 @@ async fn async_on_mutate_panics_are_contained(h: Harness) {
 
     // Panics while its future is polled.
     let polling = client.mutation(MutationOptions::new(doubling(&calls)).on_mutate_async(
-        |x: u32| async move {
+        |x: u32, _| async move {
             assert!(x != 0, "polling");
             x
         },
@@ -270,11 +272,12 @@ async fn dropped_mutate_is_cancelled(h: Harness) {
 async fn dropped_mutate_during_on_mutate_is_cancelled(h: Harness) {
     let client = h.client();
     let calls = Counter::default();
-    let mutation =
-        client.mutation(MutationOptions::new(doubling(&calls)).on_mutate_async(|_: u32| async {
+    let mutation = client.mutation(MutationOptions::new(doubling(&calls)).on_mutate_async(
+        |_: u32, _| async {
             futures::future::pending::<()>().await;
             1u8
-        }));
+        },
+    ));
     let mut running = Box::pin(mutation.mutate(1));
     assert!(futures::poll!(&mut running).is_pending());
     drop(running);
@@ -318,10 +321,12 @@ async fn dropping_after_settling_keeps_the_outcome(h: Harness) {
     let mut running = Box::pin(mutation.mutate(2));
     assert!(futures::poll!(&mut running).is_pending(), "waits in on_success");
     let state = mutation.state();
-    assert!(state.is_success());
+    assert!(state.is_pending(), "pending while its callbacks run, as in TanStack Query");
+    assert_eq!(client.is_mutating(()), 1);
     drop(running);
     let state = mutation.state();
-    assert!(state.is_success(), "the run had settled before it was dropped");
+    assert!(state.is_success(), "the function had succeeded before the run was dropped");
+    assert_eq!(client.is_mutating(()), 0);
     assert_eq!(state.data, Some(4));
     assert!(state.error.is_none());
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{Counter, Gate, Harness};
 use futures::StreamExt;
 use pystackquery::{
-    CacheEvent, CachedQuery, MutationOptions, QueryError, QueryOptions, QueryState, Subscription,
-    dependent_query, key, parallel_queries,
+    CacheEvent, CachedQuery, MutationContext, MutationOptions, QueryError, QueryOptions,
+    QueryState, Subscription, dependent_query, key, parallel_queries,
 };
 
 type Opts<T> = QueryOptions<T, String>;
@@ -258,19 +258,21 @@ async fn mutation_success_and_callbacks(h: Harness) {
 async fn optimistic_update_rolls_back_on_error(h: Harness) {
     let client = h.client();
     client.set_query_data(key!("todos"), vec!["a".to_string()]).unwrap();
-    let (c1, c2) = (client.clone(), client.clone());
     let mutation = client.mutation(
         MutationOptions::new(|_: String| async { Err::<(), _>("server said no".to_string()) })
-            .on_mutate(move |title: &String| {
-                let old =
-                    c1.get_query_data::<Vec<String>>(key!("todos")).unwrap().unwrap_or_default();
-                let mut new = old.clone();
-                new.push(title.clone());
-                c1.set_query_data(key!("todos"), new).unwrap();
-                old
+            .on_mutate(move |title: &String, cx| {
+                cx.update_optimistic(key!("todos"), |old: Option<&Vec<String>>| {
+                    let mut new = old.cloned().unwrap_or_default();
+                    new.push(title.clone());
+                    Some(new)
+                })
+                .unwrap();
+                cx.client.get_query_data::<Vec<String>>(key!("todos")).unwrap()
             })
-            .on_error(move |_, _, previous: Option<&Vec<String>>| {
-                c2.set_query_data(key!("todos"), previous.cloned().unwrap()).unwrap();
+            .on_error(|_, _, cx: &MutationContext<Option<Vec<String>>>| {
+                let shown = cx.on_mutate_result.clone().flatten().unwrap();
+                assert_eq!(shown, ["a", "b"], "on_mutate saw its optimistic write");
+                cx.rollback();
             })
             .retry(1)
             .retry_delay(|_| Duration::from_millis(1)),
@@ -297,11 +299,11 @@ async fn mutation_async_callbacks_and_panics(h: Harness) {
             }
             Ok::<_, String>(10 / x)
         })
-        .on_mutate_async(|x: u8| async move { u32::from(x) + 100 })
-        .on_success_async(move |_, _, ctx| {
+        .on_mutate_async(|x: u8, _| async move { u32::from(x) + 100 })
+        .on_success_async(move |_, _, cx| {
             let hc = hc.clone();
             async move {
-                assert_eq!(ctx, Some(105));
+                assert_eq!(cx.on_mutate_result, Some(105));
                 hc.hit();
             }
         }),

@@ -8,7 +8,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use event_listener::{Event, EventListener};
@@ -23,6 +23,7 @@ use crate::gc::removable::GcVerdict;
 use crate::inspect::QueryInfo;
 use crate::key::QueryKey;
 use crate::meta::Meta;
+use crate::mutations::cache::MutationCache;
 use crate::retryer::RetryDelayFn;
 use crate::runtime::{BoxFuture, Runtime};
 use crate::stats::Counters;
@@ -79,8 +80,8 @@ pub(crate) struct Ctx {
     pub(crate) gc: GcQueue,
     /// The origin of the client clock (see [`Ctx::clock`]).
     pub(crate) base: Instant,
-    /// Mutations running now.
-    pub(crate) mutating: Arc<AtomicUsize>,
+    /// Mutation runs, listed until collected, and their scope queues.
+    pub(crate) mutations: MutationCache,
     /// Defaults per key prefix.
     pub(crate) query_defaults: Registry<QueryDefaults>,
     /// Defaults per mutation key prefix.
@@ -115,7 +116,7 @@ impl Ctx {
             l2,
             gc: GcQueue::new(),
             base,
-            mutating: Arc::new(AtomicUsize::new(0)),
+            mutations: MutationCache::new(),
             closed: AtomicBool::new(false),
             closing: Event::new(),
             query_defaults: Registry::new(),

@@ -6,6 +6,7 @@ use std::sync::{Arc, Weak};
 
 use crate::key::QueryKey;
 use crate::listeners::ListenerList;
+use crate::mutations::info::MutationInfo;
 
 /// Something that happened in a client's cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +22,13 @@ pub enum CacheEvent {
     ObserverAdded(QueryKey),
     /// An observer's last subscription to this key ended.
     ObserverRemoved(QueryKey),
+    /// A mutation run started (TanStack's mutation cache `added`).
+    MutationAdded(MutationInfo),
+    /// A mutation run's state changed: paused or resumed in its scope, an attempt failed, it
+    /// settled.
+    MutationUpdated(MutationInfo),
+    /// A settled mutation run left the mutation cache (`gc_time` after settling).
+    MutationRemoved(MutationInfo),
 }
 
 /// The event listeners of one client. Emitting costs one atomic load when nobody listens.

@@ -64,8 +64,8 @@
 
 // Layers, bottom to top (a module imports only modules below it; see ARCHITECTURE.md):
 // runtime, key, key_serde, error, state, sync, meta, stats -> cancel, listeners, events, retryer,
-// storage, gc, inspect, filter -> config, options, defaults -> cache -> ctx -> sweeper -> query ->
-// observer, mutation -> client -> convenience.
+// storage, gc, inspect, filter, mutations -> config, options, defaults -> cache -> ctx, handle ->
+// sweeper -> query -> observer, mutation -> client -> convenience.
 pub mod runtime;
 mod stats;
 mod sync;
@@ -74,6 +74,7 @@ mod error;
 mod key;
 mod key_serde;
 mod meta;
+mod mutations;
 mod state;
 
 mod cancel;
@@ -117,7 +118,8 @@ pub use inspect::QueryInfo;
 pub use key::{KeyPart, QueryKey};
 pub use listeners::Subscription;
 pub use meta::Meta;
-pub use mutation::{Mutation, MutationOptions, MutationState, MutationStatus};
+pub use mutation::{Mutation, MutationContext, MutationOptions, MutationState, MutationStatus};
+pub use mutations::info::{MutationFilter, MutationInfo};
 pub use observer::{QueryObserver, QueryStream};
 pub use options::QueryOptions;
 pub use retryer::{MAX_DEFAULT_RETRY_DELAY, RetryDelayFn, RetryIfFn, default_retry_delay};

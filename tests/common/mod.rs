@@ -85,6 +85,13 @@ pub struct GateInner {
 }
 
 impl Gate {
+    /// A gate that is open from the start.
+    pub fn opened() -> Self {
+        let gate = Self::default();
+        gate.open();
+        gate
+    }
+
     pub fn open(&self) {
         self.0.open.store(true, Ordering::SeqCst);
         self.0.event.notify(usize::MAX);

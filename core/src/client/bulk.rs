@@ -150,11 +150,6 @@ impl QueryClient {
         self.ctx.select(&filter.into()).iter().filter(|q| q.fetching()).count()
     }
 
-    /// How many mutations of this client are running now (TanStack's `isMutating`).
-    pub fn is_mutating(&self) -> usize {
-        self.ctx.mutating.load(std::sync::atomic::Ordering::Acquire)
-    }
-
     /// Cancels the fetches in flight for every query `filter` chooses: their retries stop,
     /// their waiters get [`QueryError::Cancelled`](crate::QueryError::Cancelled), and each
     /// query returns to the state it had before the fetch (TanStack's `revert`). The query
@@ -201,14 +196,18 @@ impl QueryClient {
         entries.len()
     }
 
-    /// Removes every query from memory. L2 records are kept, as on eviction, so keys can
-    /// hydrate again; `remove_queries(())` deletes them too.
+    /// Removes every query from memory, and every settled run from the mutation cache
+    /// (pending runs go on). L2 records are kept, as on eviction, so keys can hydrate again;
+    /// `remove_queries(())` deletes them too.
     ///
     /// As with [`remove_queries`](Self::remove_queries), fetches in flight are cancelled and
     /// observers attach to new queries for their keys.
     pub fn clear(&self) {
         let removed = self.ctx.cache.remove_matching(None);
         self.removed(&removed, false);
+        for info in self.ctx.mutations.clear_settled() {
+            self.ctx.emit(&crate::events::CacheEvent::MutationRemoved(info));
+        }
     }
 
     /// Pauses background fetching (stale refetches, polling) for `key`; its fetch status shows

@@ -9,7 +9,6 @@ use crate::events::{CacheEvent, EventSubscription};
 use crate::handle::ClientHandle;
 pub use crate::handle::QueryClient;
 use crate::key::QueryKey;
-use crate::mutation::{Mutation, MutationOptions};
 use crate::observer::QueryObserver;
 use crate::options::QueryOptions;
 use crate::runtime::Runtime;
@@ -20,6 +19,7 @@ mod data;
 mod defaults;
 mod fetch;
 mod inspect;
+mod mutations;
 mod observers;
 mod stats;
 
@@ -79,29 +79,6 @@ impl QueryClient {
         E: fmt::Display + Send + Sync + 'static,
     {
         QueryObserver::new(self.ctx.clone(), options.clone())
-    }
-
-    /// A runnable mutation (see [`Mutation`]). Options it leaves unset come from the
-    /// [`MutationDefaults`](crate::MutationDefaults) registered for a prefix of its
-    /// [`mutation_key`](MutationOptions::mutation_key), as they are now.
-    pub fn mutation<I, T, E, C>(&self, options: MutationOptions<I, T, E, C>) -> Mutation<I, T, E, C>
-    where
-        I: Clone + Send + Sync + 'static,
-        T: Clone + Send + Sync + 'static,
-        E: Send + Sync + 'static,
-        C: Clone + Send + Sync + 'static,
-    {
-        let mut options = options;
-        if let Some(key) = &options.mutation_key {
-            let registry = &self.ctx.mutation_defaults;
-            if options.retry.is_none() {
-                options.retry = registry.resolve(key, |d| d.retry);
-            }
-            if options.retry_delay.is_none() {
-                options.retry_delay = registry.resolve(key, |d| d.retry_delay.clone());
-            }
-        }
-        Mutation::new(self.ctx.runtime.clone(), self.ctx.mutating.clone(), options)
     }
 
     /// Calls `listener` for every [`CacheEvent`] of this client until the returned

@@ -1,116 +1,71 @@
-//! Mutations: writes with retries, typed optimistic-update context, and listeners.
+//! Mutations: writes with retries, a typed context for their callbacks, optimistic writes that
+//! reach L2 only once confirmed, scopes that serialise runs, and a listing of every run in the
+//! client's mutation cache.
 
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use futures::FutureExt;
 
+use crate::ctx::Ctx;
 use crate::error::{QueryError, panic_message};
+use crate::events::CacheEvent;
+use crate::handle::QueryClient;
 use crate::listeners::{ListenerList, Subscription};
+use crate::mutations::info::MutationInfo;
 use crate::retryer::{Outcome, Retryer, default_retry_delay};
-use crate::runtime::Runtime;
 use crate::sync::Mutex;
 
+mod context;
 mod options;
 mod state;
 
+pub use context::MutationContext;
+use context::Writes;
 pub use options::MutationOptions;
 pub use state::{MutationState, MutationStatus};
 
-/// A runnable mutation with observable state. Created by [`QueryClient::mutation`](crate::QueryClient::mutation); cheap to
-/// clone (clones share state and listeners).
+/// A runnable mutation with observable state (TanStack's `MutationObserver`). Created by
+/// [`QueryClient::mutation`]; cheap to clone (clones share state and listeners). Its state is
+/// that of the latest run it started; for a single call without state, use
+/// [`QueryClient::mutate`].
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use pystackquery_core::{MutationOptions, MutationStatus, QueryClient, QueryClientConfig};
+/// use pystackquery_core::testing::TestRuntime;
+///
+/// let test = TestRuntime::new();
+/// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+/// let double = client.mutation(MutationOptions::new(|n: u32| async move { Ok::<_, String>(n * 2) }));
+/// assert_eq!(test.block_on(double.mutate(21)).unwrap(), 42);
+/// let state = double.state();
+/// assert_eq!((state.status, state.data, state.variables), (MutationStatus::Success, Some(42), Some(21)));
+/// # }
+/// ```
 pub struct Mutation<I, T, E, C = ()> {
     shared: Arc<MutationShared<I, T, E, C>>,
 }
 
 struct MutationShared<I, T, E, C> {
-    runtime: Runtime,
-    /// The client's count of mutations running (for `QueryClient::is_mutating`).
-    running: Arc<AtomicUsize>,
+    client: QueryClient,
     options: MutationOptions<I, T, E, C>,
-    state: Mutex<Slot<T, E>>,
-    listeners: ListenerList<MutationState<T, E>>,
+    state: Mutex<Slot<I, T, E, C>>,
+    listeners: ListenerList<MutationState<I, T, E, C>>,
 }
 
 /// The state with its bookkeeping.
-struct Slot<T, E> {
-    state: MutationState<T, E>,
+struct Slot<I, T, E, C> {
+    state: MutationState<I, T, E, C>,
     /// Bumped on every change; listeners see the newest state.
     version: u64,
-    /// The number of the latest run started by [`Mutation::mutate`].
+    /// The id of the latest run this handle started: older runs do not touch the state.
     run: u64,
-}
-
-impl<I, T: Clone, E, C> MutationShared<I, T, E, C> {
-    /// Changes the state and tells the listeners.
-    fn update(&self, f: impl FnOnce(&mut MutationState<T, E>)) {
-        self.update_slot(|slot| f(&mut slot.state));
-    }
-
-    /// Changes the state (and the run number) and tells the listeners; returns what `f`
-    /// returns.
-    fn update_slot<R>(&self, f: impl FnOnce(&mut Slot<T, E>) -> R) -> R {
-        let (result, state, version) = {
-            let mut slot = self.state.lock();
-            let result = f(&mut slot);
-            slot.version += 1;
-            (result, slot.state.clone(), slot.version)
-        };
-        self.listeners.notify(&state, version);
-        result
-    }
-
-    /// Marks run `run` cancelled, if the state still shows it running.
-    fn cancel(&self, run: u64) {
-        let now = self.runtime.system_now();
-        let cancelled = {
-            let mut slot = self.state.lock();
-            if slot.run != run || slot.state.status != MutationStatus::Pending {
-                return;
-            }
-            slot.state.status = MutationStatus::Error;
-            slot.state.error = Some(QueryError::Cancelled);
-            slot.state.settled_at = Some(now);
-            slot.version += 1;
-            (slot.state.clone(), slot.version)
-        };
-        self.listeners.notify(&cancelled.0, cancelled.1);
-    }
-}
-
-/// Settles a run as [`QueryError::Cancelled`] if its `mutate()` future is dropped before the
-/// run settles.
-/// Counts a run in the client's running mutations while it is alive (settled or dropped).
-struct Running<'a>(&'a AtomicUsize);
-
-impl<'a> Running<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Self(count)
-    }
-}
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-struct RunGuard<'a, I, T: Clone, E, C> {
-    shared: &'a MutationShared<I, T, E, C>,
-    run: u64,
-    armed: bool,
-}
-
-impl<I, T: Clone, E, C> Drop for RunGuard<'_, I, T, E, C> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.shared.cancel(self.run);
-        }
-    }
 }
 
 impl<I, T, E, C> Clone for Mutation<I, T, E, C> {
@@ -126,15 +81,10 @@ where
     E: Send + Sync + 'static,
     C: Clone + Send + Sync + 'static,
 {
-    pub(crate) fn new(
-        runtime: Runtime,
-        running: Arc<AtomicUsize>,
-        options: MutationOptions<I, T, E, C>,
-    ) -> Self {
+    pub(crate) fn new(client: QueryClient, options: MutationOptions<I, T, E, C>) -> Self {
         Self {
             shared: Arc::new(MutationShared {
-                runtime,
-                running,
+                client,
                 options,
                 state: Mutex::new(Slot { state: MutationState::default(), version: 0, run: 0 }),
                 listeners: ListenerList::new(),
@@ -143,14 +93,14 @@ where
     }
 
     /// The current state.
-    pub fn state(&self) -> MutationState<T, E> {
+    pub fn state(&self) -> MutationState<I, T, E, C> {
         self.shared.state.lock().state.clone()
     }
 
     /// Calls `listener` on every state change until the subscription is dropped.
     pub fn subscribe(
         &self,
-        listener: impl Fn(&MutationState<T, E>) + Send + Sync + 'static,
+        listener: impl Fn(&MutationState<I, T, E, C>) + Send + Sync + 'static,
     ) -> Subscription {
         let id = self.shared.listeners.add(Box::new(move |state, _| listener(state)));
         let shared = self.shared.clone();
@@ -159,60 +109,92 @@ where
         })
     }
 
-    /// Back to idle.
+    /// Back to idle. A run in flight goes on (and stays in the mutation cache) but no longer
+    /// changes this handle's state.
     pub fn reset(&self) {
-        self.update(|s| *s = MutationState::default());
+        self.shared.update(None, |slot| {
+            slot.run = 0;
+            slot.state = MutationState::default();
+        });
     }
 
-    fn update(&self, f: impl FnOnce(&mut MutationState<T, E>)) {
-        self.shared.update(f);
-    }
-
-    /// Runs the mutation: `on_mutate`, then the function with retries, then `on_success` or
-    /// `on_error`, then `on_settled`. A panic in the function, in `on_mutate`, or in the retry
-    /// predicate or delay becomes [`QueryError::Panicked`]; a panic in another callback is
-    /// logged. This future never unwinds.
+    /// Runs the mutation: `on_mutate`, then (in its scope's turn) the function with retries,
+    /// then `on_success` or `on_error`, then `on_settled`; the state settles after them. A panic
+    /// in the function, in `on_mutate`, or in the retry predicate or delay becomes
+    /// [`QueryError::Panicked`]; a panic in another callback is logged. This future never
+    /// unwinds.
     ///
     /// # Cancellation
     ///
-    /// Dropping the returned future before it completes drops whatever it was awaiting (the
-    /// `on_mutate` future, the mutation function's future, or a retry delay). If the run had
-    /// not settled yet, the state becomes [`MutationStatus::Error`] with
-    /// [`QueryError::Cancelled`] and its `settled_at` time, listeners are told, and no
-    /// callback runs for it (not `on_error`, not `on_settled`). A future dropped while a
-    /// callback runs after settling leaves the settled state as it is. The state is only
-    /// changed if it still shows this run: dropping an older run does not touch a newer one.
+    /// Dropping the returned future before the function's outcome is known drops whatever it
+    /// was awaiting (the `on_mutate` future, its turn in the scope, the function's future, or
+    /// a retry delay): the state becomes [`MutationStatus::Error`] with
+    /// [`QueryError::Cancelled`] and its `settled_at` time, listeners are told, and no callback
+    /// runs for it (not `on_error`, not `on_settled`); its optimistic writes stay unconfirmed
+    /// (not persisted). Dropped while a callback runs after the outcome is known, the state
+    /// settles with that outcome. The state is only changed if it still shows this run.
     ///
     /// # Errors
     ///
-    /// The function's error after its retries, or a panic.
+    /// The function's error after its retries, a panic, or [`QueryError::Cancelled`].
     pub async fn mutate(&self, input: I) -> Result<T, QueryError<E>> {
-        let options = &self.shared.options;
-        let runtime = self.shared.runtime.clone();
-        let now = runtime.system_now();
-        let run = self.shared.update_slot(|slot| {
-            slot.run += 1;
-            let s = &mut slot.state;
-            s.status = MutationStatus::Pending;
-            s.submitted_at = Some(now);
-            s.error = None;
-            s.failure_count = 0;
-            slot.run
+        let shared = &self.shared;
+        let ctx = shared.client.ctx.clone();
+        let options = &shared.options;
+        let id = ctx.mutations.next_id();
+        let now = ctx.runtime.system_now();
+        let info = MutationInfo::new(id, options.mutation_key.clone(), options.scope.clone(), now);
+        ctx.mutations.add(info.clone());
+        ctx.emit(&CacheEvent::MutationAdded(info));
+        if let Some(scope) = &options.scope {
+            ctx.mutations.enter_scope(scope, id);
+        }
+        shared.update(None, |slot| {
+            slot.run = id;
+            slot.state = MutationState {
+                status: MutationStatus::Pending,
+                variables: Some(input.clone()),
+                submitted_at: Some(now),
+                ..MutationState::default()
+            };
         });
-        let _running = Running::new(&self.shared.running);
-        let mut guard = RunGuard { shared: &self.shared, run, armed: true };
+        let base = MutationContext {
+            client: shared.client.clone(),
+            mutation_key: options.mutation_key.clone(),
+            meta: options.meta.clone().unwrap_or_default(),
+            on_mutate_result: None,
+            writes: Arc::new(Writes::default()),
+        };
+        let mut guard = RunGuard {
+            shared,
+            id,
+            failures: 0,
+            outcome: None,
+            writes: Some(base.writes.clone()),
+            armed: true,
+        };
         let context = match &options.on_mutate {
-            Some(on_mutate) => match guarded(|| on_mutate(input.clone())).await {
-                Ok(c) => Some(c),
+            Some(on_mutate) => match guarded(|| on_mutate(input.clone(), base.clone())).await {
+                Ok(c) => {
+                    shared.update(Some(id), |slot| slot.state.context = Some(c.clone()));
+                    Some(c)
+                }
                 Err(message) => {
                     let error = QueryError::Panicked(
                         format!("mutation on_mutate callback panicked: {message}").into(),
                     );
-                    return self.settle(&mut guard, Err(error), input, None, 0).await;
+                    return shared.settle(&mut guard, Err(error), input, &base, None).await;
                 }
             },
             None => None,
         };
+        if let Some(scope) = &options.scope
+            && !ctx.mutations.is_first(scope, id)
+        {
+            shared.report(&ctx, id, |s| s.is_paused = true, |i| i.is_paused = true);
+            ctx.mutations.wait_turn(scope, id).await;
+            shared.report(&ctx, id, |s| s.is_paused = false, |i| i.is_paused = false);
+        }
         let retryer = Retryer {
             retries: options.retry.unwrap_or(0),
             delay: options.retry_delay.clone().unwrap_or_else(|| Arc::new(default_retry_delay)),
@@ -220,47 +202,85 @@ where
         };
         let Outcome { result, failures } = retryer
             .run_as(
-                &runtime,
+                &ctx.runtime,
                 "mutation function",
                 || (options.mutation_fn)(input.clone()),
-                |failed, _| self.update(|s| s.failure_count = failed),
+                |failed, error| {
+                    let reason = QueryError::Failed(error.clone());
+                    shared.report(
+                        &ctx,
+                        id,
+                        |s| {
+                            s.failure_count = failed;
+                            s.failure_reason = Some(reason.clone());
+                        },
+                        |i| i.failure_count = failed,
+                    );
+                },
             )
             .await;
-        self.settle(&mut guard, result, input, context, failures).await
+        guard.failures = failures;
+        shared.settle(&mut guard, result, input, &base, context).await
+    }
+}
+
+impl<I, T, E, C> MutationShared<I, T, E, C>
+where
+    I: Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    C: Clone + Send + Sync + 'static,
+{
+    /// Changes the state (only if it shows run `run`, when given) and tells the listeners.
+    fn update(&self, run: Option<u64>, f: impl FnOnce(&mut Slot<I, T, E, C>)) {
+        let notice = {
+            let mut slot = self.state.lock();
+            if run.is_some_and(|run| slot.run != run) {
+                return;
+            }
+            f(&mut slot);
+            slot.version += 1;
+            (slot.state.clone(), slot.version)
+        };
+        self.listeners.notify(&notice.0, notice.1);
     }
 
-    /// Records the outcome of the run `guard` watches (disarming it), then runs the callbacks.
+    /// Changes run `id`'s state here and its listing in the mutation cache (with an event).
+    fn report(
+        &self,
+        ctx: &Ctx,
+        id: u64,
+        state: impl FnOnce(&mut MutationState<I, T, E, C>),
+        info: impl FnOnce(&mut MutationInfo),
+    ) {
+        self.update(Some(id), |slot| state(&mut slot.state));
+        if let Some(info) = ctx.mutations.update(id, info) {
+            ctx.emit(&CacheEvent::MutationUpdated(info));
+        }
+    }
+
+    /// Runs the callbacks for the outcome, then settles the run.
     async fn settle(
         &self,
         guard: &mut RunGuard<'_, I, T, E, C>,
         result: Result<T, QueryError<E>>,
         input: I,
+        base: &MutationContext,
         context: Option<C>,
-        failures: u32,
     ) -> Result<T, QueryError<E>> {
-        let options = &self.shared.options;
-        let now = self.shared.runtime.system_now();
-        guard.armed = false;
-        self.update(|s| {
-            s.settled_at = Some(now);
-            s.failure_count = failures;
-            match &result {
-                Ok(data) => {
-                    s.status = MutationStatus::Success;
-                    s.data = Some(data.clone());
-                }
-                Err(error) => {
-                    s.status = MutationStatus::Error;
-                    s.error = Some(error.clone());
-                }
-            }
-        });
+        let ctx = self.client.ctx.clone();
+        if result.is_ok() {
+            base.writes.confirm(&ctx);
+        }
+        guard.outcome = Some(result.clone());
+        let options = &self.options;
+        let cx = base.with_result(context);
         match &result {
             Ok(data) => {
                 if let Some(cb) = &options.on_success {
                     log_panic(
                         "on_success",
-                        guarded(|| cb(data.clone(), input.clone(), context.clone())).await,
+                        guarded(|| cb(data.clone(), input.clone(), cx.clone())).await,
                     );
                 }
             }
@@ -268,7 +288,7 @@ where
                 if let Some(cb) = &options.on_error {
                     log_panic(
                         "on_error",
-                        guarded(|| cb(error.clone(), input.clone(), context.clone())).await,
+                        guarded(|| cb(error.clone(), input.clone(), cx.clone())).await,
                     );
                 }
             }
@@ -278,9 +298,133 @@ where
                 Ok(d) => (Some(d.clone()), None),
                 Err(e) => (None, Some(e.clone())),
             };
-            log_panic("on_settled", guarded(|| cb(data, error, input, context)).await);
+            log_panic("on_settled", guarded(|| cb(data, error, input, cx)).await);
         }
+        guard.finish();
         result
+    }
+
+    /// Records run `id`'s final state here and in the mutation cache, releases its scope and
+    /// optimistic writes, and schedules its removal from the mutation cache.
+    fn finish(&self, id: u64, result: &Result<T, QueryError<E>>, failures: u32, writes: &Writes) {
+        let ctx = self.client.ctx.clone();
+        if result.is_err() {
+            writes.release();
+        }
+        let now = ctx.runtime.system_now();
+        let message = result.as_ref().err().map(error_message);
+        self.report(
+            &ctx,
+            id,
+            |s| {
+                s.settled_at = Some(now);
+                s.is_paused = false;
+                match result {
+                    Ok(data) => {
+                        s.status = MutationStatus::Success;
+                        s.data = Some(data.clone());
+                        s.error = None;
+                        s.failure_count = 0;
+                        s.failure_reason = None;
+                    }
+                    Err(error) => {
+                        s.status = MutationStatus::Error;
+                        s.data = None;
+                        s.error = Some(error.clone());
+                        s.failure_count = failures;
+                        s.failure_reason = Some(error.clone());
+                    }
+                }
+            },
+            |i| {
+                i.settled_at = Some(now);
+                i.is_paused = false;
+                i.status =
+                    if result.is_ok() { MutationStatus::Success } else { MutationStatus::Error };
+                i.failure_count = if result.is_ok() { 0 } else { failures };
+                i.error = message;
+            },
+        );
+        if let Some(scope) = &self.options.scope {
+            ctx.mutations.leave_scope(scope, id);
+        }
+        let gc_time = self.options.gc_time.unwrap_or(ctx.config.gc_time);
+        schedule_removal(&ctx, id, gc_time);
+    }
+}
+
+/// The message of a mutation error for the untyped listing. `E` need not be `Display`; the
+/// listing says what kind of error it was.
+fn error_message<E>(error: &QueryError<E>) -> String {
+    match error {
+        QueryError::Failed(_) => "the mutation function failed".to_string(),
+        QueryError::Panicked(message) | QueryError::Restored(message) => message.to_string(),
+        QueryError::Cancelled => "cancelled".to_string(),
+        QueryError::TypeMismatch(mismatch) => mismatch.to_string(),
+    }
+}
+
+/// Removes run `id` from the mutation cache `gc_time` from now (never, for a time too long to
+/// represent). The task holds the client weakly.
+fn schedule_removal(ctx: &Arc<Ctx>, id: u64, gc_time: Duration) {
+    if gc_time.as_nanos() >= u128::from(u64::MAX) {
+        return;
+    }
+    let weak = Arc::downgrade(ctx);
+    let runtime = ctx.runtime.clone();
+    ctx.runtime.spawn(Box::pin(async move {
+        runtime.sleep(gc_time).await;
+        if let Some(ctx) = weak.upgrade()
+            && let Some(info) = ctx.mutations.remove(id)
+        {
+            ctx.emit(&CacheEvent::MutationRemoved(info));
+        }
+    }));
+}
+
+/// Settles a run if its `mutate()` future is dropped: with its outcome when the function has
+/// finished (a callback was running), else as [`QueryError::Cancelled`].
+struct RunGuard<'a, I, T, E, C>
+where
+    I: Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    C: Clone + Send + Sync + 'static,
+{
+    shared: &'a MutationShared<I, T, E, C>,
+    id: u64,
+    failures: u32,
+    outcome: Option<Result<T, QueryError<E>>>,
+    writes: Option<Arc<Writes>>,
+    armed: bool,
+}
+
+impl<I, T, E, C> RunGuard<'_, I, T, E, C>
+where
+    I: Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    C: Clone + Send + Sync + 'static,
+{
+    fn finish(&mut self) {
+        if !std::mem::replace(&mut self.armed, false) {
+            return;
+        }
+        let result = self.outcome.take().unwrap_or(Err(QueryError::Cancelled));
+        let writes = self.writes.take().unwrap_or_default();
+        self.shared.finish(self.id, &result, self.failures, &writes);
+    }
+}
+
+impl<I, T, E, C> Drop for RunGuard<'_, I, T, E, C>
+where
+    I: Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    C: Clone + Send + Sync + 'static,
+{
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -300,6 +444,6 @@ fn log_panic(name: &str, outcome: Result<(), Arc<str>>) {
 
 impl<I, T, E, C> fmt::Debug for Mutation<I, T, E, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Mutation").finish_non_exhaustive()
+        f.debug_struct("Mutation").field("options", &self.shared.options).finish_non_exhaustive()
     }
 }

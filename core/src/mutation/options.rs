@@ -1,27 +1,39 @@
-//! [`MutationOptions`]: what a mutation does, its callbacks and its retry policy.
+//! [`MutationOptions`]: what a mutation does, its callbacks, its retry policy, its key, scope
+//! and meta.
 
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use super::context::MutationContext;
 use crate::error::QueryError;
 use crate::key::QueryKey;
+use crate::meta::Meta;
 use crate::retryer::{RetryDelayFn, RetryIfFn};
 use crate::runtime::BoxFuture;
 
 pub(crate) type MutationFn<I, T, E> = Arc<dyn Fn(I) -> BoxFuture<Result<T, E>> + Send + Sync>;
-pub(crate) type OnMutate<I, C> = Arc<dyn Fn(I) -> BoxFuture<C> + Send + Sync>;
-pub(crate) type OnSuccess<I, T, C> = Arc<dyn Fn(T, I, Option<C>) -> BoxFuture<()> + Send + Sync>;
+pub(crate) type OnMutate<I, C> = Arc<dyn Fn(I, MutationContext) -> BoxFuture<C> + Send + Sync>;
+pub(crate) type OnSuccess<I, T, C> =
+    Arc<dyn Fn(T, I, MutationContext<C>) -> BoxFuture<()> + Send + Sync>;
 pub(crate) type OnError<I, E, C> =
-    Arc<dyn Fn(QueryError<E>, I, Option<C>) -> BoxFuture<()> + Send + Sync>;
-pub(crate) type OnSettled<I, T, E, C> =
-    Arc<dyn Fn(Option<T>, Option<QueryError<E>>, I, Option<C>) -> BoxFuture<()> + Send + Sync>;
+    Arc<dyn Fn(QueryError<E>, I, MutationContext<C>) -> BoxFuture<()> + Send + Sync>;
+pub(crate) type OnSettled<I, T, E, C> = Arc<
+    dyn Fn(Option<T>, Option<QueryError<E>>, I, MutationContext<C>) -> BoxFuture<()> + Send + Sync,
+>;
 
-/// What a mutation does: a function from input `I` to `Result<T, E>`, callbacks, retries.
+/// What a mutation does: a function from input `I` to `Result<T, E>`, callbacks, retries, and
+/// optionally a mutation key (for defaults and filters), a scope (runs one at a time) and meta.
 ///
-/// `C` is the context `on_mutate` returns (for optimistic updates: the value to roll back
-/// to); `on_success`, `on_error` and `on_settled` receive it, typed. Set `on_mutate` first: it
-/// fixes `C`. Each callback has a sync form and an `_async` form. Retries default to 0.
+/// Each callback receives a [`MutationContext`]: the client, the mutation key and meta, and
+/// what `on_mutate` returned, typed as `C`. `on_mutate` fixes `C`; callbacks set before it
+/// keep working and receive the same context with `()` in place of the value (their closures
+/// were typed for `()`, so no value can be silently missing: the compiler rejects a callback
+/// set before `on_mutate` that asks for it). Optimistic updates rarely need `C` at all:
+/// write with [`MutationContext::set_optimistic`] in `on_mutate` and undo with
+/// [`MutationContext::rollback`] in `on_error`. Each callback has a sync form and an `_async`
+/// form. Retries default to 0.
 ///
 /// Every callback is guarded, in either form: a panic while it is called (for the sync form,
 /// the whole callback) or while its future is polled never unwinds out of
@@ -32,14 +44,35 @@ pub(crate) type OnSettled<I, T, E, C> =
 /// # Examples
 ///
 /// ```
-/// use pystackquery_core::MutationOptions;
+/// # #[cfg(feature = "test-util")] {
+/// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, key};
+/// use pystackquery_core::testing::TestRuntime;
 ///
-/// let options = MutationOptions::new(|title: String| async move { Ok::<_, String>(title.len()) })
-///     .on_mutate(|title: &String| format!("previous list before adding {title}"))
-///     .on_error(|_err, _title, rollback: Option<&String>| {
-///         assert!(rollback.is_some());
-///     });
-/// # drop(options);
+/// let test = TestRuntime::new();
+/// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+/// client.set_query_data(key!("todos"), vec!["write docs".to_string()]).unwrap();
+///
+/// let add = MutationOptions::new(|title: String| async move { Ok::<_, String>(title.len()) })
+///     .mutation_key(key!("todos", "add"))
+///     // The builder order does not matter.
+///     .on_settled_async(|_len, _error, _title, cx| async move {
+///         cx.client.invalidate_queries(key!("todos"), false).await;
+///     })
+///     .on_mutate(|title: &String, cx| {
+///         cx.update_optimistic(key!("todos"), |todos: Option<&Vec<String>>| {
+///             let mut todos = todos.cloned().unwrap_or_default();
+///             todos.push(title.clone());
+///             Some(todos)
+///         })
+///         .is_ok()
+///     })
+///     .on_error(|_error, _title, cx| cx.rollback())
+///     .on_success(|len, _title, cx| assert_eq!((*len, cx.on_mutate_result), (4, Some(true))));
+///
+/// assert_eq!(test.block_on(client.mutate(&add, "ship".to_string())).unwrap(), 4);
+/// let todos = client.get_query_data::<Vec<String>>(key!("todos")).unwrap().unwrap();
+/// assert_eq!(todos, ["write docs", "ship"]);
+/// # }
 /// ```
 pub struct MutationOptions<I, T, E, C = ()> {
     pub(crate) mutation_fn: MutationFn<I, T, E>,
@@ -49,8 +82,30 @@ pub struct MutationOptions<I, T, E, C = ()> {
     pub(crate) on_settled: Option<OnSettled<I, T, E, C>>,
     pub(crate) retry: Option<u32>,
     pub(crate) retry_delay: Option<RetryDelayFn>,
-    pub(crate) mutation_key: Option<QueryKey>,
     pub(crate) retry_if: Option<RetryIfFn<E>>,
+    pub(crate) mutation_key: Option<QueryKey>,
+    pub(crate) scope: Option<Arc<str>>,
+    pub(crate) gc_time: Option<Duration>,
+    pub(crate) meta: Option<Meta>,
+}
+
+impl<I, T, E, C> Clone for MutationOptions<I, T, E, C> {
+    fn clone(&self) -> Self {
+        Self {
+            mutation_fn: self.mutation_fn.clone(),
+            on_mutate: self.on_mutate.clone(),
+            on_success: self.on_success.clone(),
+            on_error: self.on_error.clone(),
+            on_settled: self.on_settled.clone(),
+            retry: self.retry,
+            retry_delay: self.retry_delay.clone(),
+            retry_if: self.retry_if.clone(),
+            mutation_key: self.mutation_key.clone(),
+            scope: self.scope.clone(),
+            gc_time: self.gc_time,
+            meta: self.meta.clone(),
+        }
+    }
 }
 
 impl<I, T, E> MutationOptions<I, T, E, ()>
@@ -73,26 +128,32 @@ where
             on_settled: None,
             retry: None,
             retry_delay: None,
-            mutation_key: None,
             retry_if: None,
+            mutation_key: None,
+            scope: None,
+            gc_time: None,
+            meta: None,
         }
     }
 
-    /// Runs before the mutation function (e.g. an optimistic `set_query_data`); its return
-    /// value is the context the other callbacks receive.
+    /// Runs before the mutation function, with the input and a context holding the client:
+    /// the place for optimistic writes ([`MutationContext::set_optimistic`]). What it returns
+    /// is `on_mutate_result` in the other callbacks' context, and the state's `context`.
     ///
     /// If it panics, the mutation function is not called and the run fails with
     /// [`QueryError::Panicked`] ("mutation on_mutate callback panicked: ..."); as in TanStack
-    /// Query, `on_error` and `on_settled` still run, with no context.
+    /// Query, `on_error` and `on_settled` still run, with no `on_mutate_result`.
     #[must_use]
     pub fn on_mutate<C>(
         self,
-        f: impl Fn(&I) -> C + Send + Sync + 'static,
+        f: impl Fn(&I, &MutationContext) -> C + Send + Sync + 'static,
     ) -> MutationOptions<I, T, E, C>
     where
         C: Clone + Send + Sync + 'static,
     {
-        self.on_mutate_async(move |input: I| std::future::ready(f(&input)))
+        self.on_mutate_async(move |input: I, cx: MutationContext| {
+            std::future::ready(f(&input, &cx))
+        })
     }
 
     /// The async form of [`on_mutate`](Self::on_mutate); a panic while the future is created or
@@ -100,30 +161,42 @@ where
     #[must_use]
     pub fn on_mutate_async<C, Fut>(
         self,
-        f: impl Fn(I) -> Fut + Send + Sync + 'static,
+        f: impl Fn(I, MutationContext) -> Fut + Send + Sync + 'static,
     ) -> MutationOptions<I, T, E, C>
     where
         C: Clone + Send + Sync + 'static,
         Fut: Future<Output = C> + Send + 'static,
     {
-        let on_success = self
-            .on_success
-            .map(|cb| -> OnSuccess<I, T, C> { Arc::new(move |t, i, _| cb(t, i, None)) });
-        let on_error =
-            self.on_error.map(|cb| -> OnError<I, E, C> { Arc::new(move |e, i, _| cb(e, i, None)) });
-        let on_settled = self
-            .on_settled
-            .map(|cb| -> OnSettled<I, T, E, C> { Arc::new(move |t, e, i, _| cb(t, e, i, None)) });
+        // Callbacks set before `on_mutate` were typed for `()`: they get the same context, with
+        // `()` in place of the value (`Some(())` once `on_mutate` has run).
+        let on_success = self.on_success.map(|cb| -> OnSuccess<I, T, C> {
+            Arc::new(move |t, i, cx: MutationContext<C>| {
+                cb(t, i, cx.with_result(cx.on_mutate_result.as_ref().map(|_| ())))
+            })
+        });
+        let on_error = self.on_error.map(|cb| -> OnError<I, E, C> {
+            Arc::new(move |e, i, cx: MutationContext<C>| {
+                cb(e, i, cx.with_result(cx.on_mutate_result.as_ref().map(|_| ())))
+            })
+        });
+        let on_settled = self.on_settled.map(|cb| -> OnSettled<I, T, E, C> {
+            Arc::new(move |t, e, i, cx: MutationContext<C>| {
+                cb(t, e, i, cx.with_result(cx.on_mutate_result.as_ref().map(|_| ())))
+            })
+        });
         MutationOptions {
             mutation_fn: self.mutation_fn,
-            on_mutate: Some(Arc::new(move |input| Box::pin(f(input)))),
+            on_mutate: Some(Arc::new(move |input, cx| Box::pin(f(input, cx)))),
             on_success,
             on_error,
             on_settled,
             retry: self.retry,
             retry_delay: self.retry_delay,
-            mutation_key: self.mutation_key,
             retry_if: self.retry_if,
+            mutation_key: self.mutation_key,
+            scope: self.scope,
+            gc_time: self.gc_time,
+            meta: self.meta,
         }
     }
 }
@@ -135,34 +208,38 @@ where
     E: Send + Sync + 'static,
     C: Clone + Send + Sync + 'static,
 {
-    /// Called with the result, the input and the context after a success.
+    /// Called with the data, the input and the context after a success.
     #[must_use]
-    pub fn on_success(self, f: impl Fn(&T, &I, Option<&C>) + Send + Sync + 'static) -> Self {
-        self.on_success_async(move |t, i, c| {
-            f(&t, &i, c.as_ref());
+    pub fn on_success(
+        self,
+        f: impl Fn(&T, &I, &MutationContext<C>) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_success_async(move |t, i, cx| {
+            f(&t, &i, &cx);
             std::future::ready(())
         })
     }
 
-    /// The async form of [`on_success`](Self::on_success).
+    /// The async form of [`on_success`](Self::on_success); the run settles once its future has
+    /// finished.
     #[must_use]
     pub fn on_success_async<Fut: Future<Output = ()> + Send + 'static>(
         mut self,
-        f: impl Fn(T, I, Option<C>) -> Fut + Send + Sync + 'static,
+        f: impl Fn(T, I, MutationContext<C>) -> Fut + Send + Sync + 'static,
     ) -> Self {
-        self.on_success = Some(Arc::new(move |t, i, c| Box::pin(f(t, i, c))));
+        self.on_success = Some(Arc::new(move |t, i, cx| Box::pin(f(t, i, cx))));
         self
     }
 
-    /// Called with the error, the input and the context after a failure (retries exhausted):
-    /// the place to roll an optimistic update back.
+    /// Called with the error, the input and the context after a failure (after the retries),
+    /// a panic, or an `on_mutate` panic.
     #[must_use]
     pub fn on_error(
         self,
-        f: impl Fn(&QueryError<E>, &I, Option<&C>) + Send + Sync + 'static,
+        f: impl Fn(&QueryError<E>, &I, &MutationContext<C>) + Send + Sync + 'static,
     ) -> Self {
-        self.on_error_async(move |e, i, c| {
-            f(&e, &i, c.as_ref());
+        self.on_error_async(move |e, i, cx| {
+            f(&e, &i, &cx);
             std::future::ready(())
         })
     }
@@ -171,20 +248,20 @@ where
     #[must_use]
     pub fn on_error_async<Fut: Future<Output = ()> + Send + 'static>(
         mut self,
-        f: impl Fn(QueryError<E>, I, Option<C>) -> Fut + Send + Sync + 'static,
+        f: impl Fn(QueryError<E>, I, MutationContext<C>) -> Fut + Send + Sync + 'static,
     ) -> Self {
-        self.on_error = Some(Arc::new(move |e, i, c| Box::pin(f(e, i, c))));
+        self.on_error = Some(Arc::new(move |e, i, cx| Box::pin(f(e, i, cx))));
         self
     }
 
-    /// Called after every run, successful or not.
+    /// Called after `on_success` or `on_error`, with the data or the error.
     #[must_use]
     pub fn on_settled(
         self,
-        f: impl Fn(Option<&T>, Option<&QueryError<E>>, &I, Option<&C>) + Send + Sync + 'static,
+        f: impl Fn(Option<&T>, Option<&QueryError<E>>, &I, &MutationContext<C>) + Send + Sync + 'static,
     ) -> Self {
-        self.on_settled_async(move |t, e, i, c| {
-            f(t.as_ref(), e.as_ref(), &i, c.as_ref());
+        self.on_settled_async(move |t, e, i, cx| {
+            f(t.as_ref(), e.as_ref(), &i, &cx);
             std::future::ready(())
         })
     }
@@ -193,15 +270,19 @@ where
     #[must_use]
     pub fn on_settled_async<Fut: Future<Output = ()> + Send + 'static>(
         mut self,
-        f: impl Fn(Option<T>, Option<QueryError<E>>, I, Option<C>) -> Fut + Send + Sync + 'static,
+        f: impl Fn(Option<T>, Option<QueryError<E>>, I, MutationContext<C>) -> Fut
+        + Send
+        + Sync
+        + 'static,
     ) -> Self {
-        self.on_settled = Some(Arc::new(move |t, e, i, c| Box::pin(f(t, e, i, c))));
+        self.on_settled = Some(Arc::new(move |t, e, i, cx| Box::pin(f(t, e, i, cx))));
         self
     }
 
     /// A key naming this kind of mutation (TanStack's `mutationKey`): defaults registered with
     /// [`QueryClient::set_mutation_defaults`](crate::QueryClient::set_mutation_defaults) for a
-    /// prefix of it apply to options this mutation leaves unset.
+    /// prefix of it apply to options this mutation leaves unset, and
+    /// [`MutationFilter`](crate::MutationFilter)s choose runs by it.
     ///
     /// # Examples
     ///
@@ -230,8 +311,63 @@ where
         self.mutation_key.as_ref()
     }
 
-    /// Retries after a failed attempt. Default: the [`MutationDefaults`](crate::MutationDefaults)
-    /// registered for a prefix of the [`mutation_key`](Self::mutation_key), else 0.
+    /// Runs of mutations with the same scope id run one at a time, in the order they were
+    /// submitted (TanStack v5's `scope: { id }`). `on_mutate` runs at once; the mutation
+    /// function waits for the earlier runs of the scope to settle, and the state shows
+    /// `is_paused` meanwhile. A failure does not stop the runs after it. Default: no scope
+    /// (runs are concurrent).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::{Arc, Mutex};
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig};
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// let (runtime, writes) = (test.runtime(), log.clone());
+    /// let save = MutationOptions::new(move |n: u64| {
+    ///     let (runtime, writes) = (runtime.clone(), writes.clone());
+    ///     async move {
+    ///         // The first save is the slowest, yet the second waits for it.
+    ///         runtime.sleep(std::time::Duration::from_millis(100 - n * 10)).await;
+    ///         writes.lock().unwrap().push(n);
+    ///         Ok::<_, String>(n)
+    ///     }
+    /// })
+    /// .scope("document-42");
+    /// test.block_on(futures::future::join(client.mutate(&save, 1), client.mutate(&save, 2)));
+    /// assert_eq!(*log.lock().unwrap(), [1, 2]);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn scope(mut self, id: impl Into<String>) -> Self {
+        self.scope = Some(Arc::from(id.into()));
+        self
+    }
+
+    /// How long a settled run stays in the client's mutation cache (where
+    /// [`QueryClient::find_mutations`](crate::QueryClient::find_mutations) lists it). Default:
+    /// the client's `gc_time` (5 minutes).
+    #[must_use]
+    pub fn gc_time(mut self, duration: Duration) -> Self {
+        self.gc_time = Some(duration);
+        self
+    }
+
+    /// Free-form information for the callbacks (in their context's `meta`).
+    #[must_use]
+    pub fn meta(mut self, meta: impl Into<Meta>) -> Self {
+        self.meta = Some(meta.into());
+        self
+    }
+
+    /// Retries after a failed attempt. Default: the
+    /// [`MutationDefaults`](crate::MutationDefaults) registered for a prefix of the
+    /// [`mutation_key`](Self::mutation_key), else 0.
     #[must_use]
     pub fn retry(mut self, retries: u32) -> Self {
         self.retry = Some(retries);
@@ -242,10 +378,7 @@ where
     /// [`MutationDefaults`](crate::MutationDefaults)', else
     /// [`default_retry_delay`](crate::default_retry_delay).
     #[must_use]
-    pub fn retry_delay(
-        mut self,
-        delay: impl Fn(u32) -> std::time::Duration + Send + Sync + 'static,
-    ) -> Self {
+    pub fn retry_delay(mut self, delay: impl Fn(u32) -> Duration + Send + Sync + 'static) -> Self {
         self.retry_delay = Some(Arc::new(delay));
         self
     }
@@ -262,7 +395,9 @@ impl<I, T, E, C> fmt::Debug for MutationOptions<I, T, E, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MutationOptions")
             .field("mutation_key", &self.mutation_key)
+            .field("scope", &self.scope)
             .field("retry", &self.retry)
+            .field("gc_time", &self.gc_time)
             .finish_non_exhaustive()
     }
 }

@@ -1,43 +1,42 @@
-//! [`MutationStatus`] and [`MutationState`]: what a mutation shows.
+//! [`MutationState`]: what a mutation shows.
 
 use std::time::SystemTime;
 
 use crate::error::QueryError;
+pub use crate::mutations::info::MutationStatus;
 
-/// The status of a mutation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum MutationStatus {
-    /// Not run yet, or reset.
-    #[default]
-    Idle,
-    /// Running.
-    Pending,
-    /// The last run succeeded.
-    Success,
-    /// The last run failed.
-    Error,
-}
-
-/// A snapshot of a mutation's state.
+/// A snapshot of a mutation's state (TanStack's `MutationState`): the status, the last run's
+/// input (`variables`), what its `on_mutate` returned (`context`), its data or error, and its
+/// failures.
+///
+/// While the callbacks of a run (`on_success`, `on_error`, `on_settled`) run, the status is
+/// still [`MutationStatus::Pending`]; it changes once they have finished, as in TanStack Query.
 #[derive(Debug)]
 #[non_exhaustive]
-pub struct MutationState<T, E> {
+pub struct MutationState<I, T, E, C = ()> {
     /// The status.
     pub status: MutationStatus,
-    /// The last successful result.
+    /// The last run's data, once it succeeded.
     pub data: Option<T>,
-    /// The last error.
+    /// The last run's error, once it failed.
     pub error: Option<QueryError<E>>,
+    /// The last run's input.
+    pub variables: Option<I>,
+    /// What the last run's `on_mutate` returned.
+    pub context: Option<C>,
+    /// Failed attempts of the last run (on failure: every attempt).
+    pub failure_count: u32,
+    /// The error of the last failed attempt.
+    pub failure_reason: Option<QueryError<E>>,
+    /// The last run waits for an earlier run of its [scope](crate::MutationOptions::scope).
+    pub is_paused: bool,
     /// When the last run started (wall clock).
     pub submitted_at: Option<SystemTime>,
     /// When the last run settled (wall clock).
     pub settled_at: Option<SystemTime>,
-    /// Failed attempts of the last run.
-    pub failure_count: u32,
 }
 
-impl<T, E> MutationState<T, E> {
+impl<I, T, E, C> MutationState<I, T, E, C> {
     /// Not run yet.
     pub fn is_idle(&self) -> bool {
         self.status == MutationStatus::Idle
@@ -56,28 +55,36 @@ impl<T, E> MutationState<T, E> {
     }
 }
 
-impl<T, E> Default for MutationState<T, E> {
+impl<I, T, E, C> Default for MutationState<I, T, E, C> {
     fn default() -> Self {
         Self {
             status: MutationStatus::Idle,
             data: None,
             error: None,
+            variables: None,
+            context: None,
+            failure_count: 0,
+            failure_reason: None,
+            is_paused: false,
             submitted_at: None,
             settled_at: None,
-            failure_count: 0,
         }
     }
 }
 
-impl<T: Clone, E> Clone for MutationState<T, E> {
+impl<I: Clone, T: Clone, E, C: Clone> Clone for MutationState<I, T, E, C> {
     fn clone(&self) -> Self {
         Self {
             status: self.status,
             data: self.data.clone(),
             error: self.error.clone(),
+            variables: self.variables.clone(),
+            context: self.context.clone(),
+            failure_count: self.failure_count,
+            failure_reason: self.failure_reason.clone(),
+            is_paused: self.is_paused,
             submitted_at: self.submitted_at,
             settled_at: self.settled_at,
-            failure_count: self.failure_count,
         }
     }
 }

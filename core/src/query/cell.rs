@@ -52,6 +52,10 @@ pub(crate) struct CellInner<T> {
     pub(crate) hydration: Option<HydrationStep>,
     /// The key's L2 read has finished, was abandoned, or was not needed.
     pub(crate) hydrated: bool,
+    /// The data is a mutation's optimistic write, not confirmed: it is not persisted.
+    pub(crate) unconfirmed: bool,
+    /// Mutation runs whose optimistic writes to this key await their outcome.
+    pub(crate) optimistic_runs: u32,
 }
 
 /// See [`QueryCell::quick_answer`].
@@ -82,6 +86,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 codec: None,
                 hydration: None,
                 hydrated: false,
+                unconfirmed: false,
+                optimistic_runs: 0,
             }),
         }
     }
@@ -193,6 +199,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         g.state.is_invalidated = false;
         g.state.data_update_count = g.state.data_update_count.saturating_add(1);
         g.fresh_at = Some(ctx.runtime.now());
+        g.unconfirmed = false;
     }
 
     /// Adds a state listener (called with each new state and its version); returns its id.
@@ -282,6 +289,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             g.fresh_at = None;
             let old = std::mem::take(&mut g.state);
             effects.discard_state(old);
+            g.unconfirmed = false;
             let refetch = g.fetcher.clone().filter(|_| g.active > 0 && !g.paused);
             match refetch {
                 Some(fetcher) => {

@@ -39,7 +39,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         let (Some(l2), Some(codec)) = (&ctx.l2, g.codec) else {
             return;
         };
-        if g.state.status != QueryStatus::Success {
+        if g.state.status != QueryStatus::Success || g.unconfirmed {
             return;
         }
         let state = g.state.clone();
@@ -158,6 +158,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         };
         effects.discard(g.state.data.replace(data));
         g.state.data_id = next_data_id();
+        g.unconfirmed = false;
         let error = record.error.map(|m| ErasedError::Restored(m.into()));
         effects.discard_error(std::mem::replace(&mut g.state.error, error));
         g.state.data_updated_at = record.data_updated_at;

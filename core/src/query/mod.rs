@@ -15,6 +15,7 @@ mod erased;
 mod fetch;
 mod hydrate;
 mod lookup;
+mod optimistic;
 mod removal;
 
 pub(crate) use cell::{CellInner, QueryCell, QuickAnswer};

@@ -1,0 +1,212 @@
+//! What can be read about a mutation run whatever its types: [`MutationStatus`],
+//! [`MutationInfo`], and [`MutationFilter`] to choose runs by key, status or predicate.
+
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+use crate::error::panic_message;
+use crate::key::QueryKey;
+
+/// The status of a mutation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum MutationStatus {
+    /// Not run yet, or reset.
+    #[default]
+    Idle,
+    /// Running (or waiting for its turn in its scope).
+    Pending,
+    /// The last run succeeded.
+    Success,
+    /// The last run failed.
+    Error,
+}
+
+impl MutationStatus {
+    /// The status's name (`"PENDING"`), as the query statuses are named.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Idle => "IDLE",
+            Self::Pending => "PENDING",
+            Self::Success => "SUCCESS",
+            Self::Error => "ERROR",
+        }
+    }
+}
+
+/// A snapshot of one mutation run in the client's mutation cache, whatever its types
+/// (TanStack's `Mutation` as the mutation cache lists it).
+///
+/// Every [`Mutation::mutate`](crate::Mutation::mutate) and
+/// [`QueryClient::mutate`](crate::QueryClient::mutate) call is one run, with its own id. Runs
+/// stay listed until `gc_time` after they settle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MutationInfo {
+    /// The run's id, unique within its client, increasing in submission order.
+    pub id: u64,
+    /// The options' [`mutation_key`](crate::MutationOptions::mutation_key), if any.
+    pub mutation_key: Option<QueryKey>,
+    /// The options' [`scope`](crate::MutationOptions::scope), if any.
+    pub scope: Option<Arc<str>>,
+    /// The status.
+    pub status: MutationStatus,
+    /// Waiting for an earlier run of its scope to settle.
+    pub is_paused: bool,
+    /// Failed attempts so far.
+    pub failure_count: u32,
+    /// When the run started (wall clock).
+    pub submitted_at: Option<SystemTime>,
+    /// When it settled (wall clock).
+    pub settled_at: Option<SystemTime>,
+    /// The error's message, once it failed.
+    pub error: Option<String>,
+}
+
+impl MutationInfo {
+    pub(crate) fn new(
+        id: u64,
+        mutation_key: Option<QueryKey>,
+        scope: Option<Arc<str>>,
+        submitted_at: SystemTime,
+    ) -> Self {
+        Self {
+            id,
+            mutation_key,
+            scope,
+            status: MutationStatus::Pending,
+            is_paused: false,
+            failure_count: 0,
+            submitted_at: Some(submitted_at),
+            settled_at: None,
+            error: None,
+        }
+    }
+}
+
+impl Serialize for MutationInfo {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let secs = |t: Option<SystemTime>| {
+            t.map(|t| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()))
+        };
+        let mut s = serializer.serialize_struct("MutationInfo", 9)?;
+        s.serialize_field("id", &self.id)?;
+        s.serialize_field(
+            "mutation_key",
+            &self.mutation_key.as_ref().map(QueryKey::storage_string),
+        )?;
+        s.serialize_field("scope", &self.scope.as_deref())?;
+        s.serialize_field("status", self.status.name())?;
+        s.serialize_field("is_paused", &self.is_paused)?;
+        s.serialize_field("failure_count", &self.failure_count)?;
+        s.serialize_field("submitted_at", &secs(self.submitted_at))?;
+        s.serialize_field("settled_at", &secs(self.settled_at))?;
+        s.serialize_field("error", &self.error)?;
+        s.end()
+    }
+}
+
+type Predicate = Arc<dyn Fn(&MutationInfo) -> bool + Send + Sync>;
+
+/// Chooses mutation runs (TanStack's `MutationFilters`): by mutation key (a prefix, or exact),
+/// status, and a predicate; every condition set must hold. Any key converts into a prefix
+/// filter, and the empty key `()` (or [`MutationFilter::all`]) matches every run, including
+/// runs without a mutation key; a key condition never matches a run without one.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::{MutationFilter, MutationStatus, key};
+///
+/// let pending_todos = MutationFilter::prefix(key!("todos")).status(MutationStatus::Pending);
+/// # drop(pending_todos);
+/// ```
+#[derive(Clone, Default)]
+pub struct MutationFilter {
+    key: Option<QueryKey>,
+    exact: bool,
+    status: Option<MutationStatus>,
+    predicate: Option<Predicate>,
+}
+
+impl MutationFilter {
+    /// Every run.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Runs whose mutation key starts with `prefix`; the empty key matches every run.
+    pub fn prefix(prefix: impl Into<QueryKey>) -> Self {
+        let key = prefix.into();
+        Self { key: (!key.is_empty()).then_some(key), ..Self::default() }
+    }
+
+    /// Runs whose mutation key is exactly `key`.
+    pub fn exact(key: impl Into<QueryKey>) -> Self {
+        Self { key: Some(key.into()), exact: true, ..Self::default() }
+    }
+
+    /// Only runs in this status.
+    #[must_use]
+    pub fn status(mut self, status: MutationStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Only runs for which `predicate` returns `true`; a panic in it counts as `false`.
+    #[must_use]
+    pub fn predicate(
+        mut self,
+        predicate: impl Fn(&MutationInfo) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.predicate = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Whether `info` passes every condition.
+    pub(crate) fn matches(&self, info: &MutationInfo) -> bool {
+        let key = match (&self.key, &info.mutation_key) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(want), Some(have)) => {
+                if self.exact {
+                    want == have
+                } else {
+                    want.is_prefix_of(have)
+                }
+            }
+        };
+        key && self.status.is_none_or(|s| s == info.status)
+            && self.predicate.as_ref().is_none_or(|p| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| p(info))).unwrap_or_else(|payload| {
+                    tracing::error!(
+                        "mutation filter predicate panicked: {}",
+                        panic_message(&*payload)
+                    );
+                    false
+                })
+            })
+    }
+}
+
+impl<K: Into<QueryKey>> From<K> for MutationFilter {
+    /// A key as a filter is a prefix filter.
+    fn from(prefix: K) -> Self {
+        Self::prefix(prefix)
+    }
+}
+
+impl fmt::Debug for MutationFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MutationFilter")
+            .field("key", &self.key)
+            .field("exact", &self.exact)
+            .field("status", &self.status)
+            .field("predicate", &self.predicate.is_some())
+            .finish()
+    }
+}
