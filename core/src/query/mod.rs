@@ -16,6 +16,7 @@ mod fetch;
 mod hydrate;
 mod lookup;
 mod removal;
+mod run;
 
 pub(crate) use cell::{CellInner, QueryCell, QuickAnswer};
 pub(crate) use effects::Effects;
