@@ -65,7 +65,7 @@
 // Layers, bottom to top (a module imports only modules below it; see ARCHITECTURE.md):
 // runtime, key, key_serde, error, state, sync, meta, stats -> cancel, listeners, events, retryer,
 // storage, gc, inspect, filter -> config, options, defaults -> cache -> ctx -> sweeper -> query ->
-// observer, mutation -> client -> convenience.
+// observer, mutation -> client -> convenience, infinite.
 pub mod runtime;
 mod stats;
 mod sync;
@@ -100,6 +100,7 @@ mod observer;
 
 mod client;
 mod convenience;
+pub mod infinite;
 
 #[cfg(feature = "test-util")]
 pub mod testing;
@@ -112,6 +113,9 @@ pub use defaults::{MutationDefaults, QueryDefaults};
 pub use error::{QueryError, TypeMismatch};
 pub use events::{CacheEvent, EventSubscription};
 pub use filter::{QueryFilter, RefetchType};
+pub use infinite::{
+    InfiniteData, InfiniteQueryObserver, InfiniteQueryOptions, PageContext, PageDirection,
+};
 pub use inspect::QueryInfo;
 pub use key::{KeyPart, QueryKey};
 pub use listeners::Subscription;

@@ -14,7 +14,7 @@ use super::run::{FetchGuard, run_fetch};
 use crate::cancel::{CancelSignal, UntilCancelled};
 use crate::ctx::Ctx;
 use crate::error::{ErasedError, panic_message};
-use crate::options::OptionsInner;
+use crate::options::{FetchTag, OptionsInner};
 use crate::retryer::Retryer;
 use crate::state::{FetchStatus, QueryStatus, RawState};
 use crate::stats::Stat;
@@ -24,6 +24,8 @@ use crate::storage::record::CodecFn;
 pub(crate) struct FetchSlot<T> {
     /// The query generation the fetch was started under.
     pub(crate) generation: u64,
+    /// What the fetch is for (its options' tag): decides who joins it.
+    pub(crate) tag: FetchTag,
     result: OnceLock<Settled<T>>,
     done: Event,
     /// Cancels the fetch: set, the fetch task drops the fetch at its next poll.
@@ -38,6 +40,7 @@ pub(crate) struct FetchSlot<T> {
 }
 
 /// The part of a query's state a fetch changes before it settles.
+#[derive(Clone)]
 struct Revert {
     status: QueryStatus,
     failures: u32,
@@ -51,19 +54,21 @@ enum Settled<T> {
 }
 
 impl<T: Clone + Send + Sync + 'static> FetchSlot<T> {
-    fn new(generation: u64, state: &RawState<T>, abandon: Option<Weak<QueryCell<T>>>) -> Self {
+    fn new(
+        generation: u64,
+        tag: FetchTag,
+        revert: Revert,
+        abandon: Option<Weak<QueryCell<T>>>,
+    ) -> Self {
         Self {
             waiters: AtomicUsize::new(0),
             abandon,
             generation,
+            tag,
             result: OnceLock::new(),
             done: Event::new(),
             signal: CancelSignal::new(),
-            revert: Revert {
-                status: state.status,
-                failures: state.fetch_failure_count,
-                reason: state.fetch_failure_reason.clone(),
-            },
+            revert,
         }
     }
 
@@ -175,8 +180,25 @@ pub(crate) trait Fetcher<T>: Send + Sync {
     fn stale_time(&self) -> Option<std::time::Duration>;
 }
 
+impl Revert {
+    fn of<T>(state: &RawState<T>) -> Self {
+        Self {
+            status: state.status,
+            failures: state.fetch_failure_count,
+            reason: state.fetch_failure_reason.clone(),
+        }
+    }
+}
+
 impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// Joins the fetch in flight for the current generation, or starts one.
+    ///
+    /// Joining follows the options' [`FetchTag`]: a page fetch (`NextPage`, `PreviousPage`) of
+    /// a query with data joins only a fetch with its own tag, and otherwise supersedes the
+    /// fetch in flight: the generation moves on so that the older fetch cannot store, and the
+    /// older fetch's waiters are forwarded to the new one (as invalidation does). Options
+    /// with a behaviour get a copy of the data the query holds now (cloned under the lock:
+    /// the data type's `Clone`, contained).
     pub(crate) fn join_or_begin<E>(
         self: &Arc<Self>,
         g: &mut CellInner<T>,
@@ -187,12 +209,22 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     where
         E: fmt::Display + Send + Sync + 'static,
     {
+        let mut revert = None;
         if let Some(f) = Self::current_fetch(g) {
-            return f.clone();
+            let tag = options.fetch_tag;
+            if tag == FetchTag::Refetch || f.tag == tag || g.state.data.is_none() {
+                return f.clone();
+            }
+            // What the superseded fetch would have restored is what this one restores.
+            revert = Some(f.revert.clone());
+            g.generation += 1;
         }
         let generation = g.generation;
         let abandon = options.cancel_when_unobserved.then(|| Arc::downgrade(self));
-        let slot = Arc::new(FetchSlot::new(generation, &g.state, abandon));
+        let revert = revert.unwrap_or_else(|| Revert::of(&g.state));
+        let slot = Arc::new(FetchSlot::new(generation, options.fetch_tag, revert, abandon));
+        let snapshot =
+            options.behavior.as_ref().map(|_| g.state.data.as_ref().map(clone_data).transpose());
         ctx.stats.add(Stat::Fetch);
         // A fetch of an older generation is obsolete: its waiters get this fetch's outcome. A
         // cancelled one whose task has not ended yet settles as cancelled now.
@@ -224,7 +256,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             finished: false,
         };
         let meta = ctx.meta(&options.key, options.meta.as_ref());
-        let task = run_fetch(guard, options.clone(), retryer, meta, ctx.runtime.clone());
+        let task = run_fetch(guard, options.clone(), snapshot, retryer, meta, ctx.runtime.clone());
         effects.spawns.push(Box::pin(UntilCancelled::new(task, slot.signal.clone())));
         slot
     }
@@ -246,6 +278,11 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         };
         effects.run(ctx, &self.key);
         slot
+    }
+
+    /// The tag of the fetch in flight for the current generation, if any.
+    pub(crate) fn fetching_tag(&self) -> Option<FetchTag> {
+        Self::current_fetch(&self.lock()).map(|f| f.tag)
     }
 
     /// Records the outcome of `slot`'s fetch, then wakes its waiters. A cancelled fetch

@@ -11,7 +11,7 @@ use crate::cancel::QueryContext;
 use crate::ctx::Ctx;
 use crate::error::{ErasedError, QueryError, panic_message};
 use crate::meta::Meta;
-use crate::options::OptionsInner;
+use crate::options::{Attempt, OptionsInner};
 use crate::retryer::{Outcome, Retryer};
 use crate::runtime::Runtime;
 use crate::stats::Stat;
@@ -57,9 +57,13 @@ impl<T: Clone + Send + Sync + 'static> Drop for FetchGuard<T> {
 }
 
 /// One fetch: attempts with backoff, panics caught, callbacks run, outcome recorded.
+///
+/// With a behaviour, `snapshot` is the data the query held when the fetch began (or the
+/// panic of its `Clone`): the behaviour gets it once and makes the attempt function.
 pub(crate) async fn run_fetch<T, E>(
     mut guard: FetchGuard<T>,
     options: Arc<OptionsInner<T, E>>,
+    snapshot: Option<Result<Option<T>, ErasedError>>,
     retryer: Retryer<E>,
     meta: Meta,
     runtime: Runtime,
@@ -69,6 +73,15 @@ pub(crate) async fn run_fetch<T, E>(
 {
     let generation = guard.slot.generation;
     let context = QueryContext::new(guard.cell.key.clone(), guard.slot.signal.clone(), meta);
+    let mut behavior: Option<Attempt<T, E>> = match (&options.behavior, snapshot) {
+        (Some(behavior), Some(Ok(data))) => Some(behavior(data)),
+        (Some(_), Some(Err(error))) => {
+            let typed = Err(error.typed(&guard.cell.key));
+            guard.finish(Err(error), 1, || run_callbacks(&options, &typed));
+            return;
+        }
+        _ => None,
+    };
     let mut first = true;
     let Outcome { result, failures } = retryer
         .run_as(
@@ -80,7 +93,10 @@ pub(crate) async fn run_fetch<T, E>(
                 {
                     ctx.stats.add(Stat::Retry);
                 }
-                (options.query_fn)(context.clone())
+                match &mut behavior {
+                    Some(attempt) => attempt(context.clone()),
+                    None => (options.query_fn)(context.clone()),
+                }
             },
             |failed, error| {
                 if let Some(ctx) = guard.ctx.upgrade() {
