@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::pages::{Calls, Holds, Opts, cached, data, numbers};
@@ -263,6 +265,48 @@ async fn a_panicking_next_param_function_fails_the_fetch_and_reads_as_no_page(h:
     assert_eq!(client.is_fetching(()), 0);
 }
 
+/// A page whose `Clone` panics while `explode` is set.
+#[derive(Debug)]
+struct Fragile {
+    value: i32,
+    explode: Arc<AtomicBool>,
+}
+
+impl Clone for Fragile {
+    fn clone(&self) -> Self {
+        assert!(!self.explode.load(Ordering::SeqCst), "a Clone bug");
+        Self { value: self.value, explode: self.explode.clone() }
+    }
+}
+
+async fn a_panicking_clone_of_the_pages_fails_the_page_fetch_only(h: Harness) {
+    let client = h.client();
+    let explode = Arc::new(AtomicBool::new(false));
+    let options = {
+        let explode = explode.clone();
+        InfiniteQueryOptions::new(
+            key!("fragile"),
+            1,
+            move |cx: PageContext<i32>| {
+                let explode = explode.clone();
+                async move { Ok::<_, String>(Fragile { value: cx.page_param, explode }) }
+            },
+            |_: &Fragile, _: &[Fragile], last: &i32, _: &[i32]| Some(last + 1),
+        )
+    };
+    client.fetch_infinite_query(&options).await.unwrap();
+    explode.store(true, Ordering::SeqCst);
+    // The copy the page fetch starts from cannot be made: the fetch fails, nothing is called.
+    let Err(QueryError::Panicked(message)) = client.fetch_next_page(&options).await else {
+        panic!("the fetch fails with the panic");
+    };
+    assert!(message.contains("Clone panicked"), "{message}");
+    explode.store(false, Ordering::SeqCst);
+    let data = client.fetch_next_page(&options).await.unwrap();
+    assert_eq!(data.pages.iter().map(|p| p.value).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(data.page_params, [1, 2]);
+}
+
 async fn a_retried_refetch_resumes_at_the_failed_page(h: Harness) {
     let client = h.client();
     let (calls, k) = (Calls::new(), key!("resume"));
@@ -367,6 +411,7 @@ runtime_suite!(
     cancelling_a_page_fetch_keeps_the_pages,
     a_failed_page_keeps_the_pages,
     a_panicking_next_param_function_fails_the_fetch_and_reads_as_no_page,
+    a_panicking_clone_of_the_pages_fails_the_page_fetch_only,
     a_retried_refetch_resumes_at_the_failed_page,
     page_fetches_leave_the_query_refetching_every_page,
     max_pages_slides_over_a_refetch_of_more_pages,
