@@ -15,6 +15,8 @@
 //! - [`QueryKey`] and [`key!`]: keys of string, integer and boolean parts.
 //! - [`QueryState`]: what a query holds (status, data, error, timestamps).
 //! - [`QueryError`]: why there is no data; the query function's error stays typed.
+//! - [`InfiniteQueryOptions`] and [`InfiniteQueryObserver`]: paged ("infinite") queries, a
+//!   page at a time forward or backward (see [`infinite`]).
 //! - [`CacheStats`]: hits, misses, fetches, retries, evictions, ... from
 //!   [`QueryClient::cache_stats`].
 //! - [`storage::StorageBackend`]: the L2 seam (persistence behind memory), with
