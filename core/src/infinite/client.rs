@@ -47,7 +47,7 @@ impl QueryClient {
     /// # Errors
     ///
     /// The page function's error after its retries (the pages stay as they were),
-    /// [`QueryError::Cancelled`] if the fetch is cancelled or superseded by a write,
+    /// [`QueryError::Cancelled`] if the fetch is cancelled (`cancel_queries`, removal),
     /// [`QueryError::Panicked`] for a panic in the page or param functions,
     /// [`QueryError::TypeMismatch`] for a key cached with another type.
     ///
