@@ -15,6 +15,8 @@
 //! - [`QueryKey`] and [`key!`]: keys of string, integer and boolean parts.
 //! - [`QueryState`]: what a query holds (status, data, error, timestamps).
 //! - [`QueryError`]: why there is no data; the query function's error stays typed.
+//! - [`InfiniteQueryOptions`] and [`InfiniteQueryObserver`]: paged ("infinite") queries, a
+//!   page at a time forward or backward (see [`infinite`]).
 //! - [`CacheStats`]: hits, misses, fetches, retries, evictions, ... from
 //!   [`QueryClient::cache_stats`].
 //! - [`storage::StorageBackend`]: the L2 seam (persistence behind memory), with
@@ -65,7 +67,7 @@
 // Layers, bottom to top (a module imports only modules below it; see ARCHITECTURE.md):
 // runtime, key, key_serde, error, state, sync, meta, stats -> cancel, listeners, events, retryer,
 // storage, gc, inspect, filter, mutations -> config, options, defaults -> cache -> ctx, handle ->
-// sweeper -> query -> observer, mutation -> client -> convenience.
+// sweeper -> query -> observer, mutation -> client -> convenience, infinite.
 pub mod runtime;
 mod stats;
 mod sync;
@@ -102,6 +104,7 @@ mod observer;
 
 mod client;
 mod convenience;
+pub mod infinite;
 
 #[cfg(feature = "test-util")]
 pub mod testing;
@@ -114,6 +117,9 @@ pub use defaults::{MutationDefaults, QueryDefaults};
 pub use error::{QueryError, TypeMismatch};
 pub use events::{CacheEvent, EventSubscription};
 pub use filter::{QueryFilter, RefetchType};
+pub use infinite::{
+    InfiniteData, InfiniteQueryObserver, InfiniteQueryOptions, PageContext, PageDirection,
+};
 pub use inspect::QueryInfo;
 pub use key::{KeyPart, QueryKey};
 pub use listeners::Subscription;

@@ -8,6 +8,7 @@
 //! are virtual and cost nothing.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod pages;
 pub mod servers;
 pub mod storage;
 

@@ -13,8 +13,10 @@ use crate::retryer::{RetryDelayFn, RetryIfFn};
 use crate::runtime::BoxFuture;
 use crate::storage::record::{Codec, CodecFn};
 
+mod behavior;
 mod seed;
 
+pub(crate) use behavior::{Attempt, Behavior, FetchTag};
 pub(crate) use seed::{InitialData, Placeholder};
 
 type QueryFn<T, E> = Arc<dyn Fn(QueryContext) -> BoxFuture<Result<T, E>> + Send + Sync>;
@@ -71,6 +73,10 @@ pub(crate) struct OptionsInner<T, E> {
     pub(crate) meta: Option<Meta>,
     /// Set by [`QueryOptions::persist`]: how to write this query's states to L2.
     pub(crate) codec: Option<CodecFn<T>>,
+    /// Runs a fetch instead of `query_fn` when set (the infinite layer's page loop).
+    pub(crate) behavior: Option<Behavior<T, E>>,
+    /// What fetches with these options are for: decides joining (see [`FetchTag`]).
+    pub(crate) fetch_tag: FetchTag,
 }
 
 impl<T, E> QueryOptions<T, E>
@@ -126,6 +132,16 @@ where
         Self::build(key.into(), Arc::new(move |cx| Box::pin(query_fn(cx))))
     }
 
+    /// Options for `key` fetched by `behavior` (see [`Behavior`]); the query function, never
+    /// called, fetches with no data to start from.
+    pub(crate) fn with_behavior(key: QueryKey, behavior: Behavior<T, E>) -> Self {
+        let cold = behavior.clone();
+        let query_fn: QueryFn<T, E> = Arc::new(move |cx| cold(None)(cx));
+        let mut options = Self::build(key, query_fn);
+        Arc::make_mut(&mut options.inner).behavior = Some(behavior);
+        options
+    }
+
     fn build(key: QueryKey, query_fn: QueryFn<T, E>) -> Self {
         Self {
             inner: Arc::new(OptionsInner {
@@ -147,6 +163,8 @@ where
                 initial_data_updated_at: None,
                 meta: None,
                 codec: None,
+                behavior: None,
+                fetch_tag: FetchTag::Refetch,
             }),
         }
     }
@@ -342,6 +360,8 @@ impl<T: Clone, E> Clone for OptionsInner<T, E> {
             initial_data_updated_at: self.initial_data_updated_at,
             meta: self.meta.clone(),
             codec: self.codec,
+            behavior: self.behavior.clone(),
+            fetch_tag: self.fetch_tag,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The fetch: the slot every caller of one fetch shares, join-or-begin, the run loop with
-//! retries and panic capture, and the guard that always completes the slot.
+//! The fetch: the slot every caller of one fetch shares, join-or-begin, and recording its
+//! outcome (the task itself is in `run`).
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;
@@ -10,13 +10,12 @@ use event_listener::Event;
 
 use super::cell::{CellInner, QueryCell};
 use super::effects::Effects;
-use crate::cancel::{CancelSignal, QueryContext, UntilCancelled};
+use super::run::{FetchGuard, run_fetch};
+use crate::cancel::{CancelSignal, UntilCancelled};
 use crate::ctx::Ctx;
-use crate::error::{ErasedError, QueryError, panic_message};
-use crate::meta::Meta;
-use crate::options::OptionsInner;
-use crate::retryer::{Outcome, Retryer};
-use crate::runtime::Runtime;
+use crate::error::{ErasedError, panic_message};
+use crate::options::{FetchTag, OptionsInner};
+use crate::retryer::Retryer;
 use crate::state::{FetchStatus, QueryStatus, RawState};
 use crate::stats::Stat;
 use crate::storage::record::CodecFn;
@@ -25,6 +24,8 @@ use crate::storage::record::CodecFn;
 pub(crate) struct FetchSlot<T> {
     /// The query generation the fetch was started under.
     pub(crate) generation: u64,
+    /// What the fetch is for (its options' tag): decides who joins it.
+    pub(crate) tag: FetchTag,
     result: OnceLock<Settled<T>>,
     done: Event,
     /// Cancels the fetch: set, the fetch task drops the fetch at its next poll.
@@ -39,6 +40,7 @@ pub(crate) struct FetchSlot<T> {
 }
 
 /// The part of a query's state a fetch changes before it settles.
+#[derive(Clone)]
 struct Revert {
     status: QueryStatus,
     failures: u32,
@@ -52,19 +54,21 @@ enum Settled<T> {
 }
 
 impl<T: Clone + Send + Sync + 'static> FetchSlot<T> {
-    fn new(generation: u64, state: &RawState<T>, abandon: Option<Weak<QueryCell<T>>>) -> Self {
+    fn new(
+        generation: u64,
+        tag: FetchTag,
+        revert: Revert,
+        abandon: Option<Weak<QueryCell<T>>>,
+    ) -> Self {
         Self {
             waiters: AtomicUsize::new(0),
             abandon,
             generation,
+            tag,
             result: OnceLock::new(),
             done: Event::new(),
             signal: CancelSignal::new(),
-            revert: Revert {
-                status: state.status,
-                failures: state.fetch_failure_count,
-                reason: state.fetch_failure_reason.clone(),
-            },
+            revert,
         }
     }
 
@@ -176,8 +180,25 @@ pub(crate) trait Fetcher<T>: Send + Sync {
     fn stale_time(&self) -> Option<std::time::Duration>;
 }
 
+impl Revert {
+    fn of<T>(state: &RawState<T>) -> Self {
+        Self {
+            status: state.status,
+            failures: state.fetch_failure_count,
+            reason: state.fetch_failure_reason.clone(),
+        }
+    }
+}
+
 impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// Joins the fetch in flight for the current generation, or starts one.
+    ///
+    /// Joining follows the options' [`FetchTag`]: a page fetch (`NextPage`, `PreviousPage`) of
+    /// a query with data joins only a fetch with its own tag, and otherwise supersedes the
+    /// fetch in flight: the generation moves on so that the older fetch cannot store, and the
+    /// older fetch's waiters are forwarded to the new one (as invalidation does). Options
+    /// with a behaviour get a copy of the data the query holds now (cloned under the lock:
+    /// the data type's `Clone`, contained).
     pub(crate) fn join_or_begin<E>(
         self: &Arc<Self>,
         g: &mut CellInner<T>,
@@ -188,12 +209,22 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     where
         E: fmt::Display + Send + Sync + 'static,
     {
+        let mut revert = None;
         if let Some(f) = Self::current_fetch(g) {
-            return f.clone();
+            let tag = options.fetch_tag;
+            if tag == FetchTag::Refetch || f.tag == tag || g.state.data.is_none() {
+                return f.clone();
+            }
+            // What the superseded fetch would have restored is what this one restores.
+            revert = Some(f.revert.clone());
+            g.generation += 1;
         }
         let generation = g.generation;
         let abandon = options.cancel_when_unobserved.then(|| Arc::downgrade(self));
-        let slot = Arc::new(FetchSlot::new(generation, &g.state, abandon));
+        let revert = revert.unwrap_or_else(|| Revert::of(&g.state));
+        let slot = Arc::new(FetchSlot::new(generation, options.fetch_tag, revert, abandon));
+        let snapshot =
+            options.behavior.as_ref().map(|_| g.state.data.as_ref().map(clone_data).transpose());
         ctx.stats.add(Stat::Fetch);
         // A fetch of an older generation is obsolete: its waiters get this fetch's outcome. A
         // cancelled one whose task has not ended yet settles as cancelled now.
@@ -225,7 +256,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             finished: false,
         };
         let meta = ctx.meta(&options.key, options.meta.as_ref());
-        let task = run_fetch(guard, options.clone(), retryer, meta, ctx.runtime.clone());
+        let task = run_fetch(guard, options.clone(), snapshot, retryer, meta, ctx.runtime.clone());
         effects.spawns.push(Box::pin(UntilCancelled::new(task, slot.signal.clone())));
         slot
     }
@@ -247,6 +278,11 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         };
         effects.run(ctx, &self.key);
         slot
+    }
+
+    /// The tag of the fetch in flight for the current generation, if any.
+    pub(crate) fn fetching_tag(&self) -> Option<FetchTag> {
+        Self::current_fetch(&self.lock()).map(|f| f.tag)
     }
 
     /// Records the outcome of `slot`'s fetch, then wakes its waiters. A cancelled fetch
@@ -371,117 +407,5 @@ where
 
     fn stale_time(&self) -> Option<std::time::Duration> {
         self.stale_time
-    }
-}
-
-/// Finishes the slot with [`QueryError::Cancelled`] if the fetch is dropped unfinished (the
-/// runtime dropped the task, maybe before ever polling it, or the fetch was cancelled), so
-/// that no caller waits forever. Holds the client weakly: a running fetch does not keep a
-/// dropped client, or its cache, alive.
-pub(crate) struct FetchGuard<T: Clone + Send + Sync + 'static> {
-    pub(crate) cell: Arc<QueryCell<T>>,
-    pub(crate) ctx: Weak<Ctx>,
-    pub(crate) slot: Arc<FetchSlot<T>>,
-    pub(crate) finished: bool,
-}
-
-impl<T: Clone + Send + Sync + 'static> FetchGuard<T> {
-    pub(crate) fn finish(
-        &mut self,
-        result: Result<T, ErasedError>,
-        failures: u32,
-        before_wake: impl FnOnce(),
-    ) {
-        self.finished = true;
-        let ctx = self.ctx.upgrade();
-        // Counted before the waiters wake, so a caller sees its fetch's outcome counted.
-        if let Some(ctx) = &ctx {
-            match &result {
-                Ok(_) => {}
-                Err(ErasedError::Cancelled) => ctx.stats.add(Stat::Cancellation),
-                Err(_) => ctx.stats.add(Stat::Failure),
-            }
-        }
-        self.cell.finish(ctx.as_ref(), &self.slot, result, failures, before_wake);
-    }
-}
-
-impl<T: Clone + Send + Sync + 'static> Drop for FetchGuard<T> {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.finish(Err(ErasedError::Cancelled), 0, || {});
-        }
-    }
-}
-
-/// One fetch: attempts with backoff, panics caught, callbacks run, outcome recorded.
-pub(crate) async fn run_fetch<T, E>(
-    mut guard: FetchGuard<T>,
-    options: Arc<OptionsInner<T, E>>,
-    retryer: Retryer<E>,
-    meta: Meta,
-    runtime: Runtime,
-) where
-    T: Clone + Send + Sync + 'static,
-    E: fmt::Display + Send + Sync + 'static,
-{
-    let generation = guard.slot.generation;
-    let context = QueryContext::new(guard.cell.key.clone(), guard.slot.signal.clone(), meta);
-    let mut first = true;
-    let Outcome { result, failures } = retryer
-        .run_as(
-            &runtime,
-            "query function",
-            || {
-                if !std::mem::take(&mut first)
-                    && let Some(ctx) = guard.ctx.upgrade()
-                {
-                    ctx.stats.add(Stat::Retry);
-                }
-                (options.query_fn)(context.clone())
-            },
-            |failed, error| {
-                if let Some(ctx) = guard.ctx.upgrade() {
-                    let erased = ErasedError::Failed(error.clone());
-                    guard.cell.record_failure(&ctx, generation, failed, erased);
-                }
-            },
-        )
-        .await;
-    let erased = match &result {
-        Ok(data) => clone_data(data),
-        Err(error) => Err(ErasedError::from_typed(error)),
-    };
-    // Callbacks run after the state is written and before waiters wake, so a caller that
-    // awaited the fetch observes their effects.
-    guard.finish(erased, failures, || run_callbacks(&options, &result));
-}
-
-pub(crate) fn run_callbacks<T, E>(
-    options: &OptionsInner<T, E>,
-    outcome: &Result<T, QueryError<E>>,
-) {
-    let guarded = |name: &str, f: &dyn Fn()| {
-        if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(f)) {
-            tracing::error!("query {name} callback panicked: {}", panic_message(&*payload));
-        }
-    };
-    match outcome {
-        Ok(data) => {
-            if let Some(cb) = &options.on_success {
-                guarded("on_success", &|| cb(data));
-            }
-            if let Some(cb) = &options.on_settled {
-                guarded("on_settled", &|| cb(Some(data), None));
-            }
-        }
-        Err(error) => {
-            if let Some(cb) = &options.on_error {
-                guarded("on_error", &|| cb(error));
-            }
-            if let Some(cb) = &options.on_settled {
-                guarded("on_settled", &|| cb(None, Some(error)));
-            }
-        }
     }
 }

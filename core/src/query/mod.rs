@@ -17,6 +17,7 @@ mod hydrate;
 mod lookup;
 mod optimistic;
 mod removal;
+mod run;
 
 pub(crate) use cell::{CellInner, QueryCell, QuickAnswer};
 pub(crate) use effects::Effects;
