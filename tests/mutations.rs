@@ -98,6 +98,19 @@ async fn callbacks_get_the_client_key_meta_and_typed_on_mutate_result(h: Harness
     assert_eq!(client.get_query_data::<u32>(key!("last")).unwrap(), Some(42));
 }
 
+async fn the_function_can_take_the_context(h: Harness) {
+    let client = h.client();
+    client.set_query_data(key!("cart"), 2u32).unwrap();
+    let checkout = MutationOptions::with_context(|extra: u32, cx| async move {
+        let in_cart = cx.client.get_query_data::<u32>(key!("cart")).unwrap().unwrap_or(0);
+        let tag = cx.meta.get("tag").and_then(|t| t.as_str()).unwrap_or("?").to_string();
+        Ok::<_, String>(format!("{tag} {} {:?}", in_cart + extra, cx.mutation_key))
+    })
+    .mutation_key(key!("checkout"))
+    .meta(serde_json::json!({"tag": "web"}));
+    assert_eq!(client.mutate(&checkout, 1).await.unwrap(), "web 3 Some(QueryKey('checkout',))");
+}
+
 async fn states_show_variables_context_and_settle_after_the_callbacks(h: Harness) {
     let client = h.client();
     let gate = Gate::default();
@@ -414,6 +427,7 @@ async fn rolling_back_a_key_that_had_no_data_empties_it(h: Harness) {
 runtime_suite!(
     mutate_runs_options_once_without_a_handle,
     callbacks_get_the_client_key_meta_and_typed_on_mutate_result,
+    the_function_can_take_the_context,
     states_show_variables_context_and_settle_after_the_callbacks,
     failed_attempts_show_count_and_reason,
     the_mutation_cache_lists_filters_and_counts,

@@ -204,7 +204,7 @@ where
             .run_as(
                 &ctx.runtime,
                 "mutation function",
-                || (options.mutation_fn)(input.clone()),
+                || (options.mutation_fn)(input.clone(), base.clone()),
                 |failed, error| {
                     let reason = QueryError::Failed(error.clone());
                     shared.report(

@@ -13,7 +13,8 @@ use crate::meta::Meta;
 use crate::retryer::{RetryDelayFn, RetryIfFn};
 use crate::runtime::BoxFuture;
 
-pub(crate) type MutationFn<I, T, E> = Arc<dyn Fn(I) -> BoxFuture<Result<T, E>> + Send + Sync>;
+pub(crate) type MutationFn<I, T, E> =
+    Arc<dyn Fn(I, MutationContext) -> BoxFuture<Result<T, E>> + Send + Sync>;
 pub(crate) type OnMutate<I, C> = Arc<dyn Fn(I, MutationContext) -> BoxFuture<C> + Send + Sync>;
 pub(crate) type OnSuccess<I, T, C> =
     Arc<dyn Fn(T, I, MutationContext<C>) -> BoxFuture<()> + Send + Sync>;
@@ -120,8 +121,41 @@ where
         F: Fn(I) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
+        Self::build(Arc::new(move |input, _| Box::pin(mutation_fn(input))))
+    }
+
+    /// A mutation calling `mutation_fn` with the input and a [`MutationContext`] (the client,
+    /// the mutation key and meta; TanStack's `MutationFunctionContext`), e.g. to read the
+    /// cache or to tag a request with the meta.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, key};
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("cart"), 2u32).unwrap();
+    /// let checkout = MutationOptions::with_context(|extra: u32, cx| async move {
+    ///     let in_cart = cx.client.get_query_data::<u32>(key!("cart")).unwrap().unwrap_or(0);
+    ///     Ok::<_, String>(in_cart + extra)
+    /// });
+    /// assert_eq!(test.block_on(client.mutate(&checkout, 1)).unwrap(), 3);
+    /// # }
+    /// ```
+    pub fn with_context<F, Fut>(mutation_fn: F) -> Self
+    where
+        F: Fn(I, MutationContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        Self::build(Arc::new(move |input, cx| Box::pin(mutation_fn(input, cx))))
+    }
+
+    fn build(mutation_fn: MutationFn<I, T, E>) -> Self {
         Self {
-            mutation_fn: Arc::new(move |input| Box::pin(mutation_fn(input))),
+            mutation_fn,
             on_mutate: None,
             on_success: None,
             on_error: None,
