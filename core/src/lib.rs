@@ -64,8 +64,8 @@
 
 // Layers, bottom to top (a module imports only modules below it; see ARCHITECTURE.md):
 // runtime, key, key_serde, error, state, sync, meta, stats -> cancel, listeners, events, retryer,
-// storage, gc, inspect, filter -> config, options, defaults -> cache -> ctx -> sweeper -> query ->
-// observer, mutation -> client -> convenience.
+// storage, seeds, gc, inspect, filter, dehydrate -> config, options, defaults -> cache -> ctx ->
+// sweeper -> query -> observer, mutation -> client -> convenience.
 pub mod runtime;
 mod stats;
 mod sync;
@@ -77,12 +77,14 @@ mod meta;
 mod state;
 
 mod cancel;
+mod dehydrate;
 mod events;
 mod filter;
 mod gc;
 mod inspect;
 mod listeners;
 mod retryer;
+mod seeds;
 pub mod storage;
 
 mod config;
@@ -109,6 +111,7 @@ pub use client::QueryClient;
 pub use config::QueryClientConfig;
 pub use convenience::{CachedQuery, dependent_query, parallel_queries};
 pub use defaults::{MutationDefaults, QueryDefaults};
+pub use dehydrate::{DehydrateOptions, DehydratedQuery, DehydratedState, HydrateReport};
 pub use error::{QueryError, TypeMismatch};
 pub use events::{CacheEvent, EventSubscription};
 pub use filter::{QueryFilter, RefetchType};

@@ -17,6 +17,7 @@ mod bulk;
 mod data;
 mod defaults;
 mod fetch;
+mod hydration;
 mod inspect;
 mod observers;
 mod stats;
