@@ -245,6 +245,20 @@ async fn a_seed_waits_for_the_first_persisting_use(h: Harness) {
     assert_eq!(offline.get(), 0);
 }
 
+async fn an_observer_switching_to_persisting_options_takes_the_seed(h: Harness) {
+    let server = h.client();
+    let calls = Counter::default();
+    server.fetch_query(&answering(key!("k"), &calls, 1u32)).await.unwrap();
+    let client = h.client();
+    let memory_only = QueryOptions::new(key!("k"), || async { Ok::<u32, String>(0) });
+    let observer = client.watch(&memory_only.enabled(false));
+    let _subscription = observer.subscribe(|_| {});
+    assert_eq!(client.hydrate(server.dehydrate(())).deferred, 1, "the key has no codec yet");
+    observer.set_options(answering(key!("k"), &calls, 2u32).enabled(false));
+    h.eventually("the seed shown", || observer.result().data == Some(1)).await;
+    assert_eq!((client.pending_seeds(), calls.get()), (0, 1));
+}
+
 async fn a_seed_and_the_l2_record_newer_wins(h: Harness) {
     let store = MemoryStorage::new();
     let now = unix_now(&h.runtime);
@@ -533,6 +547,7 @@ runtime_suite!(
     newer_data_wins_either_way,
     an_invalidated_record_restores_stale_and_never_overwrites,
     a_seed_waits_for_the_first_persisting_use,
+    an_observer_switching_to_persisting_options_takes_the_seed,
     a_seed_and_the_l2_record_newer_wins,
     an_undecodable_record_is_reported_and_the_key_still_works,
     encode_failures_skip_the_query,
