@@ -36,9 +36,11 @@ use crate::state::QueryStatus;
 ///   statuses by name, `data` as serde writes the query's data type, errors as their
 ///   messages, times as Unix seconds in floats. `fetch_status` is always `"IDLE"`: a snapshot
 ///   describes data at rest. Invalidated data is stamped `0.0`, so that it restores stale.
-/// - Missing fields read as empty (`{}` is a state with no query), unknown fields are
-///   ignored. Options (stale time, gc time, retries, meta) are not part of it: a restored
-///   query gets them from the options it is used with, as TanStack's `hydrate` does.
+/// - `{}` is a state with no query; each query needs its `key` and `state`, and a record may
+///   leave out its optional fields (as [`Record`](crate::storage::Record) reads them).
+///   Unknown fields are ignored. Options (stale time, gc time, retries, meta) are not part of
+///   it: a restored query gets them from the options it is used with, as TanStack's
+///   `hydrate` does.
 ///
 /// # Examples
 ///
