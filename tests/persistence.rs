@@ -105,6 +105,17 @@ async fn fresh_record_is_served_without_a_call(h: Harness) {
     assert!((restored - written).abs() < 1e-3, "{restored} vs {written}");
 }
 
+async fn a_fresh_record_restored_without_a_fetch_is_still_collected(h: Harness) {
+    let store = MemoryStorage::new();
+    store.insert("('fresh',)", python_record(json!("from_disk"), unix_now(&h.runtime)));
+    let client = client(&h, &store, Duration::from_secs(60));
+    let options =
+        persisted(key!("fresh"), &Counter::default(), "from_fn").gc_time(Duration::from_millis(50));
+    assert_eq!(client.fetch_query(&options).await.unwrap(), "from_disk");
+    assert!(client.find(key!("fresh")).unwrap().gc_in.is_some(), "scheduled after the read");
+    h.eventually("collected", || client.find(key!("fresh")).is_none()).await;
+}
+
 async fn invalidation_is_persisted_as_epoch(h: Harness) {
     let store = MemoryStorage::new();
     let client = client(&h, &store, Duration::ZERO);
@@ -308,6 +319,7 @@ runtime_suite!(
     successful_fetch_writes_the_record,
     stale_record_is_served_then_revalidated,
     fresh_record_is_served_without_a_call,
+    a_fresh_record_restored_without_a_fetch_is_still_collected,
     invalidation_is_persisted_as_epoch,
     second_client_hydrates_without_calling,
     remove_and_reset_delete_the_record,

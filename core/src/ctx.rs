@@ -1,5 +1,5 @@
 //! The client context: everything the query layer needs from its client (runtime, defaults,
-//! store, events, L2 tier, gc queue, clock, counters), defined below the query layer so that
+//! store, events, L2 tier, pending seeds, gc queue, clock, counters), defined below the query layer so that
 //! queries, observers and mutations never import the public client type.
 //!
 //! [`ErasedQuery`] is the engine's face of a query whatever its data type: the store holds
@@ -16,6 +16,7 @@ use event_listener::{Event, EventListener};
 use crate::cache::{QueryCache, Stamp, Stored};
 use crate::config::QueryClientConfig;
 use crate::defaults::{MutationDefaults, QueryDefaults, Registry};
+use crate::dehydrate::{HydrateOutcome, Snapshot};
 use crate::events::{CacheEvent, EventHub};
 use crate::filter::{QueryFilter, RefetchType};
 use crate::gc::heap::GcQueue;
@@ -26,6 +27,7 @@ use crate::meta::Meta;
 use crate::mutations::cache::MutationCache;
 use crate::retryer::RetryDelayFn;
 use crate::runtime::{BoxFuture, Runtime};
+use crate::seeds::Seeds;
 use crate::stats::Counters;
 use crate::storage::{L2, L2Settings};
 
@@ -64,6 +66,11 @@ pub(crate) trait ErasedQuery: Stored {
     fn resume(self: Arc<Self>, ctx: &Arc<Ctx>, refetch: bool);
     /// Observers attached now, enabled or not.
     fn observer_count(&self) -> usize;
+    /// The query's state as a record for a dehydrated state (if it is persisted).
+    fn dehydrate(&self) -> Snapshot;
+    /// Restores the key's pending seed now if the query is persisted (its data type is
+    /// known); otherwise the seed stays pending.
+    fn claim_seed(self: Arc<Self>, ctx: &Arc<Ctx>) -> HydrateOutcome;
 }
 
 /// A shared, type-erased query.
@@ -89,6 +96,9 @@ pub(crate) struct Ctx {
     /// What [`CacheStats`](crate::CacheStats) reports, striped by thread; hits on the fast
     /// path are counted by the store's shards instead.
     pub(crate) stats: Counters,
+    /// Hydrated records waiting for their key's first persisting use (at most the cache's
+    /// size).
+    pub(crate) seeds: Seeds,
     /// Every `QueryClient` handle has been dropped (observers may still hold this context).
     closed: AtomicBool,
     /// Notified once, when `closed` is set.
@@ -110,6 +120,7 @@ impl Ctx {
         let base = runtime.now();
         Self {
             cache: QueryCache::new(config.cache_max_size),
+            seeds: Seeds::new(config.cache_max_size),
             runtime,
             config,
             events: Arc::new(EventHub::new()),

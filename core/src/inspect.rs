@@ -70,7 +70,9 @@ pub struct QueryInfo {
     /// How long until garbage collection removes the query, if it is scheduled (an observed
     /// or fetching query has none).
     pub gc_in: Option<Duration>,
-    /// Whether the query writes its states to the L2 tier.
+    /// Whether the query was used with [`persist`](crate::QueryOptions::persist)ed options:
+    /// it writes its states to the L2 tier (when the client has one) and can be dehydrated
+    /// ([`QueryClient::dehydrate`](crate::QueryClient::dehydrate)).
     pub persisted: bool,
     /// How many times data was stored.
     pub data_update_count: u32,

@@ -66,8 +66,8 @@
 
 // Layers, bottom to top (a module imports only modules below it; see ARCHITECTURE.md):
 // runtime, key, key_serde, error, state, sync, meta, stats -> cancel, listeners, events, retryer,
-// storage, gc, inspect, filter, mutations -> config, options, defaults -> cache -> ctx, handle ->
-// sweeper -> query -> observer, mutation -> client -> convenience, infinite.
+// storage, seeds, gc, inspect, filter, dehydrate, mutations -> config, options, defaults -> cache ->
+// ctx, handle -> sweeper -> query -> observer, mutation -> client -> convenience, infinite.
 pub mod runtime;
 mod stats;
 mod sync;
@@ -80,12 +80,14 @@ mod mutations;
 mod state;
 
 mod cancel;
+mod dehydrate;
 mod events;
 mod filter;
 mod gc;
 mod inspect;
 mod listeners;
 mod retryer;
+mod seeds;
 pub mod storage;
 
 mod config;
@@ -114,6 +116,7 @@ pub use client::QueryClient;
 pub use config::QueryClientConfig;
 pub use convenience::{CachedQuery, dependent_query, parallel_queries};
 pub use defaults::{MutationDefaults, QueryDefaults};
+pub use dehydrate::{DehydrateOptions, DehydratedQuery, DehydratedState, HydrateReport};
 pub use error::{QueryError, TypeMismatch};
 pub use events::{CacheEvent, EventSubscription};
 pub use filter::{QueryFilter, RefetchType};

@@ -65,8 +65,16 @@ impl QueryClient {
     /// cancelled (their waiters get [`QueryError::Cancelled`](crate::QueryError::Cancelled)).
     /// Observers of a removed query attach to a new query for the same key at once (fetching
     /// if they are enabled), so they keep receiving its states. Returns the number removed.
+    ///
+    /// Pending seeds ([`hydrate`](Self::hydrate)) whose key the filter's key condition
+    /// chooses are dropped too, unless the filter has other conditions (activity, staleness,
+    /// fetch status, a predicate: they describe cached queries, which seeds are not). They
+    /// are not counted.
     pub fn remove_queries(&self, filter: impl Into<QueryFilter>) -> usize {
         let filter = filter.into();
+        if !filter.needs_info() {
+            self.ctx.seeds.remove_matching(filter.key());
+        }
         let removed = match filter.key() {
             Some((prefix, false)) if !filter.needs_info() => {
                 self.ctx.cache.remove_matching(Some(prefix))
@@ -196,13 +204,14 @@ impl QueryClient {
         entries.len()
     }
 
-    /// Removes every query from memory, and every settled run from the mutation cache
-    /// (pending runs go on). L2 records are kept, as on eviction, so keys can hydrate again;
-    /// `remove_queries(())` deletes them too.
+    /// Removes every query from memory, every settled run from the mutation cache (pending
+    /// runs go on), and every pending seed ([`hydrate`](Self::hydrate)). L2 records are kept,
+    /// as on eviction, so keys can hydrate again; `remove_queries(())` deletes them too.
     ///
     /// As with [`remove_queries`](Self::remove_queries), fetches in flight are cancelled and
     /// observers attach to new queries for their keys.
     pub fn clear(&self) {
+        self.ctx.seeds.remove_matching(None);
         let removed = self.ctx.cache.remove_matching(None);
         self.removed(&removed, false);
         for info in self.ctx.mutations.clear_settled() {

@@ -1,5 +1,7 @@
 //! Reading and writing a key's data and state directly, without fetching.
 
+use std::panic::AssertUnwindSafe;
+
 use serde::de::DeserializeOwned;
 
 use super::QueryClient;
@@ -12,7 +14,8 @@ use crate::storage::record::Record;
 
 impl QueryClient {
     /// The key's data from memory, without fetching. `Ok(None)` when the key is not cached or
-    /// has no data.
+    /// has no data (a pending seed, see [`hydrate`](Self::hydrate), is not read here:
+    /// [`get_query_data_async`](Self::get_query_data_async) reads it).
     ///
     /// # Errors
     ///
@@ -25,9 +28,11 @@ impl QueryClient {
         Ok(query::existing::<T>(&self.ctx, &key)?.and_then(|cell| cell.lock().state.data.clone()))
     }
 
-    /// The key's data from memory, or else from L2 storage (without putting it in memory).
-    /// `Ok(None)` when neither has it, when storage fails or times out, or when the record
-    /// does not decode as `T` (counted in [`StorageStats::decode_failures`](crate::storage::StorageStats::decode_failures)).
+    /// The key's data from memory, or else from its pending seed
+    /// ([`hydrate`](Self::hydrate)) or L2 storage, the newer of the two (without putting it
+    /// in memory or taking the seed). `Ok(None)` when none has it, when storage fails or
+    /// times out, or when the record does not decode as `T` (an L2 one is counted in
+    /// [`StorageStats::decode_failures`](crate::storage::StorageStats::decode_failures)).
     ///
     /// # Errors
     ///
@@ -45,10 +50,21 @@ impl QueryClient {
         {
             return Ok(Some(data));
         }
-        let Some(l2) = &self.ctx.l2 else {
-            return Ok(None);
+        let seed = self.ctx.seeds.peek(&key).and_then(|seed| {
+            let decode = AssertUnwindSafe(|| Record::<T>::from_value(seed.state));
+            std::panic::catch_unwind(decode).ok()?.ok().filter(|record| record.data.is_some())
+        });
+        let stored = match &self.ctx.l2 {
+            Some(l2) => l2.read(&key, Record::<T>::from_json).await,
+            None => None,
         };
-        Ok(l2.read(&key, Record::<T>::from_json).await.and_then(|record| record.data))
+        let newer = match (seed, stored) {
+            (Some(seed), Some(stored)) if stored.data_updated_at > seed.data_updated_at => stored,
+            (Some(seed), _) => seed,
+            (None, Some(stored)) => stored,
+            (None, None) => return Ok(None),
+        };
+        Ok(newer.data)
     }
 
     /// The key's full state from memory. `Ok(None)` when the key is not cached.

@@ -26,7 +26,9 @@ impl QueryClient {
     ///
     /// With L2 storage and [`QueryOptions::persist`], the first use of a cold key first reads
     /// its record, waiting at most the storage timeout; restored fresh data is returned
-    /// without a fetch, restored stale data is returned and revalidated.
+    /// without a fetch, restored stale data is returned and revalidated. The same goes for a
+    /// record hydrated into the client ([`hydrate`](Self::hydrate)) that was waiting for the
+    /// key's first use with persisting options.
     ///
     /// # Errors
     ///
@@ -52,8 +54,12 @@ impl QueryClient {
             |entry| {
                 let cell = entry.as_any().downcast_ref::<QueryCell<T>>()?;
                 let g = cell.lock();
-                // Persisting options must mark the key persisted: the general path does that.
-                if options.inner.codec.is_some() && g.codec.is_none() && self.ctx.l2.is_some() {
+                // Persisting options must mark the key persisted (and take its pending seed,
+                // if any): the general path does that.
+                if options.inner.codec.is_some()
+                    && g.codec.is_none()
+                    && (self.ctx.l2.is_some() || self.ctx.seeds.any())
+                {
                     return None;
                 }
                 QueryCell::quick_answer(&g, now, stale_time)
@@ -245,15 +251,13 @@ impl QueryClient {
             }
         };
         let mut hydration_waited = false;
-        if self.ctx.l2.is_some() {
-            let step = {
-                let mut g = cell.lock();
-                cell.begin_hydration(&mut g, &self.ctx, &options.inner)
-            };
-            if let Some(step) = step {
-                hydration_waited = true;
-                step.await;
-            }
+        let step = {
+            let mut g = cell.lock();
+            cell.begin_hydration(&mut g, &self.ctx, &options.inner)
+        };
+        if let Some(step) = step {
+            hydration_waited = true;
+            step.await;
         }
         let needs_fetch = {
             let g = cell.lock();

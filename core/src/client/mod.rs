@@ -18,6 +18,7 @@ mod bulk;
 mod data;
 mod defaults;
 mod fetch;
+mod hydration;
 mod inspect;
 mod mutations;
 mod observers;

@@ -178,7 +178,7 @@ where
                 }),
             );
             QueryCell::set_fetcher(&mut g, o.clone(), &mut effects);
-            if g.hydrated || ctx.l2.is_none() || o.codec.is_none() {
+            if !cell.hydration_due(&g, ctx, o.codec) {
                 QueryCell::seed_initial(&mut g, ctx, o, &mut effects);
             }
             self.fetch_if_stale(&cell, &mut g, o, &mut effects);

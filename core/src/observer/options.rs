@@ -121,9 +121,17 @@ where
                 (true, false) => g.active = g.active.saturating_sub(1),
                 _ => {}
             }
+            let had_codec = g.codec.is_some();
             QueryCell::set_fetcher(&mut g, o.clone(), &mut effects);
             if enabling {
                 self.fetch_if_stale(cell, &mut g, o, &mut effects);
+            } else if !had_codec
+                && g.codec.is_some()
+                && let Some(step) = cell.begin_hydration(&mut g, ctx, o)
+            {
+                // Newly persisted: its hydration (a pending seed, an L2 read) runs as it
+                // does when an observer attaches.
+                effects.spawns.push(Box::pin(step));
             }
             (recompute.then(|| g.state.clone()), g.version)
         };

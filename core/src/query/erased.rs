@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::cell::QueryCell;
 use crate::cache::Stored;
 use crate::ctx::{Ctx, ErasedQuery};
+use crate::dehydrate::{HydrateOutcome, Snapshot};
 use crate::filter::RefetchType;
 use crate::gc::removable::GcVerdict;
 use crate::inspect::QueryInfo;
@@ -157,5 +158,13 @@ impl<T: Clone + Send + Sync + 'static> ErasedQuery for QueryCell<T> {
 
     fn observer_count(&self) -> usize {
         usize::try_from(self.lock().observers).unwrap_or(usize::MAX)
+    }
+
+    fn dehydrate(&self) -> Snapshot {
+        self.snapshot()
+    }
+
+    fn claim_seed(self: Arc<Self>, ctx: &Arc<Ctx>) -> HydrateOutcome {
+        QueryCell::claim_seed(&self, ctx)
     }
 }

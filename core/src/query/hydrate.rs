@@ -1,5 +1,5 @@
-//! Persistence glue: queuing L2 writes and deletes, and the one L2 read (hydration) of a
-//! cold key.
+//! Persistence glue: queuing L2 writes and deletes, and the one hydration of a key: its
+//! pending seed, and its one L2 read when cold.
 
 use std::fmt;
 use std::sync::{Arc, Weak};
@@ -9,11 +9,13 @@ use futures::FutureExt;
 use futures::future::Shared;
 
 use super::cell::{CellInner, QueryCell};
+use super::dehydrate::decode_seed;
 use super::effects::Effects;
 use crate::ctx::Ctx;
 use crate::error::ErasedError;
 use crate::options::OptionsInner;
 use crate::runtime::BoxFuture;
+use crate::seeds::Seed;
 use crate::state::{QueryStatus, next_data_id};
 use crate::storage::record::{Codec, CodecFn, Record};
 use crate::storage::{L2, L2Op};
@@ -55,9 +57,10 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         }
     }
 
-    /// Claims the key's one L2 read if it is persisted, cold and not yet hydrated: returns the
-    /// read to run (the caller awaits it or spawns it), or the gate to wait on while another
-    /// caller's read is under way.
+    /// Claims the key's one hydration if it is persisted: its pending seed (from
+    /// `QueryClient::hydrate`), if any, and, with L2, its one read of a cold key not yet
+    /// hydrated. Returns the step to run (the caller awaits it or spawns it), or the gate to
+    /// wait on while another caller's step is under way.
     ///
     /// `options` mark the key persisted if they persist, and give the gc time the restored
     /// query keeps if no fetch follows.
@@ -67,28 +70,42 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         ctx: &Arc<Ctx>,
         options: &OptionsInner<T, E>,
     ) -> Option<HydrationStep> {
-        let l2 = ctx.l2.as_ref()?;
         Self::adopt_codec(g, options.codec);
-        if g.hydrated {
-            return None;
-        }
         if let Some(read) = &g.hydration {
             return Some(read.clone());
         }
         let codec = g.codec?;
-        if g.state.data.is_some() {
-            // Data written in this process since the key was created is newer than L2.
+        // The seeds map is a leaf lock, taken here under the query's lock so that a seed
+        // offered meanwhile is either taken here or claimed by its `hydrate` call.
+        let seed = ctx.seeds.take(&self.key);
+        // Data written in this process since the key was created is newer than L2.
+        let l2 = ctx.l2.as_ref().filter(|_| !g.hydrated && g.state.data.is_none()).cloned();
+        if seed.is_none() && l2.is_none() {
             g.hydrated = true;
             return None;
         }
         if !g.removal.has_gc_time() {
             g.removal.set_gc_time(ctx.gc_time(&options.key, options.gc_time));
         }
-        let read = hydrate(Arc::downgrade(self), Arc::downgrade(ctx), l2.clone(), codec());
+        let read = hydrate(Arc::downgrade(self), Arc::downgrade(ctx), l2, codec(), seed);
         let read: BoxFuture = Box::pin(read);
         let read = read.shared();
         g.hydration = Some(read.clone());
         Some(read)
+    }
+
+    /// Whether the key's first use with `codec`'s options will restore something first (a
+    /// seed, or an L2 read): initial data waits for it.
+    pub(crate) fn hydration_due(
+        &self,
+        g: &CellInner<T>,
+        ctx: &Ctx,
+        codec: Option<CodecFn<T>>,
+    ) -> bool {
+        codec.is_some()
+            && (g.hydration.is_some()
+                || (!g.hydrated && ctx.l2.is_some())
+                || ctx.seeds.contains(&self.key))
     }
 
     /// Seeds a query that has no data with the options' initial data, as if fetched at its
@@ -132,7 +149,11 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         true
     }
 
-    /// Restores a record read from L2 unless memory holds newer data.
+    /// Restores a record (read from L2, or hydrated) unless memory holds newer data: the
+    /// record's `data_updated_at` must be later than memory's (beyond the float rounding of
+    /// the record format). A record without data restores only an error, into a query that
+    /// has neither data nor an error. Returns whether it restored anything; data not restored
+    /// is dropped after the lock, with the effects.
     pub(crate) fn apply_record(
         g: &mut CellInner<T>,
         ctx: &Ctx,
@@ -140,15 +161,18 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         effects: &mut Effects<T>,
     ) -> bool {
         let Some(data) = record.data else {
-            return false;
+            return Self::apply_error_record(g, record, effects);
         };
         if g.state.data.is_some() {
             let newer = match (record.data_updated_at, g.state.data_updated_at) {
-                (Some(stored), Some(memory)) => stored > memory,
+                (Some(stored), Some(memory)) => {
+                    stored.duration_since(memory).is_ok_and(|lead| lead > TIMESTAMP_SLACK)
+                }
                 (Some(_), None) => true,
                 (None, _) => false,
             };
             if !newer {
+                effects.discard(Some(data));
                 return false;
             }
         }
@@ -180,6 +204,32 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             };
             ctx.runtime.now().checked_sub(age)
         });
+        Self::changed(g, effects);
+        true
+    }
+
+    /// Restores an error record that has no data into a query that has neither data nor an
+    /// error (TanStack's `hydrate` of a query dehydrated in error); the next read fetches.
+    fn apply_error_record(
+        g: &mut CellInner<T>,
+        record: Record<T>,
+        effects: &mut Effects<T>,
+    ) -> bool {
+        let restorable = record.status == QueryStatus::Error
+            && g.state.data.is_none()
+            && g.state.error.is_none()
+            && matches!(g.state.status, QueryStatus::Idle | QueryStatus::Pending);
+        if !restorable {
+            return false;
+        }
+        g.state.status = QueryStatus::Error;
+        let message = record.error.unwrap_or_else(|| "(restored error)".to_string());
+        g.state.error = Some(ErasedError::Restored(message.into()));
+        g.state.error_updated_at = record.error_updated_at;
+        g.state.error_update_count = g.state.error_update_count.saturating_add(1);
+        g.state.fetch_failure_count = record.fetch_failure_count;
+        let reason = record.fetch_failure_reason.map(|m| ErasedError::Restored(m.into()));
+        effects.discard_error(std::mem::replace(&mut g.state.fetch_failure_reason, reason));
         Self::changed(g, effects);
         true
     }
@@ -217,6 +267,11 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     }
 }
 
+/// How much later than memory's a restored timestamp must be to count as newer: the float
+/// seconds of the record format keep about a quarter of a microsecond, so a state
+/// dehydrated and hydrated back is "as new", not newer.
+pub(crate) const TIMESTAMP_SLACK: Duration = Duration::from_micros(1);
+
 /// How far ahead of the wall clock a restored timestamp may be and still count as "now":
 /// the float seconds of the record format round to well within this.
 pub(crate) const ROUNDING_SLACK: Duration = Duration::from_millis(1);
@@ -228,16 +283,18 @@ pub(crate) fn record_ttl(gc_time: Duration) -> Option<Duration> {
     (gc_time < FOREVER).then_some(gc_time)
 }
 
-/// The one L2 read of a cold key. Holds the query and the client weakly: the query keeps this
-/// read (shared) until it finishes, and must not be kept alive by it.
+/// The key's one hydration: its pending seed first, if any, then its one L2 read of a cold
+/// key, if due (newer wins at each step). Holds the query and the client weakly: the query
+/// keeps this step (shared) until it finishes, and must not be kept alive by it.
 pub(crate) async fn hydrate<T: Clone + Send + Sync + 'static>(
     cell: Weak<QueryCell<T>>,
     ctx: Weak<Ctx>,
-    l2: Arc<L2>,
+    l2: Option<Arc<L2>>,
     codec: Codec<T>,
+    seed: Option<Seed>,
 ) {
-    // However this read ends (finished, or dropped), the key counts as hydrated, so that no
-    // later caller waits for a read that will not finish.
+    // However this step ends (finished, or dropped), the key counts as hydrated, so that no
+    // later caller waits for a step that will not finish.
     struct Finish<T: Clone + Send + Sync + 'static>(Weak<QueryCell<T>>);
     impl<T: Clone + Send + Sync + 'static> Drop for Finish<T> {
         fn drop(&mut self) {
@@ -252,11 +309,26 @@ pub(crate) async fn hydrate<T: Clone + Send + Sync + 'static>(
         }
     }
     let _finish = Finish(cell.clone());
-    let Some(key) = cell.upgrade().map(|c| c.key.clone()) else {
-        return;
+    // The seed is decoded first, with no lock held; it is applied after the L2 record, so
+    // that newer wins among memory, L2 and the seed, and a seed that wins is written through
+    // to L2 only once the read is over.
+    let seed = match seed {
+        Some(seed) => {
+            let Some(key) = cell.upgrade().map(|c| c.key.clone()) else {
+                return;
+            };
+            decode_seed(&key, codec, seed)
+        }
+        None => None,
     };
-    l2.count_hydration();
-    let record = l2.read(&key, codec.decode).await;
+    let mut record = None;
+    if let Some(l2) = l2 {
+        let Some(key) = cell.upgrade().map(|c| c.key.clone()) else {
+            return;
+        };
+        l2.count_hydration();
+        record = l2.read(&key, codec.decode).await;
+    }
     let (Some(cell), Some(ctx)) = (cell.upgrade(), ctx.upgrade()) else {
         return;
     };
@@ -264,16 +336,30 @@ pub(crate) async fn hydrate<T: Clone + Send + Sync + 'static>(
     let read = {
         let mut g = cell.lock();
         g.hydrated = true;
-        if let Some(record) = record
-            && !g.detached
-            && QueryCell::apply_record(&mut g, &ctx, record, &mut effects)
-        {
-            tracing::debug!(key = %cell.key, "hydrated from L2");
+        let mut restored = false;
+        if !g.detached {
+            if let Some(record) = record
+                && QueryCell::apply_record(&mut g, &ctx, record, &mut effects)
+            {
+                tracing::debug!(key = %cell.key, "hydrated from L2");
+                restored = true;
+            }
+            if let Some(seed) = seed
+                && QueryCell::apply_record(&mut g, &ctx, seed, &mut effects)
+            {
+                tracing::debug!(key = %cell.key, "hydrated from a dehydrated state");
+                cell.persist(&g, &ctx, &mut effects);
+                restored = true;
+            }
+        }
+        let read = g.hydration.take();
+        if restored {
             // A fresh record may mean no fetch follows, and gc is scheduled when a fetch
-            // ends: schedule it here so the restored query is still collected.
+            // ends: schedule it here (the step is over, so the query may be idle) so that
+            // the restored query is still collected.
             cell.maybe_schedule_gc(&mut g, &ctx, &mut effects);
         }
-        g.hydration.take()
+        read
     };
     drop(read);
     effects.run(&ctx, &cell.key);

@@ -10,6 +10,7 @@
 //! contained. Where a query lock sits in the lock order: ARCHITECTURE.md.
 
 mod cell;
+mod dehydrate;
 mod effects;
 mod erased;
 mod fetch;

@@ -114,18 +114,24 @@ impl<T: DeserializeOwned> Record<T> {
     pub fn from_json(text: &str) -> Result<Self, RecordError> {
         // serde's derive would also read the fields from a JSON array; a record is an object.
         if !text.trim_start().starts_with('{') {
-            let error =
-                <serde_json::Error as serde::de::Error>::custom("a record is a JSON object");
-            return Err(RecordError::Malformed(error));
+            return Err(RecordError::Malformed(not_an_object()));
         }
         let raw: RecordIn = serde_json::from_str(text).map_err(RecordError::Malformed)?;
-        let status = QueryStatus::from_name(&raw.status)
-            .ok_or(RecordError::UnknownStatus { field: "status", value: raw.status })?;
-        let fetch_status = match raw.fetch_status {
-            None => FetchStatus::Idle,
-            Some(name) => FetchStatus::from_name(&name)
-                .ok_or(RecordError::UnknownStatus { field: "fetch_status", value: name })?,
-        };
+        Self::from_raw(raw)
+    }
+
+    /// Reads a record from a JSON value (a dehydrated query's `state`), as
+    /// [`from_json`](Self::from_json) reads it from text.
+    pub(crate) fn from_value(value: serde_json::Value) -> Result<Self, RecordError> {
+        if !value.is_object() {
+            return Err(RecordError::Malformed(not_an_object()));
+        }
+        let raw: RecordIn = serde_json::from_value(value).map_err(RecordError::Malformed)?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RecordIn) -> Result<Self, RecordError> {
+        let (status, fetch_status) = statuses(raw.status, raw.fetch_status)?;
         // A successful record always carries data (`null` is data for `Option` or `()`);
         // other statuses carry it only when it is not `null`.
         let data = if status == QueryStatus::Success || !raw.data.is_null() {
@@ -150,6 +156,44 @@ impl<T: DeserializeOwned> Record<T> {
     }
 }
 
+fn not_an_object() -> serde_json::Error {
+    <serde_json::Error as serde::de::Error>::custom("a record is a JSON object")
+}
+
+fn statuses(
+    status: String,
+    fetch_status: Option<String>,
+) -> Result<(QueryStatus, FetchStatus), RecordError> {
+    let status = QueryStatus::from_name(&status)
+        .ok_or(RecordError::UnknownStatus { field: "status", value: status })?;
+    let fetch_status = match fetch_status {
+        None => FetchStatus::Idle,
+        Some(name) => FetchStatus::from_name(&name)
+            .ok_or(RecordError::UnknownStatus { field: "fetch_status", value: name })?,
+    };
+    Ok((status, fetch_status))
+}
+
+/// What can be read of a record without knowing its data type: enough to check its shape and
+/// to compare its age with another record's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RecordHead {
+    pub(crate) data_updated_at: Option<SystemTime>,
+}
+
+impl RecordHead {
+    /// Checks a record's shape (an object, known statuses, timestamps that are numbers)
+    /// without reading its data.
+    pub(crate) fn of(value: &serde_json::Value) -> Result<Self, RecordError> {
+        if !value.is_object() {
+            return Err(RecordError::Malformed(not_an_object()));
+        }
+        let raw = HeadIn::deserialize(value).map_err(RecordError::Malformed)?;
+        statuses(raw.status, raw.fetch_status)?;
+        Ok(Self { data_updated_at: raw.data_updated_at.and_then(from_unix_seconds) })
+    }
+}
+
 #[derive(Serialize)]
 struct RecordOut<'a, T> {
     status: &'static str,
@@ -160,6 +204,26 @@ struct RecordOut<'a, T> {
     error_updated_at: Option<f64>,
     fetch_failure_count: u32,
     fetch_failure_reason: Option<&'a str>,
+}
+
+/// The fields of a record other than its data (an unknown field, `data` included, is
+/// skipped). Every field is read, to check its type as [`RecordIn`] would.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct HeadIn {
+    status: String,
+    #[serde(default)]
+    fetch_status: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    data_updated_at: Option<f64>,
+    #[serde(default)]
+    error_updated_at: Option<f64>,
+    #[serde(default)]
+    fetch_failure_count: u32,
+    #[serde(default)]
+    fetch_failure_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -193,10 +257,12 @@ pub(crate) fn from_unix_seconds(seconds: f64) -> Option<SystemTime> {
 
 /// How the engine turns one data type into records and back: monomorphic functions chosen
 /// where `T: Serialize + DeserializeOwned` is known (in `QueryOptions::persist`), so the
-/// engine itself needs no serde bound.
+/// engine itself needs no serde bound. Text for L2, JSON values for dehydrated states.
 pub(crate) struct Codec<T> {
     pub(crate) encode: fn(&RawState<T>) -> Result<String, RecordError>,
     pub(crate) decode: fn(&str) -> Result<Record<T>, RecordError>,
+    pub(crate) encode_value: fn(&RawState<T>) -> Result<serde_json::Value, RecordError>,
+    pub(crate) decode_value: fn(serde_json::Value) -> Result<Record<T>, RecordError>,
 }
 
 impl<T> Clone for Codec<T> {
@@ -207,18 +273,35 @@ impl<T> Clone for Codec<T> {
 
 impl<T> Copy for Codec<T> {}
 
-/// How a query finds its codec: one function pointer (8 bytes) instead of the two the codec
+/// How a query finds its codec: one function pointer (8 bytes) instead of the four the codec
 /// holds.
 pub(crate) type CodecFn<T> = fn() -> Codec<T>;
 
 impl<T: Serialize + DeserializeOwned> Codec<T> {
     pub(crate) fn serde() -> Self {
-        Self { encode: encode_state::<T>, decode: Record::<T>::from_json }
+        Self {
+            encode: encode_state::<T>,
+            decode: Record::<T>::from_json,
+            encode_value: encode_state_value::<T>,
+            decode_value: Record::<T>::from_value,
+        }
     }
 }
 
 /// Encodes a state without cloning its data.
 fn encode_state<T: Serialize>(state: &RawState<T>) -> Result<String, RecordError> {
+    with_record_out(state, |out| serde_json::to_string(out)).map_err(RecordError::Encode)
+}
+
+/// Encodes a state as a JSON value without cloning its data.
+fn encode_state_value<T: Serialize>(state: &RawState<T>) -> Result<serde_json::Value, RecordError> {
+    with_record_out(state, |out| serde_json::to_value(out)).map_err(RecordError::Encode)
+}
+
+fn with_record_out<T: Serialize, R>(
+    state: &RawState<T>,
+    write: impl FnOnce(&RecordOut<'_, T>) -> R,
+) -> R {
     let error = state.error.as_ref().map(ToString::to_string);
     let reason = state.fetch_failure_reason.as_ref().map(ToString::to_string);
     let out = RecordOut {
@@ -237,5 +320,5 @@ fn encode_state<T: Serialize>(state: &RawState<T>) -> Result<String, RecordError
         fetch_failure_count: state.fetch_failure_count,
         fetch_failure_reason: reason.as_deref(),
     };
-    serde_json::to_string(&out).map_err(RecordError::Encode)
+    write(&out)
 }
