@@ -125,7 +125,7 @@ where
             if enabling {
                 self.fetch_if_stale(cell, &mut g, o, &mut effects);
             }
-            (recompute.then(|| g.state.clone()), g.version)
+            (recompute.then(|| cell.copy_state(&g).ok()).flatten(), g.version)
         };
         attachment.enabled = o.enabled;
         effects.run(ctx, attachment.cell.key());

@@ -1,0 +1,88 @@
+//! Probes of the control surface: filters, the listing, defaults, stats, observer controls and
+//! key serde, under user code that panics or calls back into the client.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::Harness;
+use pystackquery::{QueryKey, QueryOptions, key};
+
+/// Data whose `Clone` panics while its flag is set.
+#[derive(Debug)]
+struct Fragile {
+    n: u32,
+    fail: Arc<AtomicBool>,
+}
+
+impl Clone for Fragile {
+    fn clone(&self) -> Self {
+        assert!(!self.fail.load(Ordering::SeqCst), "fragile clone");
+        Self { n: self.n, fail: self.fail.clone() }
+    }
+}
+
+fn fragile_options(k: QueryKey, fail: &Arc<AtomicBool>) -> QueryOptions<Fragile, String> {
+    let fail = fail.clone();
+    QueryOptions::new(k, move || {
+        let fail = fail.clone();
+        async move { Ok(Fragile { n: 1, fail }) }
+    })
+}
+
+fn quiet<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+}
+
+async fn a_panicking_clone_while_subscribing_neither_escapes_nor_wedges_the_observer(h: Harness) {
+    let client = h.client();
+    let fail = Arc::new(AtomicBool::new(false));
+    let options = fragile_options(key!("fragile", "sub"), &fail).enabled(false);
+    client.set_query_data(key!("fragile", "sub"), Fragile { n: 7, fail: fail.clone() }).unwrap();
+    let observer = client.watch(&options);
+
+    fail.store(true, Ordering::SeqCst);
+    let subscription = quiet(|| observer.subscribe(|_| {}));
+    fail.store(false, Ordering::SeqCst);
+    let subscription = subscription.expect("subscribe must not panic");
+    assert_eq!(client.observer_count(key!("fragile", "sub")), 1);
+
+    // The observer keeps working: it sees the next write, and leaves on its last unsubscribe.
+    client.set_query_data(key!("fragile", "sub"), Fragile { n: 8, fail: fail.clone() }).unwrap();
+    h.eventually("the next write", || observer.result().data.map(|f| f.n) == Some(8)).await;
+    drop(subscription);
+    assert_eq!(client.observer_count(key!("fragile", "sub")), 0, "detached");
+}
+
+async fn a_panicking_clone_in_set_options_neither_escapes_nor_wedges_the_observer(h: Harness) {
+    let client = h.client();
+    let fail = Arc::new(AtomicBool::new(false));
+    let k = key!("fragile", "set");
+    let options = fragile_options(k.clone(), &fail).enabled(false);
+    let observer = client.watch(&options);
+    let subscription = observer.subscribe(|_| {});
+    assert_eq!(client.observer_count(k.clone()), 1);
+
+    // A write whose state the listeners skip (its copy for them panics): the observer still
+    // shows no data, so `set_options` of the same key computes its result again.
+    fail.store(true, Ordering::SeqCst);
+    client.set_query_data(k.clone(), Fragile { n: 3, fail: fail.clone() }).unwrap();
+    let moved = quiet(|| observer.set_options(fragile_options(k.clone(), &fail).enabled(false)));
+    fail.store(false, Ordering::SeqCst);
+    moved.expect("set_options must not panic");
+
+    // Still movable: another key takes the observer, and the old key is left.
+    observer.set_options(fragile_options(key!("fragile", "other"), &fail).enabled(false));
+    assert_eq!(client.observer_count(k.clone()), 0, "left the old key");
+    assert_eq!(client.observer_count(key!("fragile", "other")), 1);
+    drop(subscription);
+    assert_eq!(client.observer_count(key!("fragile", "other")), 0);
+    h.yield_a_little().await;
+}
+
+runtime_suite!(
+    a_panicking_clone_while_subscribing_neither_escapes_nor_wedges_the_observer,
+    a_panicking_clone_in_set_options_neither_escapes_nor_wedges_the_observer,
+);
