@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::Harness;
-use pystackquery::{QueryKey, QueryOptions, key};
+use pystackquery::{QueryError, QueryKey, QueryOptions, QueryStatus, key};
 
 /// Data whose `Clone` panics while its flag is set.
 #[derive(Debug)]
@@ -82,7 +82,26 @@ async fn a_panicking_clone_in_set_options_neither_escapes_nor_wedges_the_observe
     h.yield_a_little().await;
 }
 
+async fn a_panicking_clone_in_watch_and_result_is_reported_not_raised(h: Harness) {
+    let client = h.client();
+    let fail = Arc::new(AtomicBool::new(false));
+    let k = key!("fragile", "watch");
+    client.set_query_data(k.clone(), Fragile { n: 5, fail: fail.clone() }).unwrap();
+    let options = fragile_options(k.clone(), &fail).enabled(false);
+
+    fail.store(true, Ordering::SeqCst);
+    let observer = quiet(|| client.watch(&options));
+    let observer = observer.expect("watch must not panic");
+    let state = quiet(|| observer.result()).expect("result must not panic");
+    fail.store(false, Ordering::SeqCst);
+    assert_eq!(state.status, QueryStatus::Error);
+    assert!(matches!(&state.error, Some(QueryError::Panicked(m)) if m.contains("Clone")));
+    assert_eq!(observer.result().data.map(|f| f.n), Some(5), "once Clone works again");
+    h.yield_a_little().await;
+}
+
 runtime_suite!(
     a_panicking_clone_while_subscribing_neither_escapes_nor_wedges_the_observer,
     a_panicking_clone_in_set_options_neither_escapes_nor_wedges_the_observer,
+    a_panicking_clone_in_watch_and_result_is_reported_not_raised,
 );

@@ -45,6 +45,16 @@ impl<T, S, E> Computed<T, S, E> {
         };
         Self { state: Arc::new(state), shown: Shown::default(), source: None }
     }
+
+    /// The state of a query whose copy panicked (the data type's `Clone`), as a read reports it.
+    fn panicked(message: Arc<str>) -> Self {
+        let state = QueryState {
+            status: QueryStatus::Error,
+            error: Some(QueryError::Panicked(message)),
+            ..QueryState::default()
+        };
+        Self { state: Arc::new(state), shown: Shown::default(), source: None }
+    }
 }
 
 /// Values a publication replaced: dropped by the caller after the observer's lock is released
@@ -236,10 +246,10 @@ where
     pub(super) fn current_unattached(&self) -> Computed<T, S, E> {
         let key = self.lock().options.key().clone();
         match query::existing::<T>(&self.ctx, &key) {
-            Ok(Some(cell)) => {
-                let raw = cell.lock().state.clone();
-                self.compute(Some(&raw), None)
-            }
+            Ok(Some(cell)) => match cell.copy_state(&cell.lock()) {
+                Ok(raw) => self.compute(Some(&raw), None),
+                Err(message) => Computed::panicked(message),
+            },
             Ok(None) => self.compute(None, None),
             Err(mismatch) => Computed::mismatch(mismatch),
         }
