@@ -5,10 +5,14 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
 
-use common::Harness;
-use pystackquery::{QueryError, QueryKey, QueryOptions, QueryStatus, key};
+use common::{Gate, Harness};
+use pystackquery::storage::MemoryStorage;
+use pystackquery::{
+    FetchStatus, QueryClientConfig, QueryError, QueryKey, QueryOptions, QueryStatus, key,
+};
 
 /// Data whose `Clone` panics while its flag is set.
 #[derive(Debug)]
@@ -100,8 +104,72 @@ async fn a_panicking_clone_in_watch_and_result_is_reported_not_raised(h: Harness
     h.yield_a_little().await;
 }
 
+/// Persisted data whose `Clone` panics once: the clone that finds the countdown at zero.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Countdown {
+    n: u32,
+    #[serde(skip)]
+    clones: Arc<AtomicI64>,
+}
+
+impl Clone for Countdown {
+    fn clone(&self) -> Self {
+        assert!(self.clones.fetch_sub(1, Ordering::SeqCst) != 0, "countdown clone");
+        Self { n: self.n, clones: self.clones.clone() }
+    }
+}
+
+async fn a_panicking_clone_of_persisted_data_neither_escapes_nor_hangs_waiters(h: Harness) {
+    let client = h.client_with(QueryClientConfig::default().storage(MemoryStorage::new()));
+    let clones = Arc::new(AtomicI64::new(i64::MAX));
+    let gate = Gate::default();
+    let options = QueryOptions::new(key!("persisted"), {
+        let (clones, gate) = (clones.clone(), gate.clone());
+        move || {
+            let (clones, gate) = (clones.clone(), gate.clone());
+            async move {
+                gate.wait().await;
+                Ok::<_, String>(Countdown { n: 1, clones })
+            }
+        }
+    })
+    .persist()
+    .retry(0);
+
+    // A fetch: its result is copied for the waiters and for the cache; the copy for L2 panics.
+    let fetch = client.fetch_query(&options);
+    let opener = async {
+        h.eventually("the fetch starts", || client.is_fetching(()) == 1).await;
+        clones.store(2, Ordering::SeqCst);
+        gate.open();
+    };
+    let (result, ()) = futures::join!(
+        futures::future::select(Box::pin(fetch), Box::pin(h.sleep(Duration::from_secs(10)))),
+        opener
+    );
+    clones.store(i64::MAX, Ordering::SeqCst);
+    let futures::future::Either::Left((result, _)) = result else {
+        panic!("the fetch's waiter hung")
+    };
+    assert_eq!(result.unwrap().n, 1);
+    let info = client.find(key!("persisted")).unwrap();
+    assert_eq!(info.fetch_status, FetchStatus::Idle, "{info}");
+
+    // A write to the persisted key: stored as given, then copied for L2, and that copy panics.
+    clones.store(0, Ordering::SeqCst);
+    let written = quiet(|| {
+        let data = Countdown { n: 2, clones: clones.clone() };
+        client.set_query_data(key!("persisted"), data).unwrap();
+    });
+    clones.store(i64::MAX, Ordering::SeqCst);
+    written.expect("set_query_data must not panic");
+    assert_eq!(client.get_query_data::<Countdown>(key!("persisted")).unwrap().unwrap().n, 2);
+    assert!(client.find(key!("persisted")).unwrap().gc_in.is_some(), "collectable");
+}
+
 runtime_suite!(
     a_panicking_clone_while_subscribing_neither_escapes_nor_wedges_the_observer,
     a_panicking_clone_in_set_options_neither_escapes_nor_wedges_the_observer,
     a_panicking_clone_in_watch_and_result_is_reported_not_raised,
+    a_panicking_clone_of_persisted_data_neither_escapes_nor_hangs_waiters,
 );

@@ -109,9 +109,9 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         }
     }
 
-    /// A copy of the state for an observer, or the message of a panic in the data type's
-    /// `Clone` (user code, run under this lock as on the hit path; the observer skips the
-    /// state, as listeners do, and keeps working).
+    /// A copy of the state (for an observer, or an L2 write), or the message of a panic in the
+    /// data type's `Clone` (user code, run under this lock as on the hit path; the state is
+    /// skipped, as listeners skip it, and the query keeps working).
     pub(crate) fn copy_state(&self, g: &CellInner<T>) -> Result<RawState<T>, Arc<str>> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.state.clone())).map_err(
             |payload| {
