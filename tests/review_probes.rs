@@ -167,9 +167,34 @@ async fn a_panicking_clone_of_persisted_data_neither_escapes_nor_hangs_waiters(h
     assert!(client.find(key!("persisted")).unwrap().gc_in.is_some(), "collectable");
 }
 
+async fn a_panicking_clone_of_a_selected_value_neither_escapes_nor_wedges_the_observer(h: Harness) {
+    let client = h.client();
+    let fail = Arc::new(AtomicBool::new(false));
+    client.set_query_data(key!("selected"), 3u32).unwrap();
+    let options =
+        QueryOptions::new(key!("selected"), || async { Ok::<_, String>(4u32) }).enabled(false);
+    let observer = client.watch(&options).select({
+        let fail = fail.clone();
+        move |n: &u32| Fragile { n: *n, fail: fail.clone() }
+    });
+    drop(observer.subscribe(|_| {}));
+
+    // Subscribing again shows the same data: the value `select` made of it is copied, and
+    // that copy panics.
+    fail.store(true, Ordering::SeqCst);
+    let subscription = quiet(|| observer.subscribe(|_| {}));
+    fail.store(false, Ordering::SeqCst);
+    let subscription = subscription.expect("subscribe must not panic");
+    client.set_query_data(key!("selected"), 5u32).unwrap();
+    h.eventually("the next write", || observer.result().data.map(|f| f.n) == Some(5)).await;
+    drop(subscription);
+    assert_eq!(client.observer_count(key!("selected")), 0, "detached");
+}
+
 runtime_suite!(
     a_panicking_clone_while_subscribing_neither_escapes_nor_wedges_the_observer,
     a_panicking_clone_in_set_options_neither_escapes_nor_wedges_the_observer,
     a_panicking_clone_in_watch_and_result_is_reported_not_raised,
     a_panicking_clone_of_persisted_data_neither_escapes_nor_hangs_waiters,
+    a_panicking_clone_of_a_selected_value_neither_escapes_nor_wedges_the_observer,
 );
