@@ -11,7 +11,8 @@ use std::time::Duration;
 use common::{Gate, Harness};
 use pystackquery::storage::MemoryStorage;
 use pystackquery::{
-    FetchStatus, QueryClientConfig, QueryError, QueryKey, QueryOptions, QueryStatus, key,
+    FetchStatus, QueryClientConfig, QueryError, QueryFilter, QueryKey, QueryOptions, QueryStatus,
+    key,
 };
 
 /// Data whose `Clone` panics while its flag is set.
@@ -191,10 +192,38 @@ async fn a_panicking_clone_of_a_selected_value_neither_escapes_nor_wedges_the_ob
     assert_eq!(client.observer_count(key!("selected")), 0, "detached");
 }
 
+async fn invalidating_a_query_removed_meanwhile_writes_no_record(h: Harness) {
+    let store = MemoryStorage::new();
+    let client = h.client_with(QueryClientConfig::default().storage(store.clone()));
+    let persisted = |i: i64| {
+        QueryOptions::new(key!("gone", i), move || async move { Ok::<_, String>(i) }).persist()
+    };
+    for i in 0..2 {
+        client.fetch_query(&persisted(i)).await.unwrap();
+    }
+    client.flush_storage().await;
+    assert!(store.peek("('gone', 0)").is_some());
+
+    // Deciding on the second query removes the first, which the filter has chosen already.
+    let inner = client.clone();
+    let filter = QueryFilter::prefix(key!("gone")).predicate(move |q| {
+        if q.key == key!("gone", 1) {
+            inner.remove_queries(QueryFilter::exact(key!("gone", 0)));
+        }
+        true
+    });
+    client.invalidate_queries(filter, false).await;
+    client.flush_storage().await;
+    assert!(client.find(key!("gone", 0)).is_none());
+    assert!(store.peek("('gone', 0)").is_none(), "the removed key's record was written again");
+    assert!(client.find(key!("gone", 1)).unwrap().is_invalidated);
+}
+
 runtime_suite!(
     a_panicking_clone_while_subscribing_neither_escapes_nor_wedges_the_observer,
     a_panicking_clone_in_set_options_neither_escapes_nor_wedges_the_observer,
     a_panicking_clone_in_watch_and_result_is_reported_not_raised,
     a_panicking_clone_of_persisted_data_neither_escapes_nor_hangs_waiters,
     a_panicking_clone_of_a_selected_value_neither_escapes_nor_wedges_the_observer,
+    invalidating_a_query_removed_meanwhile_writes_no_record,
 );

@@ -269,6 +269,10 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         let mut effects = Effects::none();
         let slot = {
             let mut g = self.lock();
+            if g.detached {
+                // Removed since it was chosen: its L2 record may be deleted already.
+                return None;
+            }
             g.generation += 1;
             g.fresh_at = None;
             g.state.is_invalidated = true;
