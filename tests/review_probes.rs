@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use common::{Gate, Harness};
+use common::{Counter, Gate, Harness};
 use pystackquery::storage::MemoryStorage;
 use pystackquery::{
-    FetchStatus, QueryClientConfig, QueryError, QueryFilter, QueryKey, QueryOptions, QueryStatus,
-    key,
+    FetchStatus, QueryClientConfig, QueryDefaults, QueryError, QueryFilter, QueryKey, QueryOptions,
+    QueryStatus, RefetchType, key,
 };
 
 /// Data whose `Clone` panics while its flag is set.
@@ -219,6 +219,233 @@ async fn invalidating_a_query_removed_meanwhile_writes_no_record(h: Harness) {
     assert!(client.find(key!("gone", 1)).unwrap().is_invalidated);
 }
 
+/// Options for `k` whose function counts its calls and answers `"{k}_{n}"`.
+fn counting(k: QueryKey, calls: &Counter) -> QueryOptions<String, String> {
+    let calls = calls.clone();
+    let name = k.to_string();
+    QueryOptions::new(k, move || {
+        let n = calls.hit();
+        let name = name.clone();
+        async move { Ok(format!("{name}_{n}")) }
+    })
+}
+
+async fn a_predicate_may_call_back_into_the_client(h: Harness) {
+    let client = h.client();
+    for i in 0..4 {
+        client.set_query_data(key!("re", i), i).unwrap();
+    }
+    let inner = client.clone();
+    // The predicate writes, lists and removes queries of the same prefix while it is asked.
+    let filter = QueryFilter::prefix(key!("re")).predicate(move |q| {
+        let n = q.key.parts().last().and_then(|p| p.as_int()).unwrap_or(0);
+        inner.set_query_data(q.key.clone(), 100 + n as i32).unwrap();
+        assert!(!inner.find_all(key!("re")).is_empty());
+        if n == 3 {
+            inner.remove_queries(QueryFilter::exact(key!("re", 2)));
+        }
+        n % 2 == 0
+    });
+    client.invalidate_queries(filter.clone(), RefetchType::All).await;
+    let invalidated: Vec<String> = client
+        .find_all(key!("re"))
+        .into_iter()
+        .filter(|q| q.is_invalidated)
+        .map(|q| q.key.to_string())
+        .collect();
+    assert_eq!(invalidated, ["('re', 0)"], "key 2 was removed before its turn");
+    assert_eq!(client.get_query_data::<i32>(key!("re", 1)).unwrap(), Some(101));
+    assert_eq!(client.remove_queries(filter), 1, "key 2 is gone: only key 0 is left to remove");
+    assert_eq!(client.len(), 2);
+}
+
+async fn invalidation_refetches_neither_paused_nor_function_less_queries(h: Harness) {
+    let client = h.client();
+    let calls = Counter::default();
+    let paused = counting(key!("inv", "paused"), &calls);
+    client.fetch_query(&paused).await.unwrap();
+    assert!(client.pause(key!("inv", "paused")));
+    client.set_query_data(key!("inv", "bare"), "x".to_string()).unwrap();
+    assert_eq!(client.invalidate_queries(key!("inv"), RefetchType::All).await, 2);
+    assert_eq!(client.refetch_queries(key!("inv")).await, 0);
+    assert_eq!(calls.get(), 1);
+    assert_eq!(client.find(key!("inv", "paused")).unwrap().fetch_status, FetchStatus::Paused);
+    assert!(client.resume(key!("inv", "paused"), true));
+    h.eventually("resumed and refetched", || calls.get() == 2).await;
+}
+
+/// An error whose `Display` panics.
+struct Unprintable;
+
+impl std::fmt::Display for Unprintable {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("display bug")
+    }
+}
+
+async fn the_listing_survives_an_error_whose_display_panics(h: Harness) {
+    let client = h.client();
+    let options =
+        QueryOptions::new(key!("unprintable"), || async { Err::<u8, _>(Unprintable) }).retry(0);
+    assert!(client.fetch_query(&options).await.is_err());
+    let info = client.find(key!("unprintable")).unwrap();
+    assert_eq!(info.status, QueryStatus::Error);
+    assert!(info.error.unwrap().contains("Display panicked"));
+    assert_eq!(client.find_all(QueryFilter::all().stale(true)).len(), 1);
+}
+
+async fn extreme_defaults_never_collect_and_never_go_stale(h: Harness) {
+    let client = h.client();
+    client.set_query_defaults((), QueryDefaults::new().stale_time(Duration::MAX));
+    client.set_query_defaults(key!("x"), QueryDefaults::new().gc_time(Duration::MAX));
+    let calls = Counter::default();
+    let options = counting(key!("x", 1), &calls);
+    client.fetch_query(&options).await.unwrap();
+    // An hour of virtual time; a moment on the real runtimes.
+    h.sleep(if h.manual.is_some() { Duration::from_secs(3600) } else { Duration::from_millis(20) })
+        .await;
+    let info = client.find(key!("x", 1)).unwrap();
+    assert!(!info.is_stale, "the () defaults apply to every key");
+    assert!(info.gc_in.is_none(), "never collected");
+    assert!(info.to_string().contains("fresh"));
+    client.fetch_query(&options).await.unwrap();
+    assert_eq!(calls.get(), 1, "fresh: no second fetch");
+    // Same prefix again: replaced, not layered.
+    client.set_query_defaults((), QueryDefaults::new().stale_time(Duration::ZERO));
+    assert!(client.find(key!("x", 1)).unwrap().is_stale);
+    assert_eq!(client.get_query_defaults(()).unwrap().stale_time_value(), Some(Duration::ZERO));
+}
+
+async fn a_panicking_retry_delay_from_defaults_fails_the_fetch_and_frees_the_key(h: Harness) {
+    let client = h.client();
+    client.set_query_defaults(
+        key!("delay"),
+        QueryDefaults::new().retry(2).retry_delay(|_| panic!("delay bug")),
+    );
+    let calls = Counter::default();
+    let options = QueryOptions::new(key!("delay", 1), {
+        let calls = calls.clone();
+        move || {
+            let n = calls.hit();
+            async move { if n == 1 { Err("first".to_string()) } else { Ok(n) } }
+        }
+    });
+    match client.fetch_query(&options).await {
+        Err(QueryError::Panicked(m)) => assert!(m.contains("retry delay"), "{m}"),
+        other => panic!("expected the delay's panic, got {other:?}"),
+    }
+    assert!(!client.find(key!("delay", 1)).unwrap().is_fetching());
+    assert_eq!(client.fetch_query(&options).await.unwrap(), 2, "the key works");
+}
+
+async fn fetches_add_up_after_supersedes_and_cancellations(h: Harness) {
+    use futures::FutureExt;
+    let client = h.client();
+    let settled = Counter::default();
+    let gate = Gate::default();
+    let options = QueryOptions::new(key!("churn"), {
+        let gate = gate.clone();
+        move || {
+            let gate = gate.clone();
+            async move {
+                gate.wait().await;
+                Ok::<_, String>(1u8)
+            }
+        }
+    })
+    .on_settled({
+        let settled = settled.clone();
+        move |_, _| {
+            settled.hit();
+        }
+    });
+    let _subscription = client.watch(&options).subscribe(|_| {});
+    for round in 0..20 {
+        match round % 4 {
+            0 => {
+                let _ = client.invalidate_queries(key!("churn"), true).now_or_never();
+            }
+            1 => drop(client.reset_queries(key!("churn"))),
+            2 => {
+                client.cancel_queries(key!("churn")).await;
+                let _ = client.refetch_queries(key!("churn")).now_or_never();
+            }
+            _ => drop(client.remove_queries(key!("churn"))),
+        }
+        h.yield_a_little().await;
+    }
+    gate.open();
+    h.eventually("idle", || client.is_fetching(()) == 0).await;
+    // Every fetch counted ended once: settled (its callbacks ran) or cancelled.
+    h.eventually("the counts add up", || {
+        let s = client.cache_stats();
+        s.fetches == settled.get() as u64 + s.cancellations
+    })
+    .await;
+    assert!(client.cache_stats().cancellations > 0);
+}
+
+async fn set_options_to_a_key_of_another_type_reports_it_and_recovers(h: Harness) {
+    let client = h.client();
+    client.set_query_data(key!("typed", "num"), 1u32).unwrap();
+    let calls = Counter::default();
+    let observer = client.watch(&counting(key!("typed", "str"), &calls));
+    let subscription = observer.subscribe(|_| {});
+    h.eventually("fetched", || observer.result().data.is_some()).await;
+
+    observer.set_options(counting(key!("typed", "num"), &calls));
+    let state = observer.result();
+    assert!(matches!(state.error, Some(QueryError::TypeMismatch(_))), "{state:?}");
+    assert_eq!(client.observer_count(key!("typed", "str")), 0);
+    assert_eq!(client.observer_count(key!("typed", "num")), 0);
+
+    observer.set_options(counting(key!("typed", "str"), &calls));
+    assert_eq!(client.observer_count(key!("typed", "str")), 1);
+    client.set_query_data(key!("typed", "str"), "back".to_string()).unwrap();
+    h.eventually("back", || observer.result().data.as_deref() == Some("back")).await;
+    drop(subscription);
+    assert_eq!(client.observer_count(key!("typed", "str")), 0);
+}
+
+async fn observers_follow_their_key_through_a_filtered_removal(h: Harness) {
+    let client = h.client();
+    let calls = Counter::default();
+    let observer = client.watch(&counting(key!("rm", 1), &calls));
+    let _subscription = observer.subscribe(|_| {});
+    h.eventually("fetched", || observer.result().data.is_some()).await;
+    let removed = client.remove_queries(QueryFilter::all().active());
+    assert_eq!(removed, 1);
+    assert_eq!(client.observer_count(key!("rm", 1)), 1, "attached to the new query");
+    h.eventually("refetched", || calls.get() == 2).await;
+    h.eventually("shown", || observer.result().data.as_deref() == Some("('rm', 1)_2")).await;
+}
+
+#[test]
+fn keys_round_trip_through_json_and_bad_json_is_refused() {
+    for k in [
+        key!(u64::MAX, i64::MIN, -1, 0),
+        key!("ünïcødé 🦀", "", "quote'\"", true, false),
+        QueryKey::from(()),
+    ] {
+        let json = serde_json::to_string(&k).unwrap();
+        let back: QueryKey = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, k, "{json}");
+        assert_eq!(back.storage_string(), k.storage_string());
+    }
+    assert_eq!(serde_json::to_string(&key!(u64::MAX)).unwrap(), "[18446744073709551615]");
+    // 2^63 parses as a u64 and stays one number with one representation.
+    let big: QueryKey = serde_json::from_str("[9223372036854775808]").unwrap();
+    assert_eq!(big, key!(9_223_372_036_854_775_808u64));
+    let small: QueryKey = serde_json::from_str("[5]").unwrap();
+    assert_eq!(small, key!(5u64));
+    for bad in
+        ["{}", "\"user\"", "[1.5]", "[null]", "[[1]]", "[{\"a\":1}]", "[18446744073709551616]"]
+    {
+        let error = serde_json::from_str::<QueryKey>(bad).unwrap_err().to_string();
+        assert!(error.contains("key"), "{bad}: {error}");
+    }
+}
+
 runtime_suite!(
     a_panicking_clone_while_subscribing_neither_escapes_nor_wedges_the_observer,
     a_panicking_clone_in_set_options_neither_escapes_nor_wedges_the_observer,
@@ -226,4 +453,12 @@ runtime_suite!(
     a_panicking_clone_of_persisted_data_neither_escapes_nor_hangs_waiters,
     a_panicking_clone_of_a_selected_value_neither_escapes_nor_wedges_the_observer,
     invalidating_a_query_removed_meanwhile_writes_no_record,
+    a_predicate_may_call_back_into_the_client,
+    invalidation_refetches_neither_paused_nor_function_less_queries,
+    the_listing_survives_an_error_whose_display_panics,
+    extreme_defaults_never_collect_and_never_go_stale,
+    a_panicking_retry_delay_from_defaults_fails_the_fetch_and_frees_the_key,
+    fetches_add_up_after_supersedes_and_cancellations,
+    set_options_to_a_key_of_another_type_reports_it_and_recovers,
+    observers_follow_their_key_through_a_filtered_removal,
 );
