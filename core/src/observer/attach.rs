@@ -182,7 +182,8 @@ where
                 QueryCell::seed_initial(&mut g, ctx, o, &mut effects);
             }
             self.fetch_if_stale(&cell, &mut g, o, &mut effects);
-            let (raw, version) = (g.state.clone(), g.version);
+            // A panicking `Clone` costs the listeners this state only (they get the next).
+            let (raw, version) = (cell.copy_state(&g).ok(), g.version);
             drop(g);
             // The observer is announced before the states its attachment causes.
             ctx.emit(&CacheEvent::ObserverAdded(key.clone()));
@@ -192,7 +193,7 @@ where
         let every = poll::period(ctx, o);
         let interval = every.map(|every| self.start_interval(every));
         let attachment = Attachment { cell, listener, epoch, interval, every, enabled: o.enabled };
-        Ok(Step { attachment, raw: Some(raw), version, again: false })
+        Ok(Step { attachment, raw, version, again: false })
     }
 
     /// Fetches if the options are enabled and the data is missing or stale, once the key's

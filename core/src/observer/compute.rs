@@ -45,6 +45,16 @@ impl<T, S, E> Computed<T, S, E> {
         };
         Self { state: Arc::new(state), shown: Shown::default(), source: None }
     }
+
+    /// The state of a query whose copy panicked (the data type's `Clone`), as a read reports it.
+    fn panicked(message: Arc<str>) -> Self {
+        let state = QueryState {
+            status: QueryStatus::Error,
+            error: Some(QueryError::Panicked(message)),
+            ..QueryState::default()
+        };
+        Self { state: Arc::new(state), shown: Shown::default(), source: None }
+    }
 }
 
 /// Values a publication replaced: dropped by the caller after the observer's lock is released
@@ -141,15 +151,23 @@ where
         if let Some((data, id)) = data {
             shows = source.cloned();
             shown.data_id = id;
-            if id != 0 && id == before.shown.data_id {
-                // The data of the current result: what `select` made of it stands.
-                out.data = last.data.clone();
+            // The data of the current result: what `select` made of it stands (unless copying
+            // it panics: `select` runs again).
+            let kept = (id != 0 && id == before.shown.data_id)
+                .then(|| copy_selected(key, &last.data))
+                .flatten();
+            if let Some(kept) = kept {
+                out.data = kept;
                 shown.panic = before.shown.panic.clone();
             } else {
                 match self.run_select(key, data) {
                     Ok(selected) => out.data = Some(selected),
                     Err(message) => {
-                        out.data = if last.is_placeholder { None } else { last.data.clone() };
+                        out.data = if last.is_placeholder {
+                            None
+                        } else {
+                            copy_selected(key, &last.data).flatten()
+                        };
                         shown.panic = Some(message);
                     }
                 }
@@ -181,8 +199,11 @@ where
             Placeholder::Fn(_) => before.previous.as_ref().map_or(0, |c| c.lock().state.data_id),
         };
         let made_from = (before.options_seq, from);
-        if before.last.is_placeholder && before.shown.placeholder == Some(made_from) {
-            out.data = before.last.data.clone();
+        if before.last.is_placeholder
+            && before.shown.placeholder == Some(made_from)
+            && let Some(kept) = copy_selected(key, &before.last.data)
+        {
+            out.data = kept;
             out.is_placeholder = true;
             shown.placeholder = Some(made_from);
             return;
@@ -236,12 +257,23 @@ where
     pub(super) fn current_unattached(&self) -> Computed<T, S, E> {
         let key = self.lock().options.key().clone();
         match query::existing::<T>(&self.ctx, &key) {
-            Ok(Some(cell)) => {
-                let raw = cell.lock().state.clone();
-                self.compute(Some(&raw), None)
-            }
+            Ok(Some(cell)) => match cell.copy_state(&cell.lock()) {
+                Ok(raw) => self.compute(Some(&raw), None),
+                Err(message) => Computed::panicked(message),
+            },
             Ok(None) => self.compute(None, None),
             Err(mismatch) => Computed::mismatch(mismatch),
         }
     }
+}
+
+/// A copy of a value shown before (the selected type's `Clone`, user code), or `None` if the
+/// copy panicked.
+fn copy_selected<S: Clone>(key: &QueryKey, value: &Option<S>) -> Option<Option<S>> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| value.clone()))
+        .map_err(|payload| {
+            let message = panic_message(&*payload);
+            tracing::error!(%key, "the selected value's Clone panicked: {message}");
+        })
+        .ok()
 }

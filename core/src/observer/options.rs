@@ -133,7 +133,7 @@ where
                 // does when an observer attaches.
                 effects.spawns.push(Box::pin(step));
             }
-            (recompute.then(|| g.state.clone()), g.version)
+            (recompute.then(|| cell.copy_state(&g).ok()).flatten(), g.version)
         };
         attachment.enabled = o.enabled;
         effects.run(ctx, attachment.cell.key());

@@ -8,7 +8,7 @@ use super::effects::{Effects, Notice};
 use super::fetch::{FetchSlot, Fetcher, clone_data};
 use super::hydrate::HydrationStep;
 use crate::ctx::Ctx;
-use crate::error::ErasedError;
+use crate::error::{ErasedError, panic_message};
 use crate::filter::RefetchType;
 use crate::gc::removable::Removable;
 use crate::key::QueryKey;
@@ -113,6 +113,20 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 None
             }
         }
+    }
+
+    /// A copy of the state (for an observer, or an L2 write), or the message of a panic in the
+    /// data type's `Clone` (user code, run under this lock as on the hit path; the state is
+    /// skipped, as listeners skip it, and the query keeps working).
+    pub(crate) fn copy_state(&self, g: &CellInner<T>) -> Result<RawState<T>, Arc<str>> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.state.clone())).map_err(
+            |payload| {
+                let message =
+                    format!("the data type's Clone panicked: {}", panic_message(&*payload));
+                tracing::error!(key = %self.key, "{message}");
+                message.into()
+            },
+        )
     }
 
     pub(crate) fn idle_fetch_status(g: &CellInner<T>) -> FetchStatus {
@@ -262,6 +276,10 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         let mut effects = Effects::none();
         let slot = {
             let mut g = self.lock();
+            if g.detached {
+                // Removed since it was chosen: its L2 record may be deleted already.
+                return None;
+            }
             g.generation += 1;
             g.fresh_at = None;
             g.state.is_invalidated = true;

@@ -44,7 +44,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         if g.state.status != QueryStatus::Success || g.unconfirmed {
             return;
         }
-        let state = g.state.clone();
+        // The data type's `Clone` may panic: this state is then not written (the next one is).
+        let Ok(state) = self.copy_state(g) else { return };
         let ttl = record_ttl(g.removal.gc_time(ctx.gc_time(&self.key, None)));
         let op = L2Op::Put { encode: Box::new(move || (codec().encode)(&state)), ttl };
         effects.l2_start |= l2.push(self.key.clone(), op);
