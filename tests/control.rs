@@ -174,6 +174,22 @@ async fn bulk_reads_writes_and_refetches_by_prefix(h: Harness) {
     assert_eq!(client.get_queries_data::<String>(()).len(), 3);
 }
 
+/// The initial data function is user code: it runs with no lock held, so it may read the
+/// client, even the key it seeds (this deadlocked while it ran under the query's lock).
+async fn initial_data_fn_may_call_back_into_the_client(h: Harness) {
+    let client = h.client();
+    let reader = client.clone();
+    let options = QueryOptions::new(key!("seeded"), || async { Ok::<_, String>(0u32) })
+        .stale_time(Duration::from_secs(60))
+        .initial_data_fn(move || {
+            let current = reader.get_query_data::<u32>(key!("seeded")).unwrap();
+            current.map_or(5, |n| n + 1)
+        });
+    assert_eq!(client.fetch_query(&options).await.unwrap(), 5);
+    let watched = client.watch(&options.clone().initial_data_fn(|| 9));
+    assert_eq!(watched.result().data, Some(5), "seeded once: the data is kept");
+}
+
 async fn initial_data_seeds_without_a_fetch_fresh_or_stale_by_its_timestamp(h: Harness) {
     let client = h.client();
     let calls = Counter::default();
@@ -247,4 +263,5 @@ runtime_suite!(
     is_fetching_and_is_mutating_count_what_runs,
     bulk_reads_writes_and_refetches_by_prefix,
     initial_data_seeds_without_a_fetch_fresh_or_stale_by_its_timestamp,
+    initial_data_fn_may_call_back_into_the_client,
 );

@@ -168,6 +168,7 @@ impl QueryClient {
         let slot: Arc<FetchSlot<T>> = 'lookup: loop {
             let cell = query::cell::<T>(&self.ctx, key).map_err(QueryError::TypeMismatch)?;
             let mut effects = Effects::none();
+            let mut initial = cell.initial_for(&options.inner);
             let plan = 'plan: {
                 let mut g = cell.lock();
                 if g.detached {
@@ -178,7 +179,13 @@ impl QueryClient {
                 {
                     break 'plan Plan::Hydrate(step);
                 }
-                QueryCell::seed_initial(&mut g, &self.ctx, &options.inner, &mut effects);
+                QueryCell::seed_initial(
+                    &mut g,
+                    &self.ctx,
+                    &options.inner,
+                    &mut initial,
+                    &mut effects,
+                );
                 let now = self.ctx.runtime.now();
                 match g.state.data.as_ref().map(clone_data) {
                     Some(data) => {

@@ -160,6 +160,7 @@ where
             let cell = query::cell::<T>(ctx, key)?;
             let (weak, from): (Weak<Self>, _) = (Arc::downgrade(self), Arc::downgrade(&cell));
             let mut effects = Effects::none();
+            let mut initial = cell.initial_for(o);
             let mut g = cell.lock();
             if g.detached {
                 continue;
@@ -179,7 +180,7 @@ where
             );
             QueryCell::set_fetcher(&mut g, o.clone(), &mut effects);
             if !cell.hydration_due(&g, ctx, o.codec) {
-                QueryCell::seed_initial(&mut g, ctx, o, &mut effects);
+                QueryCell::seed_initial(&mut g, ctx, o, &mut initial, &mut effects);
             }
             self.fetch_if_stale(&cell, &mut g, o, &mut effects);
             // A panicking `Clone` costs the listeners this state only (they get the next).

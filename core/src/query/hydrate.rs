@@ -109,20 +109,13 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 || ctx.seeds.contains(&self.key))
     }
 
-    /// Seeds a query that has no data with the options' initial data, as if fetched at its
-    /// timestamp. Returns whether it did. The initial data function runs under the query's
-    /// lock (like `Clone`); a panic in it seeds nothing.
-    pub(crate) fn seed_initial<E>(
-        g: &mut CellInner<T>,
-        ctx: &Ctx,
-        options: &OptionsInner<T, E>,
-        effects: &mut Effects<T>,
-    ) -> bool {
-        let Some(initial) = &options.initial_data else {
-            return false;
-        };
-        if g.state.data.is_some() {
-            return false;
+    /// The options' initial data for a query that has none yet, made with no lock held (the
+    /// initial data function is user code): `None` when the options have none, the query
+    /// already has data, or making it panicked (logged).
+    pub(crate) fn initial_for<E>(self: &Arc<Self>, options: &OptionsInner<T, E>) -> Option<T> {
+        let initial = options.initial_data.as_ref()?;
+        if self.lock().state.data.is_some() {
+            return None;
         }
         let data = match initial {
             crate::options::InitialData::Value(v) => super::fetch::clone_data(v).ok(),
@@ -130,8 +123,26 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| make())).ok()
             }
         };
-        let Some(data) = data else {
+        if data.is_none() {
             tracing::error!("the initial data could not be made (a panic); nothing seeded");
+        }
+        data
+    }
+
+    /// Seeds a query that has no data with `initial` (from [`initial_for`](Self::initial_for)),
+    /// as if fetched at the options' initial data timestamp. Returns whether it did; an unused
+    /// value is dropped after the lock.
+    pub(crate) fn seed_initial<E>(
+        g: &mut CellInner<T>,
+        ctx: &Ctx,
+        options: &OptionsInner<T, E>,
+        initial: &mut Option<T>,
+        effects: &mut Effects<T>,
+    ) -> bool {
+        if g.state.data.is_some() {
+            return false;
+        }
+        let Some(data) = initial.take() else {
             return false;
         };
         let now = ctx.runtime.system_now();
