@@ -76,9 +76,9 @@ pub use pystackquery_tokio::TokioRuntime;
 /// The names most programs need: `use pystackquery::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        FetchStatus, InfiniteQueryOptions, Mutation, MutationContext, MutationOptions,
-        QueryClient, QueryClientConfig, QueryClientExt, QueryError, QueryFilter, QueryKey,
-        QueryOptions, QueryState, QueryStatus, RefetchType, Runtime, key,
+        FetchStatus, InfiniteQueryOptions, Mutation, MutationContext, MutationOptions, QueryClient,
+        QueryClientConfig, QueryClientExt, QueryError, QueryFilter, QueryKey, QueryOptions,
+        QueryState, QueryStatus, RefetchType, Runtime, key,
     };
 }
 
