@@ -25,14 +25,15 @@
 //!   writes still queued are dropped and counted, and
 //!   [`QueryClient::flush_storage`](crate::QueryClient::flush_storage) returns.
 //!
-//! The record is the JSON object the Python library writes, so Python and Rust processes can
-//! share one store:
+//! The record is the JSON object the Python library writes, byte for byte as its
+//! `json.dumps(state.to_dict())` writes it (one line; wrapped here), so Python and Rust
+//! processes can share one store:
 //!
 //! ```text
 //! key:   ('user', 42)
-//! value: {"status":"SUCCESS","fetch_status":"IDLE","data":{"name":"Ada"},"error":null,
-//!         "data_updated_at":1764066000.25,"error_updated_at":null,
-//!         "fetch_failure_count":0,"fetch_failure_reason":null}
+//! value: {"status": "SUCCESS", "fetch_status": "IDLE", "data": {"name": "Ada"}, "error": null,
+//!         "data_updated_at": 1764066000.25, "error_updated_at": null,
+//!         "fetch_failure_count": 0, "fetch_failure_reason": null}
 //! ```
 
 use std::error::Error as StdError;
@@ -44,6 +45,7 @@ use std::time::Duration;
 mod breaker;
 mod l2;
 mod memory;
+mod pyjson;
 pub(crate) mod record;
 mod writer;
 
