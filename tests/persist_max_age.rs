@@ -68,6 +68,16 @@ async fn the_record_expires_by_max_age(h: Harness) {
     client.flush_storage().await;
     assert!(about(store.ttl("('own',)"), Duration::from_secs(30)), "{:?}", store.ttl("('own',)"));
 
+    // So does a write to a key restored from storage without a fetch.
+    store.insert("('restored',)", python_record(json!("r"), unix_now(&h.runtime)));
+    let restored =
+        persisted(key!("restored"), &calls, "x").persist_max_age(Duration::from_secs(45));
+    assert_eq!(client.fetch_query(&restored).await.unwrap(), "r");
+    client.set_query_data(key!("restored"), "s".to_string()).unwrap();
+    client.flush_storage().await;
+    let ttl = store.ttl("('restored',)");
+    assert!(about(ttl, Duration::from_secs(45)), "{ttl:?}");
+
     if h.manual.is_some() {
         // On the manual clock: 31 s later the record is too old to restore, even though this
         // store (on the real clock) still holds it.

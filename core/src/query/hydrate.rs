@@ -26,8 +26,16 @@ use crate::storage::{L2, L2Op};
 pub(crate) type HydrationStep = Shared<BoxFuture>;
 
 impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
-    /// Marks the key persisted when `codec` is set.
-    pub(crate) fn adopt_codec(g: &mut CellInner<T>, codec: Option<CodecFn<T>>) {
+    /// Marks the key persisted when `codec` is set, with the options' own persistence max
+    /// age (the last persisting options' wins).
+    pub(crate) fn adopt_codec(
+        g: &mut CellInner<T>,
+        codec: Option<CodecFn<T>>,
+        max_age: Option<Duration>,
+    ) {
+        if codec.is_some() {
+            g.persist_max_age = max_age;
+        }
         if g.codec.is_none() {
             g.codec = codec;
         }
@@ -46,7 +54,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         }
         // The record's lifetime is the query's persistence max age, not its gc time: a
         // record outlives the query in memory (and the process). Zero writes nothing.
-        let max_age = ctx.persist_max_age(g.fetcher.as_ref().and_then(|f| f.persist_max_age()));
+        let max_age = ctx.persist_max_age(g.persist_max_age);
         if max_age.is_zero() {
             return;
         }
@@ -77,7 +85,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         ctx: &Arc<Ctx>,
         options: &OptionsInner<T, E>,
     ) -> Option<HydrationStep> {
-        Self::adopt_codec(g, options.codec);
+        Self::adopt_codec(g, options.codec, options.persist_max_age);
         if let Some(read) = &g.hydration {
             return Some(read.clone());
         }
@@ -87,7 +95,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         let seed = ctx.seeds.take(&self.key);
         // Data written in this process since the key was created is newer than L2; a max age
         // of zero keeps the key out of L2.
-        let max_age = ctx.persist_max_age(options.persist_max_age);
+        let max_age = ctx.persist_max_age(g.persist_max_age);
         let l2 = ctx
             .l2
             .as_ref()
