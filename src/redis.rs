@@ -124,8 +124,8 @@ impl StorageBackend for RedisStorage {
         let key = self.full_key(key);
         Box::pin(async move {
             match ttl {
-                // EX takes whole seconds; round up so a record never outlives its query by
-                // less than its gc time. Zero would be rejected by Redis.
+                // EX takes whole seconds; round up so a record never lives less than its
+                // time to live. Zero would be rejected by Redis.
                 Some(ttl) => {
                     let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
                     connection.set_ex(key, value, seconds.max(1)).await.map_err(storage_error)

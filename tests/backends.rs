@@ -334,8 +334,9 @@ fn redis_keys_are_plain_or_namespaced_and_expire() {
         let plain: Store = Arc::new(RedisStorage::connect(&server.url()).await.unwrap());
         let spaced: Store =
             Arc::new(RedisStorage::connect(&server.url()).await.unwrap().with_namespace("app:"));
-        let config =
-            QueryClientConfig::default().storage(spaced.clone()).gc_time(Duration::from_secs(90));
+        let config = QueryClientConfig::default()
+            .storage(spaced.clone())
+            .persist_max_age(Duration::from_secs(90));
         let c = h.client_with(config);
         c.fetch_query(&persisted(key!("user", 7), &Counter::default(), "u7")).await.unwrap();
         c.flush_storage().await;

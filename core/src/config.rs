@@ -33,6 +33,7 @@ pub struct QueryClientConfig {
     pub(crate) storage_queue_size: usize,
     pub(crate) storage_failure_threshold: u32,
     pub(crate) storage_cooldown: Duration,
+    pub(crate) persist_max_age: Duration,
 }
 
 impl QueryClientConfig {
@@ -113,6 +114,38 @@ impl QueryClientConfig {
         self
     }
 
+    /// How long persisted queries' L2 records live, apart from how long queries stay in
+    /// memory ([`gc_time`](Self::gc_time)), as TanStack's persister `maxAge`: a record is
+    /// written with this time to live, and a record whose `data_updated_at` is older than
+    /// this is not restored, even if the store kept it. A query's own
+    /// [`QueryOptions::persist_max_age`](crate::QueryOptions::persist_max_age) wins.
+    ///
+    /// `Duration::ZERO` persists nothing: no record is written and none is read. Ten years or
+    /// more (such as `Duration::MAX`) writes records without expiry. Default: 24 hours, so a
+    /// command-line tool's answers outlive the process by a day.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::QueryClientConfig;
+    ///
+    /// let config = QueryClientConfig::default();
+    /// assert_eq!(config.persist_max_age_value(), Duration::from_secs(24 * 3600));
+    /// let week = config.persist_max_age(Duration::from_secs(7 * 24 * 3600));
+    /// assert_eq!(week.gc_time_value(), Duration::from_secs(300)); // memory is unchanged
+    /// ```
+    #[must_use]
+    pub fn persist_max_age(mut self, max_age: Duration) -> Self {
+        self.persist_max_age = max_age;
+        self
+    }
+
+    /// The default persistence max age.
+    pub fn persist_max_age_value(&self) -> Duration {
+        self.persist_max_age
+    }
+
     /// Whether a storage backend is configured.
     pub fn has_storage(&self) -> bool {
         self.storage.is_some()
@@ -157,6 +190,7 @@ impl Default for QueryClientConfig {
             storage_queue_size: 1024,
             storage_failure_threshold: 5,
             storage_cooldown: Duration::from_secs(30),
+            persist_max_age: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -170,6 +204,7 @@ impl fmt::Debug for QueryClientConfig {
             .field("cache_max_size", &self.cache_max_size)
             .field("storage", &self.storage.is_some())
             .field("storage_timeout", &self.storage_timeout)
+            .field("persist_max_age", &self.persist_max_age)
             .finish_non_exhaustive()
     }
 }

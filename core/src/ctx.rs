@@ -148,6 +148,11 @@ impl Ctx {
             .unwrap_or(self.config.gc_time)
     }
 
+    /// A query's persistence max age: its own, else the client's.
+    pub(crate) fn persist_max_age(&self, own: Option<Duration>) -> Duration {
+        own.unwrap_or(self.config.persist_max_age)
+    }
+
     /// A query's retries: its own, else its prefix defaults', else the client's.
     pub(crate) fn retry(&self, key: &QueryKey, own: Option<u32>) -> u32 {
         own.or_else(|| self.query_defaults.resolve(key, |d| d.retry)).unwrap_or(self.config.retry)

@@ -45,17 +45,21 @@ impl QueryClient {
         T: Clone + Send + Sync + DeserializeOwned + 'static,
     {
         let key = key.into();
-        if let Some(cell) = query::existing::<T>(&self.ctx, &key)?
-            && let Some(data) = cell.lock().state.data.clone()
-        {
-            return Ok(Some(data));
+        let mut own_max_age = None;
+        if let Some(cell) = query::existing::<T>(&self.ctx, &key)? {
+            let g = cell.lock();
+            if let Some(data) = g.state.data.clone() {
+                return Ok(Some(data));
+            }
+            own_max_age = g.persist_max_age;
         }
+        let max_age = self.ctx.persist_max_age(own_max_age);
         let seed = self.ctx.seeds.peek(&key).and_then(|seed| {
             let decode = AssertUnwindSafe(|| Record::<T>::from_value(seed.state));
             std::panic::catch_unwind(decode).ok()?.ok().filter(|record| record.data.is_some())
         });
         let stored = match &self.ctx.l2 {
-            Some(l2) => l2.read(&key, Record::<T>::from_json).await,
+            Some(l2) => l2.read(&key, Record::<T>::from_json, max_age).await,
             None => None,
         };
         let newer = match (seed, stored) {

@@ -56,6 +56,7 @@ pub(crate) struct OptionsInner<T, E> {
     pub(crate) query_fn: QueryFn<T, E>,
     pub(crate) stale_time: Option<Duration>,
     pub(crate) gc_time: Option<Duration>,
+    pub(crate) persist_max_age: Option<Duration>,
     pub(crate) refetch_interval: Option<Duration>,
     pub(crate) retry: Option<u32>,
     pub(crate) retry_delay: Option<RetryDelayFn>,
@@ -149,6 +150,7 @@ where
                 query_fn,
                 stale_time: None,
                 gc_time: None,
+                persist_max_age: None,
                 refetch_interval: None,
                 retry: None,
                 retry_delay: None,
@@ -184,6 +186,18 @@ where
     #[must_use]
     pub fn gc_time(self, duration: Duration) -> Self {
         self.edit(|o| o.gc_time = Some(duration))
+    }
+
+    /// How long this query's L2 record lives, apart from how long the query stays in memory
+    /// ([`gc_time`](Self::gc_time)): the record's time to live in storage, and the oldest
+    /// (by its `data_updated_at`) a record may be to be restored. Default: the client's
+    /// ([`QueryClientConfig::persist_max_age`](crate::QueryClientConfig::persist_max_age),
+    /// itself 24 hours). `Duration::ZERO` keeps the query out of storage; ten years or more
+    /// (such as `Duration::MAX`) writes records without expiry. Only matters with
+    /// [`persist`](Self::persist).
+    #[must_use]
+    pub fn persist_max_age(self, max_age: Duration) -> Self {
+        self.edit(|o| o.persist_max_age = Some(max_age))
     }
 
     /// Refetch this often while the query has an enabled observer. Default: never.
@@ -346,6 +360,7 @@ impl<T: Clone, E> Clone for OptionsInner<T, E> {
             query_fn: self.query_fn.clone(),
             stale_time: self.stale_time,
             gc_time: self.gc_time,
+            persist_max_age: self.persist_max_age,
             refetch_interval: self.refetch_interval,
             retry: self.retry,
             retry_delay: self.retry_delay.clone(),
@@ -377,6 +392,7 @@ impl<T, E> fmt::Debug for QueryOptions<T, E> {
             .field("retry", &o.retry)
             .field("enabled", &o.enabled)
             .field("persisted", &o.codec.is_some())
+            .field("persist_max_age", &o.persist_max_age)
             .finish_non_exhaustive()
     }
 }

@@ -48,6 +48,9 @@ pub(crate) struct CellInner<T> {
     pub(crate) fetcher: Option<Arc<dyn Fetcher<T>>>,
     /// How to persist this key; set by the first persisting options that touch it.
     pub(crate) codec: Option<CodecFn<T>>,
+    /// The persistence max age of the last persisting options that touched the key, if they
+    /// set one (else the client's applies).
+    pub(crate) persist_max_age: Option<Duration>,
     /// The gate of the key's one L2 read, once it has started.
     pub(crate) hydration: Option<HydrationStep>,
     /// The key's L2 read has finished, was abandoned, or was not needed.
@@ -84,6 +87,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 listeners: Listeners::new(),
                 fetcher: None,
                 codec: None,
+                persist_max_age: None,
                 hydration: None,
                 hydrated: false,
                 unconfirmed: false,
@@ -233,6 +237,9 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         fetcher: Arc<dyn Fetcher<T>>,
         effects: &mut Effects<T>,
     ) {
+        if fetcher.codec().is_some() {
+            g.persist_max_age = fetcher.persist_max_age();
+        }
         if g.codec.is_none() {
             g.codec = fetcher.codec();
         }

@@ -178,6 +178,9 @@ pub(crate) trait Fetcher<T>: Send + Sync {
 
     /// The options' own stale time, if they set one.
     fn stale_time(&self) -> Option<std::time::Duration>;
+
+    /// The options' own persistence max age, if they set one.
+    fn persist_max_age(&self) -> Option<std::time::Duration>;
 }
 
 impl Revert {
@@ -407,5 +410,9 @@ where
 
     fn stale_time(&self) -> Option<std::time::Duration> {
         self.stale_time
+    }
+
+    fn persist_max_age(&self) -> Option<std::time::Duration> {
+        self.persist_max_age
     }
 }

@@ -26,8 +26,16 @@ use crate::storage::{L2, L2Op};
 pub(crate) type HydrationStep = Shared<BoxFuture>;
 
 impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
-    /// Marks the key persisted when `codec` is set.
-    pub(crate) fn adopt_codec(g: &mut CellInner<T>, codec: Option<CodecFn<T>>) {
+    /// Marks the key persisted when `codec` is set, with the options' own persistence max
+    /// age (the last persisting options' wins).
+    pub(crate) fn adopt_codec(
+        g: &mut CellInner<T>,
+        codec: Option<CodecFn<T>>,
+        max_age: Option<Duration>,
+    ) {
+        if codec.is_some() {
+            g.persist_max_age = max_age;
+        }
         if g.codec.is_none() {
             g.codec = codec;
         }
@@ -44,9 +52,15 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         if g.state.status != QueryStatus::Success || g.unconfirmed {
             return;
         }
+        // The record's lifetime is the query's persistence max age, not its gc time: a
+        // record outlives the query in memory (and the process). Zero writes nothing.
+        let max_age = ctx.persist_max_age(g.persist_max_age);
+        if max_age.is_zero() {
+            return;
+        }
         // The data type's `Clone` may panic: this state is then not written (the next one is).
         let Ok(state) = self.copy_state(g) else { return };
-        let ttl = record_ttl(g.removal.gc_time(ctx.gc_time(&self.key, None)));
+        let ttl = record_ttl(max_age);
         let op = L2Op::Put { encode: Box::new(move || (codec().encode)(&state)), ttl };
         effects.l2_start |= l2.push(self.key.clone(), op);
     }
@@ -71,7 +85,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         ctx: &Arc<Ctx>,
         options: &OptionsInner<T, E>,
     ) -> Option<HydrationStep> {
-        Self::adopt_codec(g, options.codec);
+        Self::adopt_codec(g, options.codec, options.persist_max_age);
         if let Some(read) = &g.hydration {
             return Some(read.clone());
         }
@@ -79,8 +93,14 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         // The seeds map is a leaf lock, taken here under the query's lock so that a seed
         // offered meanwhile is either taken here or claimed by its `hydrate` call.
         let seed = ctx.seeds.take(&self.key);
-        // Data written in this process since the key was created is newer than L2.
-        let l2 = ctx.l2.as_ref().filter(|_| !g.hydrated && g.state.data.is_none()).cloned();
+        // Data written in this process since the key was created is newer than L2; a max age
+        // of zero keeps the key out of L2.
+        let max_age = ctx.persist_max_age(g.persist_max_age);
+        let l2 = ctx
+            .l2
+            .as_ref()
+            .filter(|_| !g.hydrated && g.state.data.is_none() && !max_age.is_zero())
+            .cloned();
         if seed.is_none() && l2.is_none() {
             g.hydrated = true;
             return None;
@@ -88,6 +108,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         if !g.removal.has_gc_time() {
             g.removal.set_gc_time(ctx.gc_time(&options.key, options.gc_time));
         }
+        let l2 = l2.map(|l2| (l2, max_age));
         let read = hydrate(Arc::downgrade(self), Arc::downgrade(ctx), l2, codec(), seed);
         let read: BoxFuture = Box::pin(read);
         let read = read.shared();
@@ -288,20 +309,21 @@ pub(crate) const TIMESTAMP_SLACK: Duration = Duration::from_micros(1);
 /// the float seconds of the record format round to well within this.
 pub(crate) const ROUNDING_SLACK: Duration = Duration::from_millis(1);
 
-/// The time to live of a record for a query with `gc_time`: a gc time of ten years or more
-/// means "keep" and writes no expiry.
-pub(crate) fn record_ttl(gc_time: Duration) -> Option<Duration> {
+/// The time to live of a record for a query with persistence max age `max_age` (not zero:
+/// zero writes nothing): ten years or more means "keep" and writes no expiry.
+pub(crate) fn record_ttl(max_age: Duration) -> Option<Duration> {
     const FOREVER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-    (gc_time < FOREVER).then_some(gc_time)
+    (max_age < FOREVER).then_some(max_age)
 }
 
 /// The key's one hydration: its pending seed first, if any, then its one L2 read of a cold
-/// key, if due (newer wins at each step). Holds the query and the client weakly: the query
+/// key, if due, restoring no record older than the max age given with `l2` (newer wins at
+/// each step). Holds the query and the client weakly: the query
 /// keeps this step (shared) until it finishes, and must not be kept alive by it.
 pub(crate) async fn hydrate<T: Clone + Send + Sync + 'static>(
     cell: Weak<QueryCell<T>>,
     ctx: Weak<Ctx>,
-    l2: Option<Arc<L2>>,
+    l2: Option<(Arc<L2>, Duration)>,
     codec: Codec<T>,
     seed: Option<Seed>,
 ) {
@@ -334,12 +356,12 @@ pub(crate) async fn hydrate<T: Clone + Send + Sync + 'static>(
         None => None,
     };
     let mut record = None;
-    if let Some(l2) = l2 {
+    if let Some((l2, max_age)) = l2 {
         let Some(key) = cell.upgrade().map(|c| c.key.clone()) else {
             return;
         };
         l2.count_hydration();
-        record = l2.read(&key, codec.decode).await;
+        record = l2.read(&key, codec.decode, max_age).await;
     }
     let (Some(cell), Some(ctx)) = (cell.upgrade(), ctx.upgrade()) else {
         return;

@@ -5,7 +5,7 @@ use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use event_listener::Event;
 use futures::FutureExt;
@@ -111,11 +111,13 @@ impl L2 {
     }
 
     /// Reads and decodes `key`'s record. `None` on a miss, a failure, a timeout, an
-    /// undecodable record or an open breaker (all counted).
+    /// undecodable record, a record older than `max_age` (a miss: the store kept it past its
+    /// time to live) or an open breaker (all counted).
     pub(crate) async fn read<T>(
         &self,
         key: &QueryKey,
         decode: fn(&str) -> Result<Record<T>, RecordError>,
+        max_age: Duration,
     ) -> Option<Record<T>> {
         if self.delete_pending(key) {
             bump(&self.counters.misses);
@@ -137,6 +139,13 @@ impl L2 {
             }
         };
         match catch_unwind(|| decode(&text)) {
+            Ok(Ok(record))
+                if outlived(record.data_updated_at, self.runtime.system_now(), max_age) =>
+            {
+                bump(&self.counters.misses);
+                tracing::debug!(%key, "L2 record ignored: older than the max age {max_age:?}");
+                None
+            }
             Ok(Ok(record)) => {
                 bump(&self.counters.hits);
                 Some(record)
@@ -282,6 +291,27 @@ impl L2 {
                 self.settings.cooldown
             );
         }
+    }
+}
+
+/// Whether a record stamped `data_updated_at` is older than `max_age` at `now` (every record
+/// is, for a max age of zero). A record without a timestamp, or with the invalidation mark
+/// (the Unix epoch), has no age to tell: it is restored (as stale data), and lives as long as
+/// the store keeps it, which is the max age from its writing for a store that honours the
+/// time to live.
+pub(crate) fn outlived(
+    data_updated_at: Option<SystemTime>,
+    now: SystemTime,
+    max_age: Duration,
+) -> bool {
+    if max_age.is_zero() {
+        return true;
+    }
+    match data_updated_at {
+        Some(at) if at != SystemTime::UNIX_EPOCH => {
+            now.duration_since(at).is_ok_and(|age| age > max_age)
+        }
+        _ => false,
     }
 }
 

@@ -8,13 +8,16 @@
 //!
 //! - **Writes** happen in the background after a successful fetch, `set_query_data` and
 //!   invalidation. They are coalesced per key (the last state wins) in a bounded queue that
-//!   drops the oldest key when full; the record's time to live is the query's `gc_time`.
+//!   drops the oldest key when full; the record's time to live is the query's persistence max
+//!   age ([`QueryClientConfig::persist_max_age`](crate::QueryClientConfig::persist_max_age),
+//!   24 hours by default), not its `gc_time`; zero writes nothing.
 //!   `remove_queries` and `reset_queries` delete the record.
 //! - **Hydration**: the first use of a cold key reads its record once. `fetch_query` waits for
 //!   that read, never longer than the storage timeout. The newer of memory and storage wins; a
-//!   record stamped in the future counts as stale; a record that does not decode (including
-//!   one that is not UTF-8 text, [`StorageError::InvalidRecord`]) is a miss, logged at `warn`,
-//!   counted, and overwritten by the next write. It says nothing about the store's health.
+//!   record older than the max age is a miss; a record stamped in the future counts as stale;
+//!   a record that does not decode (including one that is not UTF-8 text,
+//!   [`StorageError::InvalidRecord`]) is a miss, logged at `warn`, counted, and overwritten by
+//!   the next write. It says nothing about the store's health.
 //! - **Faults**: every call is bounded by the storage timeout. After repeated failures (errors,
 //!   timeouts, a backend that panics) the client stops calling storage for a cool-down period,
 //!   then probes again with one call. A storage error or panic never fails a caller and never
@@ -25,14 +28,15 @@
 //!   writes still queued are dropped and counted, and
 //!   [`QueryClient::flush_storage`](crate::QueryClient::flush_storage) returns.
 //!
-//! The record is the JSON object the Python library writes, so Python and Rust processes can
-//! share one store:
+//! The record is the JSON object the Python library writes, byte for byte as its
+//! `json.dumps(state.to_dict())` writes it (one line; wrapped here), so Python and Rust
+//! processes can share one store:
 //!
 //! ```text
 //! key:   ('user', 42)
-//! value: {"status":"SUCCESS","fetch_status":"IDLE","data":{"name":"Ada"},"error":null,
-//!         "data_updated_at":1764066000.25,"error_updated_at":null,
-//!         "fetch_failure_count":0,"fetch_failure_reason":null}
+//! value: {"status": "SUCCESS", "fetch_status": "IDLE", "data": {"name": "Ada"}, "error": null,
+//!         "data_updated_at": 1764066000.25, "error_updated_at": null,
+//!         "fetch_failure_count": 0, "fetch_failure_reason": null}
 //! ```
 
 use std::error::Error as StdError;
@@ -44,6 +48,7 @@ use std::time::Duration;
 mod breaker;
 mod l2;
 mod memory;
+mod pyjson;
 pub(crate) mod record;
 mod writer;
 

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::pyjson;
 use crate::state::{FetchStatus, QueryStatus, RawState};
 
 /// One query's state as stored in L2.
@@ -30,7 +31,8 @@ use crate::state::{FetchStatus, QueryStatus, RawState};
 ///     record.data_updated_at,
 ///     Some(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(1700000000.5))
 /// );
-/// assert!(record.to_json().unwrap().contains(r#""data":[1,2]"#));
+/// // Written as Python's `json.dumps` writes it.
+/// assert!(record.to_json().unwrap().starts_with(r#"{"status": "SUCCESS", "fetch_status": "IDLE", "data": [1, 2], "#));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -83,7 +85,11 @@ pub enum RecordError {
 }
 
 impl<T: Serialize> Record<T> {
-    /// The record as a JSON string.
+    /// The record as a JSON string, byte for byte what Python's `json.dumps` of the same
+    /// state's `to_dict()` writes: `", "` and `": "` between items, every character outside
+    /// printable ASCII escaped as `\uXXXX`, floats as Python's `repr` prints them
+    /// (`1764066000.25`, `1e-05`, `1e+16`). A float that is not finite is written as `null`
+    /// (Python would write `NaN` or `Infinity`, which are not JSON).
     ///
     /// # Errors
     ///
@@ -100,7 +106,7 @@ impl<T: Serialize> Record<T> {
             fetch_failure_count: self.fetch_failure_count,
             fetch_failure_reason: self.fetch_failure_reason.as_deref(),
         };
-        serde_json::to_string(&out).map_err(RecordError::Encode)
+        pyjson::to_string(&out).map_err(RecordError::Encode)
     }
 }
 
@@ -290,7 +296,7 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
 
 /// Encodes a state without cloning its data.
 fn encode_state<T: Serialize>(state: &RawState<T>) -> Result<String, RecordError> {
-    with_record_out(state, |out| serde_json::to_string(out)).map_err(RecordError::Encode)
+    with_record_out(state, |out| pyjson::to_string(out)).map_err(RecordError::Encode)
 }
 
 /// Encodes a state as a JSON value without cloning its data.
