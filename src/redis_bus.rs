@@ -48,9 +48,12 @@ pub struct RedisBus {
     shared: Arc<Shared>,
 }
 
+/// A message to publish: its channel and its JSON.
+type Outgoing = (Arc<str>, String);
+
 #[derive(Default)]
 struct Shared {
-    outbox: Mutex<Option<mpsc::Sender<(Arc<str>, String)>>>,
+    outbox: Mutex<Option<mpsc::Sender<Outgoing>>>,
     published: AtomicU64,
     dropped: AtomicU64,
     received: AtomicU64,
@@ -127,7 +130,7 @@ impl RedisBus {
         if outbox.is_some() {
             return;
         }
-        let (sender, mut receiver) = mpsc::channel::<(Arc<str>, String)>(OUTBOX_CAPACITY);
+        let (sender, mut receiver) = mpsc::channel::<Outgoing>(OUTBOX_CAPACITY);
         *outbox = Some(sender);
         let (mut connection, shared) = (self.connection.clone(), self.shared.clone());
         runtime.spawn(async move {

@@ -101,6 +101,39 @@ mod redis_propagation {
     }
 }
 
+/// Another program (a Python process, say) publishes the documented JSON by hand, without
+/// `parts`: the client finds the key by its storage string and applies it.
+#[cfg(feature = "tokio")]
+#[test]
+fn a_hand_written_message_is_applied() {
+    common::run_tokio_multi("foreign", |h| async move {
+        let server = match RedisServer::start() {
+            Ok(server) => server,
+            Err(reason) => return eprintln!("skipped: {reason}"),
+        };
+        let ((a, bus_a), (b, bus_b)) =
+            (member(&h, &server.url()).await, member(&h, &server.url()).await);
+        subscribed(&h, &bus_a, 1).await;
+        subscribed(&h, &bus_b, 1).await;
+        both_hold(&a, &b, &[key!("user", 42)]).await;
+        let mut conn = redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let message = r#"{"origin":"py-1234","op":"invalidate","key":"('user', 42)"}"#;
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg("fleet:pystackquery:coherence")
+            .arg(message)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(receivers, 2, "both clients subscribe on the documented channel");
+        h.eventually("B applies it", || invalidated(&b, key!("user", 42))).await;
+        h.eventually("A applies it", || invalidated(&a, key!("user", 42))).await;
+    });
+}
+
 /// Redis is killed while B holds fresh keys; A invalidates them during the outage (the
 /// messages are lost); after the restart B's resubscription marks every persisted key stale,
 /// so none of the keys A invalidated is served fresh by B.
