@@ -34,7 +34,7 @@
 //! | `smol` | no | [`SmolRuntime`] on smol's global executor |
 //! | `async-std` | no | [`AsyncStdRuntime`] (legacy: async-std is discontinued upstream) |
 //! | `sqlite` | yes | `SqliteStorage`: embedded L2 in a SQLite file (calls run inline, bounded by a short busy timeout) |
-//! | `redis` | no | `RedisStorage`: L2 shared by many processes (needs a runtime feature) |
+//! | `redis` | no | `RedisStorage`: L2 shared by many processes, and `RedisBus`: coherence between them over pub/sub (needs a runtime feature) |
 //! | `test-util` | no | `testing`: a manual clock and a deterministic executor for your tests (`TestRuntime`) |
 //!
 //! Any combination compiles. With several runtimes enabled, `QueryClient::new()` picks tokio if
@@ -58,11 +58,15 @@ compile_error!("the `redis` feature needs a runtime feature: `tokio`, `smol` or 
 
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod redis_bus;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 #[cfg(feature = "redis")]
 pub use crate::redis::RedisStorage;
+#[cfg(feature = "redis")]
+pub use crate::redis_bus::{RedisBus, RedisBusStats};
 #[cfg(feature = "sqlite")]
 pub use crate::sqlite::SqliteStorage;
 

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::coherence::CoherenceBus;
 use crate::retryer::{RetryDelayFn, default_retry_delay};
 use crate::storage::StorageBackend;
 
@@ -34,6 +35,7 @@ pub struct QueryClientConfig {
     pub(crate) storage_failure_threshold: u32,
     pub(crate) storage_cooldown: Duration,
     pub(crate) persist_max_age: Duration,
+    pub(crate) bus: Option<Arc<dyn CoherenceBus>>,
 }
 
 impl QueryClientConfig {
@@ -146,6 +148,23 @@ impl QueryClientConfig {
         self.persist_max_age
     }
 
+    /// Cross-process coherence (see [`crate::coherence`]): invalidation, removal, reset and
+    /// new data of persisted keys are published on `bus`, and what other processes publish
+    /// reaches this client's memory. Use it with the storage the processes share. Default:
+    /// none.
+    ///
+    /// Pass an `Arc` to share one bus between clients.
+    #[must_use]
+    pub fn bus(mut self, bus: impl CoherenceBus) -> Self {
+        self.bus = Some(Arc::new(bus));
+        self
+    }
+
+    /// Whether a coherence bus is configured.
+    pub fn has_bus(&self) -> bool {
+        self.bus.is_some()
+    }
+
     /// Whether a storage backend is configured.
     pub fn has_storage(&self) -> bool {
         self.storage.is_some()
@@ -191,6 +210,7 @@ impl Default for QueryClientConfig {
             storage_failure_threshold: 5,
             storage_cooldown: Duration::from_secs(30),
             persist_max_age: Duration::from_secs(24 * 3600),
+            bus: None,
         }
     }
 }
@@ -205,6 +225,7 @@ impl fmt::Debug for QueryClientConfig {
             .field("storage", &self.storage.is_some())
             .field("storage_timeout", &self.storage_timeout)
             .field("persist_max_age", &self.persist_max_age)
+            .field("bus", &self.bus.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -9,11 +9,12 @@
 use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use event_listener::{Event, EventListener};
 
 use crate::cache::{QueryCache, Stamp, Stored};
+use crate::coherence::{CoherenceSink, Inbox, Publisher, new_origin};
 use crate::config::QueryClientConfig;
 use crate::defaults::{MutationDefaults, QueryDefaults, Registry};
 use crate::dehydrate::{HydrateOutcome, Snapshot};
@@ -68,6 +69,15 @@ pub(crate) trait ErasedQuery: Stored {
     fn observer_count(&self) -> usize;
     /// The query's state as a record for a dehydrated state (if it is persisted).
     fn dehydrate(&self) -> Snapshot;
+    /// Coherence: marks stale as another process's invalidation did (no L2 write: the sender
+    /// wrote the record), refetching when `refetch` and the query is active.
+    fn invalidate_remote(self: Arc<Self>, ctx: &Arc<Ctx>, refetch: bool);
+    /// Coherence: back to the initial state as another process's reset did (it deleted the
+    /// record).
+    fn reset_remote(self: Arc<Self>, ctx: &Arc<Ctx>);
+    /// Coherence: another process wrote data stamped `at` to L2. If the query is persisted and
+    /// its data is older, returns the read that restores the record if it is newer.
+    fn adopt_remote(self: Arc<Self>, ctx: &Arc<Ctx>, at: SystemTime) -> Option<BoxFuture>;
     /// Restores the key's pending seed now if the query is persisted (its data type is
     /// known); otherwise the seed stays pending.
     fn claim_seed(self: Arc<Self>, ctx: &Arc<Ctx>) -> HydrateOutcome;
@@ -99,6 +109,9 @@ pub(crate) struct Ctx {
     /// Hydrated records waiting for their key's first persisting use (at most the cache's
     /// size).
     pub(crate) seeds: Seeds,
+    /// Coherence (with a bus): how this client publishes, and what it has received.
+    pub(crate) publisher: Option<Publisher>,
+    pub(crate) inbox: Option<Arc<Inbox>>,
     /// Every `QueryClient` handle has been dropped (observers may still hold this context).
     closed: AtomicBool,
     /// Notified once, when `closed` is set.
@@ -108,6 +121,19 @@ pub(crate) struct Ctx {
 impl Ctx {
     /// A context on `runtime` with `config`'s defaults and storage.
     pub(crate) fn new(runtime: Runtime, config: QueryClientConfig) -> Self {
+        let origin = new_origin();
+        let publisher = config.bus.clone().map(|bus| Publisher::new(bus, origin.clone()));
+        let inbox = config.bus.as_ref().map(|bus| {
+            let inbox = Arc::new(Inbox::new(origin.clone()));
+            let sink = CoherenceSink(inbox.clone());
+            let subscribe = std::panic::AssertUnwindSafe(|| bus.subscribe(sink, &runtime));
+            if std::panic::catch_unwind(subscribe).is_err() {
+                tracing::error!(
+                    "the coherence bus panicked in subscribe; nothing will be received"
+                );
+            }
+            inbox
+        });
         let l2 = config.storage.clone().map(|backend| {
             let settings = L2Settings {
                 timeout: config.storage_timeout,
@@ -115,12 +141,14 @@ impl Ctx {
                 failure_threshold: config.storage_failure_threshold,
                 cooldown: config.storage_cooldown,
             };
-            Arc::new(L2::new(backend, runtime.clone(), settings))
+            Arc::new(L2::new(backend, runtime.clone(), settings, publisher.clone()))
         });
         let base = runtime.now();
         Self {
             cache: QueryCache::new(config.cache_max_size),
             seeds: Seeds::new(config.cache_max_size),
+            publisher,
+            inbox,
             runtime,
             config,
             events: Arc::new(EventHub::new()),
@@ -202,6 +230,9 @@ impl Ctx {
     /// Marks the client gone (its last handle was dropped) and wakes whoever waits for that
     /// (observers' streams).
     pub(crate) fn close(&self) {
+        if let Some(inbox) = &self.inbox {
+            inbox.close();
+        }
         self.closed.store(true, Ordering::SeqCst);
         self.closing.notify(usize::MAX);
     }
@@ -236,6 +267,13 @@ impl Ctx {
         self.events.emit(event);
     }
 
+    /// Publishes `announce` about `key` on the coherence bus, if there is one.
+    pub(crate) fn publish(&self, key: &QueryKey, announce: crate::coherence::Announce) {
+        if let Some(publisher) = &self.publisher {
+            publisher.publish(key, announce);
+        }
+    }
+
     pub(crate) fn emit_removed(&self, key: &QueryKey) {
         self.events.emit(&CacheEvent::Removed(key.clone()));
     }
@@ -246,6 +284,9 @@ impl Drop for Ctx {
         // Detach every query and cancel its fetch (a fetch holds its client only weakly, so a
         // fetch that never ends cannot keep this cache alive), and let the gc sweeper see that
         // the client is gone. No observer is left to tell: observers hold the context.
+        if let Some(inbox) = &self.inbox {
+            inbox.close();
+        }
         for entry in self.cache.remove_matching(None) {
             let _ = entry.cancel();
         }

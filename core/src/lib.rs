@@ -19,6 +19,8 @@
 //!   page at a time forward or backward (see [`infinite`]).
 //! - [`CacheStats`]: hits, misses, fetches, retries, evictions, ... from
 //!   [`QueryClient::cache_stats`].
+//! - [`coherence::CoherenceBus`]: cross-process coherence of persisted keys (opt-in), with
+//!   [`coherence::MemoryBus`] between clients of one process.
 //! - [`storage::StorageBackend`]: the L2 seam (persistence behind memory), with
 //!   [`storage::MemoryStorage`]; queries opt in with [`QueryOptions::persist`].
 //!
@@ -66,8 +68,9 @@
 
 // Layers, bottom to top (a module imports only modules below it; see ARCHITECTURE.md):
 // runtime, key, key_serde, error, state, sync, meta, stats -> cancel, listeners, events, retryer,
-// storage, seeds, gc, inspect, filter, dehydrate, mutations -> config, options, defaults -> cache ->
-// ctx, handle -> sweeper -> query -> observer, mutation -> client -> convenience, infinite.
+// coherence, storage, seeds, gc, inspect, filter, dehydrate, mutations -> config, options,
+// defaults -> cache -> ctx, handle -> sweeper, receiver -> query -> observer, mutation -> client
+// -> convenience, infinite.
 pub mod runtime;
 mod stats;
 mod sync;
@@ -80,6 +83,7 @@ mod mutations;
 mod state;
 
 mod cancel;
+pub mod coherence;
 mod dehydrate;
 mod events;
 mod filter;
@@ -97,6 +101,7 @@ mod options;
 mod cache;
 mod ctx;
 mod handle;
+mod receiver;
 mod sweeper;
 
 mod query;

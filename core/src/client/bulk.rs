@@ -2,6 +2,7 @@
 //! reset, count; clearing the cache; pausing and resuming one key's background fetching.
 
 use super::QueryClient;
+use crate::coherence::{Announce, CoherenceOp};
 use crate::ctx::Entry;
 use crate::filter::{QueryFilter, RefetchType};
 use crate::key::QueryKey;
@@ -97,7 +98,13 @@ impl QueryClient {
                 && let Some(l2) = &self.ctx.l2
                 && entry.persisted()
             {
-                l2.enqueue(entry.key().clone(), L2Op::Delete);
+                // Other processes are told once the record is gone (coherence bus).
+                let announce = self
+                    .ctx
+                    .publisher
+                    .as_ref()
+                    .map(|_| Announce { op: CoherenceOp::Remove, at: None });
+                l2.enqueue(entry.key().clone(), L2Op::Delete(announce));
             }
             self.ctx.emit_removed(entry.key());
             entry.removed();

@@ -28,6 +28,7 @@ impl QueryClient {
     /// A client that spawns and sleeps on `runtime`, with `config`'s defaults.
     pub fn with_runtime(runtime: Runtime, config: QueryClientConfig) -> Self {
         let ctx = Arc::new(Ctx::new(runtime, config));
+        crate::receiver::start(&ctx);
         Self { _handle: Arc::new(ClientHandle { ctx: ctx.clone() }), ctx }
     }
 

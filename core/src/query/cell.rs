@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::effects::{Effects, Notice};
 use super::fetch::{FetchSlot, Fetcher, clone_data};
 use super::hydrate::HydrationStep;
+use crate::coherence::{Announce, CoherenceOp};
 use crate::ctx::Ctx;
 use crate::error::{ErasedError, panic_message};
 use crate::filter::RefetchType;
@@ -275,12 +276,18 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// Marks stale and, when `refetch` includes it (by whether it is active), starts a fetch
     /// under the new generation, superseding a fetch in flight (whose waiters get the new
     /// fetch's outcome). Returns the fetch to wait for, if one started.
+    ///
+    /// `local`: this process invalidated it, so the invalidated state is written to L2 and
+    /// announced on the coherence bus; otherwise (a message from another process, or a
+    /// reconnection) memory alone changes.
     pub(crate) fn invalidate(
         self: &Arc<Self>,
         ctx: &Arc<Ctx>,
         refetch: RefetchType,
+        local: bool,
     ) -> Option<Arc<FetchSlot<T>>> {
         let mut effects = Effects::none();
+        let mut announce = false;
         let slot = {
             let mut g = self.lock();
             if g.detached {
@@ -291,7 +298,10 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             g.fresh_at = None;
             g.state.is_invalidated = true;
             Self::changed(&mut g, &mut effects);
-            self.persist(&g, ctx, &mut effects);
+            if local {
+                // A state that is not written (no data yet) is announced at once.
+                announce = !self.persist(&g, ctx, &mut effects) && g.codec.is_some();
+            }
             match g.fetcher.clone() {
                 Some(fetcher) if refetch.includes(g.active > 0) && Self::refetchable(&g) => {
                     Some(fetcher.begin(self, &mut g, ctx, &mut effects))
@@ -300,13 +310,17 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             }
         };
         effects.run(ctx, &self.key);
+        if announce {
+            ctx.publish(&self.key, Announce { op: CoherenceOp::Invalidate, at: None });
+        }
         slot
     }
 
     /// Back to the initial state, fencing off older fetches. A fetch in flight is cancelled;
     /// an active query (an enabled observer) fetches again at once, and the cancelled fetch's
-    /// waiters get that fetch's outcome.
-    pub(crate) fn reset(self: &Arc<Self>, ctx: &Arc<Ctx>) {
+    /// waiters get that fetch's outcome. `local`: the record is deleted (and the reset
+    /// announced); otherwise another process has done so.
+    pub(crate) fn reset(self: &Arc<Self>, ctx: &Arc<Ctx>, local: bool) {
         let mut effects = Effects::none();
         {
             let mut g = self.lock();
@@ -328,7 +342,9 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                     Self::changed(&mut g, &mut effects);
                 }
             }
-            self.unpersist(&g, ctx, &mut effects);
+            if local {
+                self.unpersist(&g, ctx, &mut effects);
+            }
         }
         effects.run(ctx, &self.key);
     }

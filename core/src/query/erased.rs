@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::cell::QueryCell;
 use crate::cache::Stored;
@@ -66,14 +66,27 @@ impl<T: Clone + Send + Sync + 'static> ErasedQuery for QueryCell<T> {
     }
 
     fn invalidate(self: Arc<Self>, ctx: &Arc<Ctx>, refetch: RefetchType) -> Option<BoxFuture> {
-        let slot = QueryCell::invalidate(&self, ctx, refetch)?;
+        let slot = QueryCell::invalidate(&self, ctx, refetch, true)?;
         Some(Box::pin(async move {
             let _ = slot.wait().await;
         }))
     }
 
     fn reset(self: Arc<Self>, ctx: &Arc<Ctx>) {
-        QueryCell::reset(&self, ctx);
+        QueryCell::reset(&self, ctx, true);
+    }
+
+    fn invalidate_remote(self: Arc<Self>, ctx: &Arc<Ctx>, refetch: bool) {
+        let refetch = if refetch { RefetchType::Active } else { RefetchType::None };
+        let _ = QueryCell::invalidate(&self, ctx, refetch, false);
+    }
+
+    fn reset_remote(self: Arc<Self>, ctx: &Arc<Ctx>) {
+        QueryCell::reset(&self, ctx, false);
+    }
+
+    fn adopt_remote(self: Arc<Self>, ctx: &Arc<Ctx>, at: SystemTime) -> Option<BoxFuture> {
+        QueryCell::adopt_remote(&self, ctx, at)
     }
 
     fn fetching(&self) -> bool {

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
 use futures::future::Shared;
@@ -11,6 +11,7 @@ use futures::future::Shared;
 use super::cell::{CellInner, QueryCell};
 use super::dehydrate::decode_seed;
 use super::effects::Effects;
+use crate::coherence::{Announce, CoherenceOp};
 use crate::ctx::Ctx;
 use crate::error::ErasedError;
 use crate::options::OptionsInner;
@@ -44,32 +45,82 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// Queues a write of the current state to L2 when the key is persisted and holds data.
     /// The write is queued before the query's lock is released, so that anyone who can see the
     /// state can also `flush_storage` it; the worker is started after (no spawning under a
-    /// lock).
-    pub(crate) fn persist(&self, g: &CellInner<T>, ctx: &Ctx, effects: &mut Effects<T>) {
+    /// lock). With a coherence bus, the write is announced once done (`set`, or `invalidate`
+    /// for an invalidated state). Returns whether a write was queued.
+    pub(crate) fn persist(&self, g: &CellInner<T>, ctx: &Ctx, effects: &mut Effects<T>) -> bool {
         let (Some(l2), Some(codec)) = (&ctx.l2, g.codec) else {
-            return;
+            return false;
         };
         if g.state.status != QueryStatus::Success || g.unconfirmed {
-            return;
+            return false;
         }
         // The record's lifetime is the query's persistence max age, not its gc time: a
         // record outlives the query in memory (and the process). Zero writes nothing.
         let max_age = ctx.persist_max_age(g.persist_max_age);
         if max_age.is_zero() {
-            return;
+            return false;
         }
         // The data type's `Clone` may panic: this state is then not written (the next one is).
-        let Ok(state) = self.copy_state(g) else { return };
+        let Ok(state) = self.copy_state(g) else { return false };
         let ttl = record_ttl(max_age);
-        let op = L2Op::Put { encode: Box::new(move || (codec().encode)(&state)), ttl };
+        let announce = ctx.publisher.as_ref().map(|_| {
+            let op =
+                if g.state.is_invalidated { CoherenceOp::Invalidate } else { CoherenceOp::Set };
+            Announce { op, at: g.state.data_updated_at }
+        });
+        let op = L2Op::Put { encode: Box::new(move || (codec().encode)(&state)), ttl, announce };
         effects.l2_start |= l2.push(self.key.clone(), op);
+        true
     }
 
-    /// Queues a delete of the key's L2 record when the key is persisted.
+    /// Queues a delete of the key's L2 record when the key is persisted (announced as a
+    /// `reset` once done, with a coherence bus).
     pub(crate) fn unpersist(&self, g: &CellInner<T>, ctx: &Ctx, effects: &mut Effects<T>) {
         if let (Some(l2), Some(_)) = (&ctx.l2, g.codec) {
-            effects.l2_start |= l2.push(self.key.clone(), L2Op::Delete);
+            let announce =
+                ctx.publisher.as_ref().map(|_| Announce { op: CoherenceOp::Reset, at: None });
+            effects.l2_start |= l2.push(self.key.clone(), L2Op::Delete(announce));
         }
+    }
+
+    /// Coherence: another process wrote data stamped `at`. If this query is persisted and its
+    /// data is older, returns the read of the key's record, which restores it if it is newer
+    /// than memory then (as hydration does). Holds the query and the client weakly.
+    pub(crate) fn adopt_remote(
+        self: &Arc<Self>,
+        ctx: &Arc<Ctx>,
+        at: SystemTime,
+    ) -> Option<BoxFuture> {
+        let l2 = ctx.l2.clone()?;
+        let (codec, max_age) = {
+            let g = self.lock();
+            let codec = g.codec.filter(|_| !g.detached)?;
+            let older = g.state.data_updated_at.is_none_or(|memory| {
+                at.duration_since(memory).is_ok_and(|lead| lead > TIMESTAMP_SLACK)
+            });
+            (older.then_some(codec)?, ctx.persist_max_age(g.persist_max_age))
+        };
+        if max_age.is_zero() {
+            return None;
+        }
+        let (cell, weak_ctx, key) = (Arc::downgrade(self), Arc::downgrade(ctx), self.key.clone());
+        Some(Box::pin(async move {
+            let record = l2.read(&key, codec().decode, max_age).await.filter(|r| r.data.is_some());
+            let (Some(record), Some(cell), Some(ctx)) =
+                (record, cell.upgrade(), weak_ctx.upgrade())
+            else {
+                return;
+            };
+            let mut effects = Effects::none();
+            {
+                let mut g = cell.lock();
+                if !g.detached && QueryCell::apply_record(&mut g, &ctx, record, &mut effects) {
+                    tracing::debug!(key = %cell.key, "adopted another process's data");
+                    cell.maybe_schedule_gc(&mut g, &ctx, &mut effects);
+                }
+            }
+            effects.run(&ctx, &cell.key);
+        }))
     }
 
     /// Claims the key's one hydration if it is persisted: its pending seed (from

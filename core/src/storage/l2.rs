@@ -15,6 +15,7 @@ use super::breaker::Breaker;
 use super::record::{Record, RecordError};
 use super::writer::WriteQueue;
 use super::{StorageBackend, StorageError, StorageFuture, StorageStats};
+use crate::coherence::Publisher;
 use crate::key::QueryKey;
 use crate::runtime::Runtime;
 use crate::sync::{Mutex, MutexGuard};
@@ -37,6 +38,8 @@ pub(crate) struct L2 {
     pub(super) queue: Mutex<WriteQueue>,
     /// Notified when the write worker has finished an op, and when it stops.
     pub(super) progress: Event,
+    /// The coherence bus, told about each op carried out that has an announcement.
+    pub(super) publisher: Option<Publisher>,
 }
 
 #[derive(Default)]
@@ -63,8 +66,10 @@ impl L2 {
         backend: Arc<dyn StorageBackend>,
         runtime: Runtime,
         settings: L2Settings,
+        publisher: Option<Publisher>,
     ) -> Self {
         Self {
+            publisher,
             backend,
             runtime,
             settings,
@@ -256,20 +261,25 @@ impl L2 {
 
     /// Counts the outcome of a write or delete: `counter` on success. A backend that answers
     /// a write with [`StorageError::InvalidRecord`] is counted as an error, not a failure.
+    /// Returns whether it succeeded.
     pub(super) fn written(
         &self,
         key: &QueryKey,
         what: &str,
         done: Option<Result<(), StorageError>>,
         counter: &AtomicU64,
-    ) {
+    ) -> bool {
         match done {
-            Some(Ok(())) => bump(counter),
+            Some(Ok(())) => {
+                bump(counter);
+                true
+            }
             Some(Err(error)) => {
                 bump(&self.counters.errors);
                 tracing::warn!(%key, "L2 {what} failed: {error}");
+                false
             }
-            None => {}
+            None => false,
         }
     }
 

@@ -8,20 +8,26 @@ use std::time::Duration;
 
 use super::l2::{L2, bump, panic_message};
 use super::record::RecordError;
+use crate::coherence::{Announce, CoherenceOp};
 use crate::key::QueryKey;
 
 /// A write decided by the engine, carried out by the write worker.
 pub(crate) enum L2Op {
     /// Store a state; encoding is deferred to the worker so callers never pay for it, and a
-    /// write replaced by a newer one is never encoded.
-    Put { encode: Box<dyn FnOnce() -> Result<String, RecordError> + Send>, ttl: Option<Duration> },
-    /// Delete the record.
-    Delete,
+    /// write replaced by a newer one is never encoded. Once done, `announce` is published on
+    /// the coherence bus (as `invalidate` if the write failed).
+    Put {
+        encode: Box<dyn FnOnce() -> Result<String, RecordError> + Send>,
+        ttl: Option<Duration>,
+        announce: Option<Announce>,
+    },
+    /// Delete the record; once done, publish the announcement, if any.
+    Delete(Option<Announce>),
 }
 
 impl L2Op {
     fn is_delete(&self) -> bool {
-        matches!(self, Self::Delete)
+        matches!(self, Self::Delete(_))
     }
 }
 
@@ -204,26 +210,38 @@ impl Worker {
                 return;
             };
             let name = key.storage_string();
-            match op {
-                L2Op::Put { encode, ttl } => match catch_unwind(AssertUnwindSafe(encode)) {
-                    Ok(Ok(text)) => {
-                        let done = l2.call("write", &key, |b| b.set(name, &text, ttl)).await;
-                        l2.written(&key, "write", done, &l2.counters.writes);
-                    }
-                    Ok(Err(error)) => {
-                        bump(&l2.counters.encode_failures);
-                        tracing::warn!(%key, "L2 write skipped: {error}");
-                    }
-                    Err(payload) => {
-                        bump(&l2.counters.encode_failures);
-                        let message = panic_message(&*payload);
-                        tracing::error!(%key, "L2 write skipped: encoding panicked: {message}");
-                    }
-                },
-                L2Op::Delete => {
+            let announce = match op {
+                L2Op::Put { encode, ttl, announce } => {
+                    let written = match catch_unwind(AssertUnwindSafe(encode)) {
+                        Ok(Ok(text)) => {
+                            let done = l2.call("write", &key, |b| b.set(name, &text, ttl)).await;
+                            l2.written(&key, "write", done, &l2.counters.writes)
+                        }
+                        Ok(Err(error)) => {
+                            bump(&l2.counters.encode_failures);
+                            tracing::warn!(%key, "L2 write skipped: {error}");
+                            false
+                        }
+                        Err(payload) => {
+                            bump(&l2.counters.encode_failures);
+                            let message = panic_message(&*payload);
+                            tracing::error!(%key, "L2 write skipped: encoding panicked: {message}");
+                            false
+                        }
+                    };
+                    // Receivers cannot read data that was not written: they mark it stale.
+                    announce.map(|a| {
+                        if written { a } else { Announce { op: CoherenceOp::Invalidate, ..a } }
+                    })
+                }
+                L2Op::Delete(announce) => {
                     let done = l2.call("delete", &key, |b| b.delete(name)).await;
                     l2.written(&key, "delete", done, &l2.counters.deletes);
+                    announce
                 }
+            };
+            if let (Some(announce), Some(publisher)) = (announce, &l2.publisher) {
+                publisher.publish(&key, announce);
             }
             l2.lock_queue().current = None;
             l2.progress.notify(usize::MAX);
