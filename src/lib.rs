@@ -58,6 +58,8 @@ compile_error!("the `redis` feature needs a runtime feature: `tokio`, `smol` or 
 
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod redis_lock;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
