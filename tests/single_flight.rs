@@ -34,7 +34,9 @@ fn slow(key: QueryKey, calls: &Counter, runtime: &Runtime, took: Duration, value
 }
 
 fn flight_client(h: &Harness, store: impl StorageBackend) -> QueryClient {
-    h.client_with(QueryClientConfig::default().storage(store).single_flight(TTL))
+    // Fresh for a minute: a record hydrated from another process's fetch is not revalidated.
+    let config = QueryClientConfig::default().stale_time(Duration::from_secs(60));
+    h.client_with(config.storage(store).single_flight(TTL))
 }
 
 async fn n_clients_and_m_cold_keys_make_m_calls(h: Harness) {
@@ -56,10 +58,14 @@ async fn n_clients_and_m_cold_keys_make_m_calls(h: Harness) {
     for (i, value) in results.iter().enumerate() {
         assert_eq!(value, &format!("v{}", i % KEYS));
     }
+    // Every other client read the record once: at its hydration (it came late), or while
+    // waiting for the lock (adopted).
+    let hits: u64 = clients.iter().map(|c| c.storage_stats().hits).sum();
+    assert_eq!(hits, ((CLIENTS - 1) * KEYS) as u64);
     let adopted: u64 = clients.iter().map(|c| c.storage_stats().adopted).sum();
-    assert_eq!(adopted, ((CLIENTS - 1) * KEYS) as u64);
+    assert!(adopted > 0 && adopted <= hits, "{adopted}");
     let fetches: u64 = clients.iter().map(|c| c.cache_stats().fetches).sum();
-    assert_eq!(fetches, (CLIENTS * KEYS) as u64, "an adopted record still counts as a fetch");
+    assert_eq!(fetches, KEYS as u64 + adopted, "an adopted record still counts as a fetch");
     // The locks were released: a lock on any of the keys is free again.
     for k in 0..KEYS {
         let name = key!("k", k).storage_string().to_string();
