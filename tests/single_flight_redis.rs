@@ -85,10 +85,12 @@ async fn redis_lock_is_exclusive_and_unlocks_only_its_owner(h: Harness) {
     store.unlock("('k',)", "a").await.unwrap();
     assert_eq!(store.try_lock("('k',)", "b", ttl).await.unwrap(), LockOutcome::Acquired);
     // The lock is beside the record, under the namespace, with the ttl in milliseconds.
-    let mut conn =
-        redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let pttl: i64 =
-        redis::cmd("PTTL").arg("app:lock:('k',)").query_async(&mut conn).await.unwrap();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let pttl: i64 = redis::cmd("PTTL").arg("app:lock:('k',)").query_async(&mut conn).await.unwrap();
     assert!(pttl > 4000 && pttl <= 5000, "{pttl}");
     let record: Option<String> = store.get("('k',)").await.unwrap();
     assert_eq!(record, None);
@@ -115,10 +117,7 @@ mod redis_clients {
     #[cfg(feature = "async-std")]
     #[test]
     fn on_async_std() {
-        crate::common::run_async_std(
-            "async-std",
-            super::eight_connections_and_a_hundred_cold_keys,
-        );
+        crate::common::run_async_std("async-std", super::eight_connections_and_a_hundred_cold_keys);
     }
     #[cfg(feature = "tokio")]
     #[test]
