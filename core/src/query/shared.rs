@@ -187,10 +187,9 @@ fn adopt_record<T: Clone + Send + Sync + 'static>(
     let Some(ctx) = guard.ctx.upgrade() else { return false };
     // The caller's copy is made before the lock: the data type's `Clone` is user code.
     let Some(Ok(data)) = record.data.as_ref().map(clone_data) else { return false };
-    if !guard.cell.adopt(&ctx, &guard.slot, record) {
+    if !guard.cell.adopt(&ctx, l2, &guard.slot, record) {
         return false;
     }
-    l2.count_adopted();
     tracing::debug!(key = %guard.cell.key, "fetch adopted a record from storage");
     guard.finished = true;
     guard.slot.complete(Ok(data));
@@ -199,10 +198,12 @@ fn adopt_record<T: Clone + Send + Sync + 'static>(
 
 impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// Restores `record` as the outcome of `slot`'s fetch, if the fetch is still current and
-    /// the record is newer than memory. The slot is left for the caller to complete.
+    /// the record is newer than memory (counted before anyone can see it). The slot is left
+    /// for the caller to complete.
     fn adopt(
         self: &Arc<Self>,
         ctx: &Arc<Ctx>,
+        l2: &L2,
         slot: &Arc<FetchSlot<T>>,
         record: Record<T>,
     ) -> bool {
@@ -213,6 +214,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             let current = ours && g.generation == slot.generation && !g.detached;
             let adopted = current && Self::apply_record(&mut g, ctx, record, &mut effects);
             if adopted {
+                l2.count_adopted();
                 g.in_flight = None;
                 g.state.fetch_status = Self::idle_fetch_status(&g);
                 Self::changed(&mut g, &mut effects);
