@@ -102,21 +102,23 @@ pub(crate) async fn before_call<T: Clone + Send + Sync + 'static>(
     stale_time: Option<Duration>,
     prior: Prior,
 ) -> Before {
-    let Some(ctx) = guard.ctx.upgrade() else { return Before::Call(None) };
-    let (Some(l2), Some(codec)) = (ctx.l2.clone(), codec) else { return Before::Call(None) };
-    if tag != FetchTag::Refetch {
+    // Queries that do not persist, and page fetches, pay nothing.
+    let Some(codec) = codec.filter(|_| tag == FetchTag::Refetch) else {
         return Before::Call(None);
-    }
-    let stale_time = ctx.stale_time(&guard.cell.key, stale_time);
+    };
+    let Some(ctx) = guard.ctx.upgrade() else { return Before::Call(None) };
     let (storage_first, single_flight) = (ctx.config.storage_first, ctx.config.single_flight);
+    let wanted = match prior.cold {
+        true => single_flight.is_some(),
+        false => storage_first && !prior.invalidated,
+    };
+    let Some(l2) = ctx.l2.clone().filter(|_| wanted) else { return Before::Call(None) };
+    let stale_time = ctx.stale_time(&guard.cell.key, stale_time);
     let runtime = ctx.runtime.clone();
     // The fetch holds its client weakly, across storage calls too.
     drop(ctx);
     let key = guard.cell.key.clone();
     if !prior.cold {
-        if !storage_first || prior.invalidated {
-            return Before::Call(None);
-        }
         let Some(record) = l2.read(&key, codec.decode).await else { return Before::Call(None) };
         let adopt = record.status != crate::state::QueryStatus::Error
             && fresh(&record, runtime.system_now(), stale_time);
