@@ -120,6 +120,40 @@ async fn a_holder_that_never_finishes_delays_the_others_by_the_ttl(h: Harness) {
     drop(holder);
 }
 
+async fn a_cancelled_holder_unlocks_at_once(h: Harness) {
+    let store = MemoryStorage::new();
+    let holder = flight_client(&h, store.clone());
+    let held = Counter::default();
+    let options = {
+        let held = held.clone();
+        QueryOptions::<String, String>::new(key!("cancelled"), move || {
+            held.hit();
+            futures::future::pending::<Result<String, String>>()
+        })
+        .persist()
+    };
+    let background = holder.clone();
+    h.runtime.spawn(async move {
+        let _ = background.fetch_query(&options).await;
+    });
+    h.eventually("the holder calls", || held.get() == 1).await;
+
+    let other = flight_client(&h, store.clone());
+    let calls = Counter::default();
+    let started = h.runtime.now();
+    let options = slow(key!("cancelled"), &calls, &h.runtime, Duration::ZERO, "mine");
+    let waiting = other.fetch_query(&options);
+    let cancel = async {
+        h.sleep(TTL / 6).await;
+        holder.cancel_queries(pystackquery::QueryFilter::all()).await;
+    };
+    let (value, ()) = futures::join!(waiting, cancel);
+    let waited = h.runtime.now() - started;
+    assert_eq!(value.unwrap(), "mine");
+    assert_eq!(calls.get(), 1);
+    assert!(waited >= TTL / 6 && waited < TTL, "waited {waited:?}");
+}
+
 async fn storage_first_adopts_a_newer_record_with_no_call(h: Harness) {
     let store = MemoryStorage::new();
     let stale = Duration::from_millis(100);
@@ -224,6 +258,7 @@ async fn storage_down_fetches_as_without_the_features(h: Harness) {
 runtime_suite!(
     n_clients_and_m_cold_keys_make_m_calls,
     a_holder_that_never_finishes_delays_the_others_by_the_ttl,
+    a_cancelled_holder_unlocks_at_once,
     storage_first_adopts_a_newer_record_with_no_call,
     storage_first_calls_when_the_record_is_older_or_stale,
     invalidation_always_calls_with_storage_first,
