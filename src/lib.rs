@@ -60,6 +60,8 @@ compile_error!("the `redis` feature needs a runtime feature: `tokio`, `smol` or 
 mod redis;
 #[cfg(feature = "redis")]
 mod redis_bus;
+#[cfg(feature = "redis")]
+mod redis_lock;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pystackquery_core::storage::{StorageBackend, StorageError, StorageFuture};
+use pystackquery_core::storage::{LockOutcome, StorageBackend, StorageError, StorageFuture};
+
+use crate::redis_lock;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, ErrorKind, RedisError};
 
@@ -11,7 +13,8 @@ use redis::{AsyncCommands, ErrorKind, RedisError};
 ///
 /// Records are stored with `SET key value EX ttl` under plain keys by default, so the Python
 /// library's Redis recipe reads and writes the same entries (`('user', 42)`). With
-/// [`with_namespace`](Self::with_namespace), keys get a prefix instead.
+/// [`with_namespace`](Self::with_namespace), keys get a prefix instead. It implements the
+/// fetch locks of single flight (`lock:<key>`, see `redis_lock`).
 ///
 /// The connection runs on tokio when the `tokio` feature is on and the call is made inside a
 /// tokio runtime, and on smol's reactor otherwise (the `smol` and `async-std` features). When
@@ -93,7 +96,7 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_max_delay(Duration::from_millis(500))
 }
 
-fn storage_error(error: RedisError) -> StorageError {
+pub(crate) fn storage_error(error: RedisError) -> StorageError {
     let unreachable = error.is_io_error()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
@@ -139,6 +142,21 @@ impl StorageBackend for RedisStorage {
         let mut connection = self.connection.clone();
         let key = self.full_key(key);
         Box::pin(async move { connection.del(key).await.map_err(storage_error) })
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> StorageFuture<'a, LockOutcome> {
+        let key = self.full_key(&redis_lock::lock_key(key));
+        Box::pin(redis_lock::try_lock(self.connection.clone(), key, token.to_owned(), ttl))
+    }
+
+    fn unlock<'a>(&'a self, key: &'a str, token: &'a str) -> StorageFuture<'a, ()> {
+        let key = self.full_key(&redis_lock::lock_key(key));
+        Box::pin(redis_lock::unlock(self.connection.clone(), key, token.to_owned()))
     }
 }
 

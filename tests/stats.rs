@@ -248,7 +248,7 @@ fn storage_stats_show_and_serialize_every_counter() {
     assert_eq!(
         stats.to_string(),
         "hydrations 0, hits 0, misses 0, decode failures 0, encode failures 0, writes 0, \
-         deletes 0, write drops 0, errors 0, timeouts 0, skipped 0"
+         deletes 0, write drops 0, errors 0, timeouts 0, skipped 0, adopted 0"
     );
     let json = serde_json::to_value(stats).unwrap();
     let mut fields: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
@@ -256,6 +256,7 @@ fn storage_stats_show_and_serialize_every_counter() {
     assert_eq!(
         fields,
         [
+            "adopted",
             "decode_failures",
             "deletes",
             "encode_failures",

@@ -36,6 +36,8 @@ pub struct QueryClientConfig {
     pub(crate) storage_cooldown: Duration,
     pub(crate) persist_max_age: Duration,
     pub(crate) bus: Option<Arc<dyn CoherenceBus>>,
+    pub(crate) storage_first: bool,
+    pub(crate) single_flight: Option<Duration>,
 }
 
 impl QueryClientConfig {
@@ -165,6 +167,29 @@ impl QueryClientConfig {
         self.bus.is_some()
     }
 
+    /// Before a stale persisted key's revalidation calls its query function, read the key's
+    /// record (one storage call, bounded by the storage timeout): when another process wrote
+    /// data newer than memory's and fresh by the query's stale time, adopt it and make no
+    /// call. Default: off (each revalidation of a persisted key would pay one storage read,
+    /// which only pays off when several processes share the store).
+    #[must_use]
+    pub fn storage_first(mut self, enabled: bool) -> Self {
+        self.storage_first = enabled;
+        self
+    }
+
+    /// Cross-process single flight for cold persisted keys: a fetch first takes the key's
+    /// lock in storage for `lock_ttl` ([`StorageBackend::try_lock`]); while another process
+    /// holds it, the fetch waits for the record that process writes (polling with backoff,
+    /// for at most `lock_ttl`) and adopts it with no call. `lock_ttl` should exceed a fetch
+    /// with its retries. A backend without locks, or failing storage, fetches as without
+    /// this option. Default: off.
+    #[must_use]
+    pub fn single_flight(mut self, lock_ttl: Duration) -> Self {
+        self.single_flight = Some(lock_ttl);
+        self
+    }
+
     /// Whether a storage backend is configured.
     pub fn has_storage(&self) -> bool {
         self.storage.is_some()
@@ -211,6 +236,8 @@ impl Default for QueryClientConfig {
             storage_cooldown: Duration::from_secs(30),
             persist_max_age: Duration::from_secs(24 * 3600),
             bus: None,
+            storage_first: false,
+            single_flight: None,
         }
     }
 }
@@ -226,6 +253,8 @@ impl fmt::Debug for QueryClientConfig {
             .field("storage_timeout", &self.storage_timeout)
             .field("persist_max_age", &self.persist_max_age)
             .field("bus", &self.bus.is_some())
+            .field("storage_first", &self.storage_first)
+            .field("single_flight", &self.single_flight)
             .finish_non_exhaustive()
     }
 }

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use pystackquery::Runtime;
-use pystackquery::storage::{MemoryStorage, StorageBackend, StorageError, StorageFuture};
+use pystackquery::storage::{
+    LockOutcome, MemoryStorage, StorageBackend, StorageError, StorageFuture,
+};
 
 /// Unix seconds of the runtime's wall clock.
 pub fn unix_now(runtime: &Runtime) -> f64 {
@@ -126,5 +128,18 @@ impl StorageBackend for FaultyStorage {
 
     fn delete<'a>(&'a self, key: &'a str) -> StorageFuture<'a, ()> {
         self.run("delete", move || self.inner.delete(key), None)
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> StorageFuture<'a, LockOutcome> {
+        self.run("lock", move || self.inner.try_lock(key, token, ttl), None)
+    }
+
+    fn unlock<'a>(&'a self, key: &'a str, token: &'a str) -> StorageFuture<'a, ()> {
+        self.run("unlock", move || self.inner.unlock(key, token), None)
     }
 }

@@ -11,6 +11,7 @@ use event_listener::Event;
 use super::cell::{CellInner, QueryCell};
 use super::effects::Effects;
 use super::run::{FetchGuard, run_fetch};
+use super::shared::Prior;
 use crate::cancel::{CancelSignal, UntilCancelled};
 use crate::ctx::Ctx;
 use crate::error::{ErasedError, panic_message};
@@ -72,7 +73,7 @@ impl<T: Clone + Send + Sync + 'static> FetchSlot<T> {
         }
     }
 
-    fn complete(&self, result: Result<T, ErasedError>) {
+    pub(super) fn complete(&self, result: Result<T, ErasedError>) {
         if self.result.set(Settled::Done(result)).is_ok() {
             self.done.notify(usize::MAX);
         }
@@ -259,7 +260,9 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             finished: false,
         };
         let meta = ctx.meta(&options.key, options.meta.as_ref());
-        let task = run_fetch(guard, options.clone(), snapshot, retryer, meta, ctx.runtime.clone());
+        let prior = Prior { cold: g.state.data.is_none(), invalidated: g.state.is_invalidated };
+        let runtime = ctx.runtime.clone();
+        let task = run_fetch(guard, options.clone(), snapshot, retryer, meta, runtime, prior);
         effects.spawns.push(Box::pin(UntilCancelled::new(task, slot.signal.clone())));
         slot
     }

@@ -19,6 +19,7 @@ mod lookup;
 mod optimistic;
 mod removal;
 mod run;
+mod shared;
 
 pub(crate) use cell::{CellInner, QueryCell, QuickAnswer};
 pub(crate) use effects::Effects;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 
 use super::cell::QueryCell;
 use super::fetch::{FetchSlot, clone_data};
+use super::shared::{Before, Prior, before_call};
 use crate::cancel::QueryContext;
 use crate::ctx::Ctx;
 use crate::error::{ErasedError, QueryError, panic_message};
@@ -67,10 +68,17 @@ pub(crate) async fn run_fetch<T, E>(
     retryer: Retryer<E>,
     meta: Meta,
     runtime: Runtime,
+    prior: Prior,
 ) where
     T: Clone + Send + Sync + 'static,
     E: fmt::Display + Send + Sync + 'static,
 {
+    let codec = options.codec.map(|codec| codec());
+    let held =
+        match before_call(&mut guard, options.fetch_tag, codec, options.stale_time, prior).await {
+            Before::Adopted => return,
+            Before::Call(held) => held,
+        };
     let generation = guard.slot.generation;
     let context = QueryContext::new(guard.cell.key.clone(), guard.slot.signal.clone(), meta);
     let mut behavior: Option<Attempt<T, E>> = match (&options.behavior, snapshot) {
@@ -113,6 +121,11 @@ pub(crate) async fn run_fetch<T, E>(
     // Callbacks run after the state is written and before waiters wake, so a caller that
     // awaited the fetch observes their effects.
     guard.finish(erased, failures, || run_callbacks(&options, &result));
+    // The key's storage lock is released once the record is written (a failed fetch writes
+    // none: the waiters then take the lock or fetch themselves).
+    if let Some(held) = held {
+        held.release().await;
+    }
 }
 
 pub(crate) fn run_callbacks<T, E>(

@@ -14,7 +14,7 @@ use futures::future::{Either, select};
 use super::breaker::Breaker;
 use super::record::{Record, RecordError};
 use super::writer::WriteQueue;
-use super::{StorageBackend, StorageError, StorageFuture, StorageStats};
+use super::{LockOutcome, StorageBackend, StorageError, StorageFuture, StorageStats};
 use crate::coherence::Publisher;
 use crate::key::QueryKey;
 use crate::runtime::Runtime;
@@ -55,6 +55,7 @@ pub(super) struct Counters {
     pub(super) errors: AtomicU64,
     pub(super) timeouts: AtomicU64,
     pub(super) skipped: AtomicU64,
+    pub(super) adopted: AtomicU64,
 }
 
 pub(super) fn bump(counter: &AtomicU64) {
@@ -100,11 +101,36 @@ impl L2 {
             errors: get(&c.errors),
             timeouts: get(&c.timeouts),
             skipped: get(&c.skipped),
+            adopted: get(&c.adopted),
         }
     }
 
     pub(crate) fn count_hydration(&self) {
         bump(&self.counters.hydrations);
+    }
+
+    /// Counts a fetch that ended with a record read from storage instead of a call.
+    pub(crate) fn count_adopted(&self) {
+        bump(&self.counters.adopted);
+    }
+
+    /// Tries to take `key`'s fetch lock for `ttl` as `token`, under the breaker and the
+    /// timeout. `None` when the call failed, timed out or was skipped (all counted).
+    pub(crate) async fn try_lock(
+        &self,
+        key: &QueryKey,
+        token: &str,
+        ttl: Duration,
+    ) -> Option<LockOutcome> {
+        let name = key.storage_string();
+        self.call("lock", key, |b| b.try_lock(name, token, ttl)).await?.ok()
+    }
+
+    /// Releases `key`'s fetch lock if `token` owns it; a failure is counted and logged (the
+    /// lock then expires by itself).
+    pub(crate) async fn unlock(&self, key: &QueryKey, token: &str) {
+        let name = key.storage_string();
+        let _ = self.call("unlock", key, |b| b.unlock(name, token)).await;
     }
 
     pub(super) fn lock_queue(&self) -> MutexGuard<'_, WriteQueue> {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{StorageBackend, StorageFuture};
+use super::{LockOutcome, StorageBackend, StorageFuture};
 use crate::sync::{Mutex, MutexGuard};
 
 /// An in-process [`StorageBackend`]: a hash map behind a mutex, with expiry.
@@ -29,6 +29,8 @@ use crate::sync::{Mutex, MutexGuard};
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStorage {
     map: Arc<Mutex<HashMap<String, Slot>>>,
+    /// Fetch locks by record key: the owner's token and the expiry, apart from the records.
+    locks: Arc<Mutex<HashMap<String, Slot>>>,
 }
 
 #[derive(Debug)]
@@ -108,6 +110,34 @@ impl StorageBackend for MemoryStorage {
 
     fn delete<'a>(&'a self, key: &'a str) -> StorageFuture<'a, ()> {
         self.lock().remove(key);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Locks expire by the system's monotonic clock, as records do: clones of one store
+    /// (several clients in one process, modelling several processes) share the locks.
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> StorageFuture<'a, LockOutcome> {
+        let now = Instant::now();
+        let mut locks = self.locks.lock();
+        let outcome = if locks.get(key).is_some_and(|slot| slot.live(now)) {
+            LockOutcome::Held
+        } else {
+            let expires_at = now.checked_add(ttl);
+            locks.insert(key.to_owned(), Slot { value: token.to_owned(), expires_at });
+            LockOutcome::Acquired
+        };
+        Box::pin(async move { Ok(outcome) })
+    }
+
+    fn unlock<'a>(&'a self, key: &'a str, token: &'a str) -> StorageFuture<'a, ()> {
+        let mut locks = self.locks.lock();
+        if locks.get(key).is_some_and(|slot| slot.value == token) {
+            locks.remove(key);
+        }
         Box::pin(async { Ok(()) })
     }
 }

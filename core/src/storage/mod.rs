@@ -129,10 +129,45 @@ pub trait StorageBackend: Send + Sync + 'static {
     /// Removes `key`. Removing a missing key is not an error.
     fn delete<'a>(&'a self, key: &'a str) -> StorageFuture<'a, ()>;
 
+    /// Takes the cross-process fetch lock of the record `key` for `ttl`, owned by `token`,
+    /// if nobody holds it (for [`QueryClientConfig::single_flight`]). The lock lives beside
+    /// the record, never under the record's own key, and expires by itself after `ttl`.
+    /// Default: [`LockOutcome::Unsupported`] (the client then fetches as without the lock).
+    ///
+    /// [`QueryClientConfig::single_flight`]: crate::QueryClientConfig::single_flight
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> StorageFuture<'a, LockOutcome> {
+        let _ = (key, token, ttl);
+        Box::pin(async { Ok(LockOutcome::Unsupported) })
+    }
+
+    /// Releases the lock of `key` if `token` still owns it (a lock that expired and was taken
+    /// by another owner is left alone). Default: does nothing.
+    fn unlock<'a>(&'a self, key: &'a str, token: &'a str) -> StorageFuture<'a, ()> {
+        let _ = (key, token);
+        Box::pin(async { Ok(()) })
+    }
+
     /// A name for this backend in log messages. Defaults to the implementing type's name.
     fn name(&self) -> &str {
         std::any::type_name::<Self>()
     }
+}
+
+/// The answer of [`StorageBackend::try_lock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockOutcome {
+    /// The lock is now the caller's, until it unlocks or the ttl passes.
+    Acquired,
+    /// Another owner holds the lock.
+    Held,
+    /// The backend has no locks.
+    Unsupported,
 }
 
 impl<S: StorageBackend + ?Sized> StorageBackend for std::sync::Arc<S> {
@@ -151,6 +186,19 @@ impl<S: StorageBackend + ?Sized> StorageBackend for std::sync::Arc<S> {
 
     fn delete<'a>(&'a self, key: &'a str) -> StorageFuture<'a, ()> {
         (**self).delete(key)
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> StorageFuture<'a, LockOutcome> {
+        (**self).try_lock(key, token, ttl)
+    }
+
+    fn unlock<'a>(&'a self, key: &'a str, token: &'a str) -> StorageFuture<'a, ()> {
+        (**self).unlock(key, token)
     }
 
     fn name(&self) -> &str {
@@ -227,6 +275,10 @@ pub struct StorageStats {
     pub timeouts: u64,
     /// Calls skipped because storage was failing and the client was waiting to probe it.
     pub skipped: u64,
+    /// Fetches that ended with a record another process wrote instead of a call of the query
+    /// function (storage-first revalidation, or waiting for a single-flight lock's holder).
+    /// The fetch itself still counts in [`CacheStats::fetches`](crate::CacheStats::fetches).
+    pub adopted: u64,
 }
 
 impl fmt::Display for StorageStats {
@@ -234,7 +286,7 @@ impl fmt::Display for StorageStats {
         write!(
             f,
             "hydrations {}, hits {}, misses {}, decode failures {}, encode failures {}, writes {}, \
-             deletes {}, write drops {}, errors {}, timeouts {}, skipped {}",
+             deletes {}, write drops {}, errors {}, timeouts {}, skipped {}, adopted {}",
             self.hydrations,
             self.hits,
             self.misses,
@@ -245,7 +297,8 @@ impl fmt::Display for StorageStats {
             self.write_drops,
             self.errors,
             self.timeouts,
-            self.skipped
+            self.skipped,
+            self.adopted
         )
     }
 }
