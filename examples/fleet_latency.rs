@@ -1,11 +1,12 @@
-//! Coherence latency between two real processes over Redis on loopback: this process writes
-//! (`set_query_data`) N persisted keys one at a time; a second process (this program again,
-//! as `peer`) holds the same keys and prints when each new value reached its memory. Prints
-//! p50 / p99 / max of the time from the write to the peer's update (both clocks are this
-//! machine's wall clock).
+//! Coherence latency between real processes over Redis on loopback: this process writes
+//! (`set_query_data`) N persisted keys one at a time; P - 1 other processes (this program
+//! again, as `peer`) hold the same keys and print when each new value reached their memory.
+//! Prints p50 / p99 / max of the time from the write to a peer's update, over every peer's
+//! updates (all clocks are this machine's wall clock).
 //!
-//! Run with `cargo run --release --example fleet_latency --features tokio,redis -- [N] [URL]`.
-//! Without a URL it starts a throwaway `redis-server` on a free loopback port.
+//! Run with `cargo run --release --example fleet_latency --features tokio,redis -- [N] [P] [URL]`
+//! (N = 1000 and P = 2 by default). Without a URL it starts a throwaway `redis-server` on a
+//! free loopback port.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -26,12 +27,14 @@ fn options(i: u64, value: &str) -> QueryOptions<String, String> {
     .persist()
 }
 
-async fn member(url: &str) -> (QueryClient, RedisBus) {
+/// A fleet member whose memory holds all `n` keys (an evicted key gets no update).
+async fn member(url: &str, n: u64) -> (QueryClient, RedisBus) {
     let bus = RedisBus::connect(url).await.unwrap().with_namespace("fleet:");
     let config = QueryClientConfig::default()
         .storage(RedisStorage::connect(url).await.unwrap().with_namespace("fleet:"))
         .bus(bus.clone())
-        .stale_time(Duration::from_secs(600));
+        .stale_time(Duration::from_secs(600))
+        .cache_max_size((n as usize).max(1000));
     let client = QueryClient::with_config(config).unwrap();
     while bus.stats().subscriptions == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -45,7 +48,7 @@ fn unix_nanos() -> u128 {
 
 /// The second process: hold the keys, print `<i> <unix nanos>` for each update.
 async fn peer(url: &str, n: u64) {
-    let (client, _bus) = member(url).await;
+    let (client, _bus) = member(url, n).await;
     for i in 0..n {
         client.fetch_query(&options(i, "peer's own")).await.unwrap();
     }
@@ -103,52 +106,66 @@ async fn main() {
         return peer(&args[2], args[3].parse().unwrap()).await;
     }
     let n: u64 = args.get(1).map_or(1000, |n| n.parse().expect("N must be a number"));
-    let (_server, url) = match args.get(2) {
+    let processes: usize = args.get(2).map_or(2, |p| p.parse().expect("P must be a number"));
+    assert!(processes >= 2, "P counts this process and at least one peer");
+    let (_server, url) = match args.get(3) {
         Some(url) => (Server(None), url.clone()),
         None => start_server(),
     };
-    let (client, _bus) = member(&url).await;
+    let (client, _bus) = member(&url, n).await;
     for i in 0..n {
         client.fetch_query(&options(i, "v1")).await.unwrap();
     }
     client.flush_storage().await;
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["peer", &url, &n.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
     let (lines, receiver) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if lines.send(line).is_err() {
-                return;
+    let mut children = Vec::new();
+    for _ in 1..processes {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["peer", &url, &n.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (lines, stdout) = (lines.clone(), child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if lines.send(line).is_err() {
+                    return;
+                }
             }
-        }
-    });
+        });
+        children.push(child);
+    }
     let next = || {
         tokio::task::block_in_place(|| receiver.recv_timeout(Duration::from_secs(20)))
-            .expect("the peer stopped answering")
+            .expect("a peer stopped answering")
     };
-    assert_eq!(next(), "ready");
+    for _ in 1..processes {
+        assert_eq!(next(), "ready");
+    }
     tokio::time::sleep(Duration::from_millis(20)).await;
 
-    let mut latencies = Vec::with_capacity(n as usize);
+    let mut latencies = Vec::with_capacity(n as usize * (processes - 1));
     for i in 0..n {
         let sent = unix_nanos();
         client.set_query_data(key!("lat", i), format!("v2-{i}")).unwrap();
-        let line = next();
-        let (got, at) = line.split_once(' ').unwrap();
-        assert_eq!(got.parse::<u64>().unwrap(), i, "updates arrive in order");
-        latencies.push(Duration::from_nanos((at.parse::<u128>().unwrap() - sent) as u64));
+        for _ in 1..processes {
+            let line = next();
+            let (got, at) = line.split_once(' ').unwrap();
+            assert_eq!(got.parse::<u64>().unwrap(), i, "updates arrive in order");
+            latencies.push(Duration::from_nanos((at.parse::<u128>().unwrap() - sent) as u64));
+        }
     }
-    let _ = child.wait();
+    for mut child in children {
+        let _ = child.wait();
+    }
     latencies.sort();
     let pct = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
     println!(
-        "coherence latency, 2 processes, loopback Redis, {n} sets: p50 {:?}, p99 {:?}, max {:?}",
+        "coherence latency, {processes} processes, loopback Redis, {n} sets ({} updates): p50 \
+         {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
         pct(50),
         pct(99),
         latencies[latencies.len() - 1]

@@ -171,3 +171,62 @@ fn eight_processes_and_a_hundred_cold_keys() {
     );
     assert_eq!(total, KEYS);
 }
+
+/// A lock holder killed mid-fetch (`SIGKILL`: it never unlocks) holds its fleet up for at
+/// most the lock ttl: a worker started right after it makes exactly one call per key, and
+/// finishes within the ttl, its own fetches and a bound for a slow machine. (`cargo test
+/// --test single_flight_redis` alone does not build the worker: build the example first.)
+#[cfg(feature = "tokio")]
+#[test]
+fn a_killed_lock_holder_delays_the_fleet_by_at_most_the_lock_ttl() {
+    use std::io::BufRead;
+
+    const HELD_KEYS: usize = 20;
+    const LOCK_TTL: Duration = Duration::from_millis(1500);
+    let server = match RedisServer::start() {
+        Ok(server) => server,
+        Err(reason) => return eprintln!("skipped: {reason}"),
+    };
+    let exe = std::env::current_exe().unwrap();
+    let worker = exe.parent().unwrap().parent().unwrap().join("examples/single_flight_worker");
+    if !worker.exists() {
+        return eprintln!("skipped: {} is not built", worker.display());
+    }
+    let ttl_ms = LOCK_TTL.as_millis().to_string();
+    let mut holder = std::process::Command::new(&worker)
+        .args([server.url(), HELD_KEYS.to_string(), "0".into(), ttl_ms.clone(), "hold".into()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its first line says it holds every key's lock (read on a thread, so that a holder that
+    // never says it fails the test instead of hanging it).
+    let stdout = holder.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(line.as_deref().map(str::trim), Ok("holding"), "the holder did not start");
+
+    let started = std::time::Instant::now();
+    let output = std::process::Command::new(&worker)
+        .args([server.url(), HELD_KEYS.to_string(), "0".into(), ttl_ms])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(output.status.success(), "the worker failed: {:?}", output.status);
+    let calls: usize = String::from_utf8(output.stdout).unwrap().trim().parse().unwrap();
+    eprintln!(
+        "redis single flight: a holder of {HELD_KEYS} locks (ttl {LOCK_TTL:?}) killed; the \
+         next worker made {calls} calls in {took:?}"
+    );
+    assert_eq!(calls, HELD_KEYS);
+    let bound = LOCK_TTL + Duration::from_secs(5);
+    assert!(took < bound, "the next worker took {took:?}, more than {bound:?}");
+    // The dead holder's locks were there (killing it released nothing): the worker waited.
+    assert!(took >= LOCK_TTL / 2, "the next worker took only {took:?}");
+}
