@@ -8,6 +8,7 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::key::QueryKey;
 use crate::state::{FetchStatus, QueryStatus};
+use crate::storage::record::unix_seconds;
 
 /// A snapshot of one cached query, whatever its data type: its key, the name of its data
 /// type, its statuses, timestamps, staleness, observers and garbage-collection deadline.
@@ -101,10 +102,6 @@ impl QueryInfo {
     }
 }
 
-fn unix_secs(at: Option<SystemTime>) -> Option<f64> {
-    at.map(|t| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()))
-}
-
 impl Serialize for QueryInfo {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut s = serializer.serialize_struct("QueryInfo", 18)?;
@@ -113,8 +110,8 @@ impl Serialize for QueryInfo {
         s.serialize_field("status", self.status.name())?;
         s.serialize_field("fetch_status", self.fetch_status.name())?;
         s.serialize_field("has_data", &self.has_data)?;
-        s.serialize_field("data_updated_at", &unix_secs(self.data_updated_at))?;
-        s.serialize_field("error_updated_at", &unix_secs(self.error_updated_at))?;
+        s.serialize_field("data_updated_at", &self.data_updated_at.map(unix_seconds))?;
+        s.serialize_field("error_updated_at", &self.error_updated_at.map(unix_seconds))?;
         s.serialize_field("age_secs", &self.age.map(|d| d.as_secs_f64()))?;
         s.serialize_field("is_stale", &self.is_stale)?;
         s.serialize_field("is_invalidated", &self.is_invalidated)?;

@@ -10,6 +10,7 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::error::panic_message;
 use crate::key::QueryKey;
+use crate::storage::record::unix_seconds;
 
 /// The status of a mutation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -90,9 +91,6 @@ impl MutationInfo {
 
 impl Serialize for MutationInfo {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let secs = |t: Option<SystemTime>| {
-            t.map(|t| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()))
-        };
         let mut s = serializer.serialize_struct("MutationInfo", 9)?;
         s.serialize_field("id", &self.id)?;
         s.serialize_field(
@@ -103,8 +101,8 @@ impl Serialize for MutationInfo {
         s.serialize_field("status", self.status.name())?;
         s.serialize_field("is_paused", &self.is_paused)?;
         s.serialize_field("failure_count", &self.failure_count)?;
-        s.serialize_field("submitted_at", &secs(self.submitted_at))?;
-        s.serialize_field("settled_at", &secs(self.settled_at))?;
+        s.serialize_field("submitted_at", &self.submitted_at.map(unix_seconds))?;
+        s.serialize_field("settled_at", &self.settled_at.map(unix_seconds))?;
         s.serialize_field("error", &self.error)?;
         s.end()
     }
