@@ -90,6 +90,11 @@ impl<S> Listeners<S> {
         self.list.as_ref().map_or(0, |l| l.len())
     }
 
+    /// No listeners.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_none()
+    }
+
     /// The current listeners, to notify once the owner's lock is released; `None` when there
     /// are none (nothing to clone, nothing to notify).
     pub(crate) fn snapshot(&self) -> Option<Snapshot<S>> {

@@ -51,7 +51,7 @@ impl QueryClient {
             if let Some(data) = g.state.data.clone() {
                 return Ok(Some(data));
             }
-            own_max_age = g.persist_max_age;
+            own_max_age = g.persist_max_age();
         }
         let max_age = self.ctx.persist_max_age(own_max_age);
         let seed = self.ctx.seeds.peek(&key).and_then(|seed| {

@@ -57,7 +57,7 @@ impl QueryClient {
                 // Persisting options must mark the key persisted (and take its pending seed,
                 // if any): the general path does that.
                 if options.inner.codec.is_some()
-                    && g.codec.is_none()
+                    && g.codec().is_none()
                     && (self.ctx.l2.is_some() || self.ctx.seeds.any())
                 {
                     return None;

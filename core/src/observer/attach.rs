@@ -165,9 +165,10 @@ where
             if g.detached {
                 continue;
             }
-            g.observers += 1;
+            let x = g.x();
+            x.observers += 1;
             if o.enabled {
-                g.active += 1;
+                x.active += 1;
             }
             QueryCell::cancel_gc(&mut g, &mut effects);
             let listener = QueryCell::add_listener(
@@ -305,13 +306,15 @@ where
         let mut effects = Effects::none();
         let abandoned = {
             let mut g = cell.lock();
-            g.observers = g.observers.saturating_sub(1);
-            if attachment.enabled {
-                g.active = g.active.saturating_sub(1);
+            if let Some(x) = g.x_opt() {
+                x.observers = x.observers.saturating_sub(1);
+                if attachment.enabled {
+                    x.active = x.active.saturating_sub(1);
+                }
             }
             QueryCell::remove_listener(&mut g, attachment.listener);
             cell.maybe_schedule_gc(&mut g, ctx, &mut effects);
-            g.in_flight.clone().filter(|_| g.observers == 0)
+            g.in_flight().cloned().filter(|_| g.observers() == 0)
         };
         effects.run(ctx, cell.key());
         if let Some(slot) = abandoned {

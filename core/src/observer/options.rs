@@ -117,16 +117,20 @@ where
             let cell = &attachment.cell;
             let mut g = cell.lock();
             match (attachment.enabled, o.enabled) {
-                (false, true) => g.active += 1,
-                (true, false) => g.active = g.active.saturating_sub(1),
+                (false, true) => g.x().active += 1,
+                (true, false) => {
+                    if let Some(x) = g.x_opt() {
+                        x.active = x.active.saturating_sub(1);
+                    }
+                }
                 _ => {}
             }
-            let had_codec = g.codec.is_some();
+            let had_codec = g.codec().is_some();
             QueryCell::set_fetcher(&mut g, o.clone(), &mut effects);
             if enabling {
                 self.fetch_if_stale(cell, &mut g, o, &mut effects);
             } else if !had_codec
-                && g.codec.is_some()
+                && g.codec().is_some()
                 && let Some(step) = cell.begin_hydration(&mut g, ctx, o)
             {
                 // Newly persisted: its hydration (a pending seed, an L2 read) runs as it

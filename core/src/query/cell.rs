@@ -5,17 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::effects::{Effects, Notice};
+use super::extra::Extra;
 use super::fetch::{FetchSlot, Fetcher, clone_data};
-use super::hydrate::HydrationStep;
 use crate::coherence::{Announce, CoherenceOp};
 use crate::ctx::Ctx;
 use crate::error::{ErasedError, panic_message};
 use crate::filter::RefetchType;
 use crate::gc::removable::Removable;
 use crate::key::QueryKey;
-use crate::listeners::{Callback, Listeners};
+use crate::listeners::Callback;
 use crate::state::{FetchStatus, QueryStatus, RawState, next_data_id};
-use crate::storage::record::CodecFn;
 use crate::sync::{Mutex, MutexGuard};
 
 /// The cached query for one key, with data of type `T`.
@@ -33,33 +32,17 @@ pub(crate) struct CellInner<T> {
     pub(crate) generation: u64,
     /// Advanced by every state change; listeners drop notices older than one they have seen.
     pub(crate) version: u64,
-    pub(crate) in_flight: Option<Arc<FetchSlot<T>>>,
     pub(crate) paused: bool,
-    /// Observers attached (enabled or not): an observed query is never collected or evicted.
-    pub(crate) observers: u32,
-    /// Enabled observers attached: the query is "active" (refetched by invalidation and
-    /// reset) while this is non-zero.
-    pub(crate) active: u32,
     pub(crate) detached: bool,
-    /// When this query may be garbage-collected.
-    pub(crate) removal: Removable,
-    /// State listeners (observers' attachments); one pointer while there are none.
-    pub(crate) listeners: Listeners<RawState<T>>,
-    /// How to fetch this key again without a caller's options (invalidation, resume).
-    pub(crate) fetcher: Option<Arc<dyn Fetcher<T>>>,
-    /// How to persist this key; set by the first persisting options that touch it.
-    pub(crate) codec: Option<CodecFn<T>>,
-    /// The persistence max age of the last persisting options that touched the key, if they
-    /// set one (else the client's applies).
-    pub(crate) persist_max_age: Option<Duration>,
-    /// The gate of the key's one L2 read, once it has started.
-    pub(crate) hydration: Option<HydrationStep>,
     /// The key's L2 read has finished, was abandoned, or was not needed.
     pub(crate) hydrated: bool,
     /// The data is a mutation's optimistic write, not confirmed: it is not persisted.
     pub(crate) unconfirmed: bool,
-    /// Mutation runs whose optimistic writes to this key await their outcome.
-    pub(crate) optimistic_runs: u32,
+    /// When this query may be garbage-collected.
+    pub(crate) removal: Removable,
+    /// Fetch, observers, listeners, refetch and persistence: allocated when first needed (see
+    /// [`Extra`]).
+    pub(crate) extra: Option<Box<Extra<T>>>,
 }
 
 /// See [`QueryCell::quick_answer`].
@@ -79,20 +62,12 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 fresh_at: None,
                 generation: 0,
                 version: 0,
-                in_flight: None,
                 paused: false,
-                observers: 0,
-                active: 0,
                 detached: false,
-                removal: Removable::new(),
-                listeners: Listeners::new(),
-                fetcher: None,
-                codec: None,
-                persist_max_age: None,
-                hydration: None,
                 hydrated: false,
                 unconfirmed: false,
-                optimistic_runs: 0,
+                removal: Removable::new(),
+                extra: None,
             }),
         }
     }
@@ -107,7 +82,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
 
     /// A notice for the listeners, if there are any.
     pub(crate) fn notice(g: &CellInner<T>) -> Option<Notice<T>> {
-        let listeners = g.listeners.snapshot()?;
+        let listeners = g.x_ref()?.listeners.snapshot()?;
         // The data type's `Clone` is user code; a panic in it costs the listeners this state
         // (they get the next one), never the transition under way.
         let state = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.state.clone()));
@@ -183,7 +158,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// its result will not be stored. Nor does anybody join a cancelled fetch whose task has
     /// not ended yet: a new fetch starts.
     pub(crate) fn current_fetch(g: &CellInner<T>) -> Option<&Arc<FetchSlot<T>>> {
-        g.in_flight.as_ref().filter(|f| f.generation == g.generation && !f.signal.is_cancelled())
+        g.in_flight().filter(|f| f.generation == g.generation && !f.signal.is_cancelled())
     }
 
     pub(crate) fn set_data(
@@ -223,12 +198,14 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
 
     /// Adds a state listener (called with each new state and its version); returns its id.
     pub(crate) fn add_listener(g: &mut CellInner<T>, listener: Callback<RawState<T>>) -> u64 {
-        g.listeners.add(listener)
+        g.x().listeners.add(listener)
     }
 
     /// Removes a state listener.
     pub(crate) fn remove_listener(g: &mut CellInner<T>, id: u64) {
-        g.listeners.remove(id);
+        if let Some(x) = g.x_opt() {
+            x.listeners.remove(id);
+        }
     }
 
     /// Remembers how to refetch, and how to persist if the options persist. The options they
@@ -239,12 +216,12 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         effects: &mut Effects<T>,
     ) {
         if fetcher.codec().is_some() {
-            g.persist_max_age = fetcher.persist_max_age();
+            g.x().persist_max_age = fetcher.persist_max_age();
         }
-        if g.codec.is_none() {
-            g.codec = fetcher.codec();
+        if g.codec().is_none() {
+            g.x().codec = fetcher.codec();
         }
-        effects.discard_fetcher(g.fetcher.replace(fetcher));
+        effects.discard_fetcher(g.x().fetcher.replace(fetcher));
     }
 
     /// Tells the listeners (observers) that the query has left the store: they receive the
@@ -262,14 +239,14 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
 
     /// Cancels the fetch in flight, if any (see [`FetchSlot::cancel`]); returns it, to wait for.
     pub(crate) fn cancel_fetch(&self) -> Option<Arc<FetchSlot<T>>> {
-        let slot = self.lock().in_flight.clone()?;
+        let slot = self.lock().in_flight().cloned()?;
         slot.cancel().then_some(slot)
     }
 
     /// Whether a bulk refetch may fetch this query: not paused, not detached, and not disabled
     /// (observed only by disabled observers, which TanStack skips too).
     pub(crate) fn refetchable(g: &CellInner<T>) -> bool {
-        let disabled = g.observers > 0 && g.active == 0;
+        let disabled = g.observers() > 0 && g.active() == 0;
         !(g.paused || g.detached || disabled)
     }
 
@@ -300,10 +277,10 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             Self::changed(&mut g, &mut effects);
             if local {
                 // A state that is not written (no data yet) is announced at once.
-                announce = !self.persist(&g, ctx, &mut effects) && g.codec.is_some();
+                announce = !self.persist(&g, ctx, &mut effects) && g.codec().is_some();
             }
-            match g.fetcher.clone() {
-                Some(fetcher) if refetch.includes(g.active > 0) && Self::refetchable(&g) => {
+            match g.fetcher().cloned() {
+                Some(fetcher) if refetch.includes(g.active() > 0) && Self::refetchable(&g) => {
                     Some(fetcher.begin(self, &mut g, ctx, &mut effects))
                 }
                 _ => None,
@@ -329,13 +306,13 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             let old = std::mem::take(&mut g.state);
             effects.discard_state(old);
             g.unconfirmed = false;
-            let refetch = g.fetcher.clone().filter(|_| g.active > 0 && !g.paused);
+            let refetch = g.fetcher().cloned().filter(|_| g.active() > 0 && !g.paused);
             match refetch {
                 Some(fetcher) => {
                     let _ = fetcher.begin(self, &mut g, ctx, &mut effects);
                 }
                 None => {
-                    if let Some(old) = g.in_flight.take() {
+                    if let Some(old) = g.x_opt().and_then(|x| x.in_flight.take()) {
                         old.cancel();
                     }
                     g.state.fetch_status = Self::idle_fetch_status(&g);
@@ -358,7 +335,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 return;
             }
             g.paused = true;
-            if g.in_flight.is_none() {
+            if g.in_flight().is_none() {
                 g.state.fetch_status = FetchStatus::Paused;
             }
             Self::changed(&mut g, &mut effects);
@@ -375,11 +352,11 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 return;
             }
             g.paused = false;
-            if g.in_flight.is_none() {
+            if g.in_flight().is_none() {
                 g.state.fetch_status = FetchStatus::Idle;
             }
             Self::changed(&mut g, &mut effects);
-            g.fetcher.clone()
+            g.fetcher().cloned()
         };
         effects.run(ctx, &self.key);
         if refetch && let Some(fetcher) = fetcher {

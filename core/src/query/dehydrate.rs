@@ -21,7 +21,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     pub(crate) fn snapshot(&self) -> Snapshot {
         let (codec, state) = {
             let g = self.lock();
-            let Some(codec) = g.codec else {
+            let Some(codec) = g.codec() else {
                 return Snapshot::NotPersisted;
             };
             match std::panic::catch_unwind(AssertUnwindSafe(|| g.state.clone())) {
@@ -51,7 +51,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     pub(crate) fn claim_seed(self: &Arc<Self>, ctx: &Arc<Ctx>) -> HydrateOutcome {
         let (codec, seed) = {
             let g = self.lock();
-            let Some(codec) = g.codec else {
+            let Some(codec) = g.codec() else {
                 return HydrateOutcome::Deferred;
             };
             match ctx.seeds.take(&self.key) {

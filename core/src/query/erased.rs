@@ -52,7 +52,7 @@ impl<T: Clone + Send + Sync + 'static> ErasedQuery for QueryCell<T> {
     }
 
     fn persisted(&self) -> bool {
-        self.lock().codec.is_some()
+        self.lock().codec().is_some()
     }
 
     fn gc_check(&self, now: u64) -> GcVerdict {
@@ -90,7 +90,7 @@ impl<T: Clone + Send + Sync + 'static> ErasedQuery for QueryCell<T> {
     }
 
     fn fetching(&self) -> bool {
-        self.lock().in_flight.is_some()
+        self.lock().in_flight().is_some()
     }
 
     fn info(&self, ctx: &Ctx) -> QueryInfo {
@@ -109,17 +109,17 @@ impl<T: Clone + Send + Sync + 'static> ErasedQuery for QueryCell<T> {
                 age: None,
                 is_stale: true,
                 is_invalidated: s.is_invalidated,
-                observers: g.observers,
-                active_observers: g.active,
+                observers: g.observers(),
+                active_observers: g.active(),
                 gc_in: g.removal.due().map(|at| Duration::from_nanos(at.saturating_sub(clock))),
-                persisted: g.codec.is_some(),
+                persisted: g.codec().is_some(),
                 data_update_count: s.data_update_count,
                 error_update_count: s.error_update_count,
                 fetch_failure_count: s.fetch_failure_count,
                 error: None,
             };
             let has_data = s.data.is_some();
-            let own = g.fetcher.as_ref().and_then(|f| f.stale_time());
+            let own = g.fetcher().and_then(|f| f.stale_time());
             (info, own, g.fresh_at.filter(|_| has_data), s.error.clone())
         };
         // Resolving defaults and formatting the error (user `Display`) happen after the lock.
@@ -141,7 +141,7 @@ impl<T: Clone + Send + Sync + 'static> ErasedQuery for QueryCell<T> {
             if !QueryCell::refetchable(&g) {
                 return None;
             }
-            g.fetcher.clone()?
+            g.fetcher().cloned()?
         };
         let slot = fetcher.start(&self, ctx);
         Some(Box::pin(async move {
@@ -170,7 +170,7 @@ impl<T: Clone + Send + Sync + 'static> ErasedQuery for QueryCell<T> {
     }
 
     fn observer_count(&self) -> usize {
-        usize::try_from(self.lock().observers).unwrap_or(usize::MAX)
+        usize::try_from(self.lock().observers()).unwrap_or(usize::MAX)
     }
 
     fn dehydrate(&self) -> Snapshot {

@@ -144,7 +144,7 @@ impl<T: Clone + Send + Sync + 'static> FetchSlot<T> {
     /// has no observer.
     pub(crate) fn cancel_if_abandoned(&self) {
         let Some(cell) = self.abandon.as_ref().and_then(Weak::upgrade) else { return };
-        let unobserved = cell.lock().observers == 0;
+        let unobserved = cell.lock().observers() == 0;
         if unobserved && self.waiters.load(Ordering::Acquire) == 0 {
             self.cancel();
         }
@@ -232,7 +232,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         ctx.stats.add(Stat::Fetch);
         // A fetch of an older generation is obsolete: its waiters get this fetch's outcome. A
         // cancelled one whose task has not ended yet settles as cancelled now.
-        if let Some(older) = g.in_flight.replace(slot.clone()) {
+        if let Some(older) = g.x().in_flight.replace(slot.clone()) {
             if older.signal.is_cancelled() {
                 older.complete(Err(ErasedError::Cancelled));
             } else {
@@ -319,9 +319,11 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         {
             let mut g = self.lock();
             let current = g.generation == slot.generation && !g.detached;
-            let ours = g.in_flight.as_ref().is_some_and(|f| Arc::ptr_eq(f, slot));
+            let ours = g.in_flight().is_some_and(|f| Arc::ptr_eq(f, slot));
             if ours {
-                g.in_flight = None;
+                if let Some(x) = g.x_opt() {
+                    x.in_flight = None;
+                }
             }
             if current {
                 match &mut result {

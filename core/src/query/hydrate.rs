@@ -35,10 +35,10 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         max_age: Option<Duration>,
     ) {
         if codec.is_some() {
-            g.persist_max_age = max_age;
+            g.x().persist_max_age = max_age;
         }
-        if g.codec.is_none() {
-            g.codec = codec;
+        if g.codec().is_none() {
+            g.x().codec = codec;
         }
     }
 
@@ -48,7 +48,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// lock). With a coherence bus, the write is announced once done (`set`, or `invalidate`
     /// for an invalidated state). Returns whether a write was queued.
     pub(crate) fn persist(&self, g: &CellInner<T>, ctx: &Ctx, effects: &mut Effects<T>) -> bool {
-        let (Some(l2), Some(codec)) = (&ctx.l2, g.codec) else {
+        let (Some(l2), Some(codec)) = (&ctx.l2, g.codec()) else {
             return false;
         };
         if g.state.status != QueryStatus::Success || g.unconfirmed {
@@ -56,7 +56,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         }
         // The record's lifetime is the query's persistence max age, not its gc time: a
         // record outlives the query in memory (and the process). Zero writes nothing.
-        let max_age = ctx.persist_max_age(g.persist_max_age);
+        let max_age = ctx.persist_max_age(g.persist_max_age());
         if max_age.is_zero() {
             return false;
         }
@@ -76,7 +76,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// Queues a delete of the key's L2 record when the key is persisted (announced as a
     /// `reset` once done, with a coherence bus).
     pub(crate) fn unpersist(&self, g: &CellInner<T>, ctx: &Ctx, effects: &mut Effects<T>) {
-        if let (Some(l2), Some(_)) = (&ctx.l2, g.codec) {
+        if let (Some(l2), Some(_)) = (&ctx.l2, g.codec()) {
             let announce =
                 ctx.publisher.as_ref().map(|_| Announce { op: CoherenceOp::Reset, at: None });
             effects.l2_start |= l2.push(self.key.clone(), L2Op::Delete(announce));
@@ -94,11 +94,11 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         let l2 = ctx.l2.clone()?;
         let (codec, max_age) = {
             let g = self.lock();
-            let codec = g.codec.filter(|_| !g.detached)?;
+            let codec = g.codec().filter(|_| !g.detached)?;
             let older = g.state.data_updated_at.is_none_or(|memory| {
                 at.duration_since(memory).is_ok_and(|lead| lead > TIMESTAMP_SLACK)
             });
-            (older.then_some(codec)?, ctx.persist_max_age(g.persist_max_age))
+            (older.then_some(codec)?, ctx.persist_max_age(g.persist_max_age()))
         };
         if max_age.is_zero() {
             return None;
@@ -137,16 +137,16 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         options: &OptionsInner<T, E>,
     ) -> Option<HydrationStep> {
         Self::adopt_codec(g, options.codec, options.persist_max_age);
-        if let Some(read) = &g.hydration {
+        if let Some(read) = g.hydration() {
             return Some(read.clone());
         }
-        let codec = g.codec?;
+        let codec = g.codec()?;
         // The seeds map is a leaf lock, taken here under the query's lock so that a seed
         // offered meanwhile is either taken here or claimed by its `hydrate` call.
         let seed = ctx.seeds.take(&self.key);
         // Data written in this process since the key was created is newer than L2; a max age
         // of zero keeps the key out of L2.
-        let max_age = ctx.persist_max_age(g.persist_max_age);
+        let max_age = ctx.persist_max_age(g.persist_max_age());
         let l2 = ctx
             .l2
             .as_ref()
@@ -163,7 +163,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         let read = hydrate(Arc::downgrade(self), Arc::downgrade(ctx), l2, codec(), seed);
         let read: BoxFuture = Box::pin(read);
         let read = read.shared();
-        g.hydration = Some(read.clone());
+        g.x().hydration = Some(read.clone());
         Some(read)
     }
 
@@ -176,7 +176,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         codec: Option<CodecFn<T>>,
     ) -> bool {
         codec.is_some()
-            && (g.hydration.is_some()
+            && (g.hydration().is_some()
                 || (!g.hydrated && ctx.l2.is_some())
                 || ctx.seeds.contains(&self.key))
     }
@@ -338,7 +338,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 let mut g = cell.lock();
                 let wanted = !g.detached
                     && !g.paused
-                    && g.observers > 0
+                    && g.observers() > 0
                     && Self::current_fetch(&g).is_none()
                     && (g.state.data.is_none()
                         || Self::is_stale(&g, ctx.runtime.now(), stale_time));
@@ -387,7 +387,7 @@ pub(crate) async fn hydrate<T: Clone + Send + Sync + 'static>(
                 let read = {
                     let mut g = cell.lock();
                     g.hydrated = true;
-                    g.hydration.take()
+                    g.x_opt().and_then(|x| x.hydration.take())
                 };
                 drop(read);
             }
@@ -437,7 +437,7 @@ pub(crate) async fn hydrate<T: Clone + Send + Sync + 'static>(
                 restored = true;
             }
         }
-        let read = g.hydration.take();
+        let read = g.x_opt().and_then(|x| x.hydration.take());
         if restored {
             // A fresh record may mean no fetch follows, and gc is scheduled when a fetch
             // ends: schedule it here (the step is over, so the query may be idle) so that

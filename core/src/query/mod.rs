@@ -13,6 +13,7 @@ mod cell;
 mod dehydrate;
 mod effects;
 mod erased;
+mod extra;
 mod fetch;
 mod hydrate;
 mod lookup;

@@ -21,7 +21,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         g.generation += 1;
         Self::store_success(g, ctx, data, effects);
         g.unconfirmed = true;
-        g.optimistic_runs = g.optimistic_runs.saturating_add(1);
+        g.x().optimistic_runs = g.optimistic_runs().saturating_add(1);
         Self::changed(g, effects);
         self.maybe_schedule_gc(g, ctx, effects);
     }
@@ -32,8 +32,10 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         let mut effects = Effects::none();
         {
             let mut g = self.lock();
-            g.optimistic_runs = g.optimistic_runs.saturating_sub(1);
-            if g.optimistic_runs == 0 && g.unconfirmed {
+            if let Some(x) = g.x_opt() {
+                x.optimistic_runs = x.optimistic_runs.saturating_sub(1);
+            }
+            if g.optimistic_runs() == 0 && g.unconfirmed {
                 g.unconfirmed = false;
                 self.persist(&g, ctx, &mut effects);
             }
@@ -45,7 +47,9 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// persisted) until a confirmed write (a fetch, `set_query_data`, a rollback).
     pub(crate) fn release_optimistic(&self) {
         let mut g = self.lock();
-        g.optimistic_runs = g.optimistic_runs.saturating_sub(1);
+        if let Some(x) = g.x_opt() {
+            x.optimistic_runs = x.optimistic_runs.saturating_sub(1);
+        }
     }
 }
 

@@ -11,7 +11,7 @@ impl<T> CellInner<T> {
     /// Neither observed, nor fetching, nor reading its L2 record: the query may be evicted or
     /// collected.
     pub(crate) fn is_idle(&self) -> bool {
-        self.observers == 0 && self.in_flight.is_none() && self.hydration.is_none()
+        self.observers() == 0 && self.in_flight().is_none() && self.hydration().is_none()
     }
 }
 
@@ -26,6 +26,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         if !g.is_idle() || g.detached {
             return;
         }
+        g.trim();
         if let Some(at) = g.removal.schedule(ctx.clock(), ctx.gc_time(&self.key, None)) {
             effects.gc = Some(at);
         }

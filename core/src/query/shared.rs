@@ -114,7 +114,7 @@ pub(crate) async fn before_call<T: Clone + Send + Sync + 'static>(
     };
     let Some(l2) = ctx.l2.clone().filter(|_| wanted) else { return Before::Call(None) };
     let stale_time = ctx.stale_time(&guard.cell.key, stale_time);
-    let own_max_age = guard.cell.lock().persist_max_age;
+    let own_max_age = guard.cell.lock().persist_max_age();
     let max_age = ctx.persist_max_age(own_max_age);
     if max_age.is_zero() {
         return Before::Call(None);
@@ -219,12 +219,14 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         let mut effects = Effects::none();
         let adopted = {
             let mut g = self.lock();
-            let ours = g.in_flight.as_ref().is_some_and(|f| Arc::ptr_eq(f, slot));
+            let ours = g.in_flight().is_some_and(|f| Arc::ptr_eq(f, slot));
             let current = ours && g.generation == slot.generation && !g.detached;
             let adopted = current && Self::apply_record(&mut g, ctx, record, &mut effects);
             if adopted {
                 l2.count_adopted();
-                g.in_flight = None;
+                if let Some(x) = g.x_opt() {
+                    x.in_flight = None;
+                }
                 g.state.fetch_status = Self::idle_fetch_status(&g);
                 Self::changed(&mut g, &mut effects);
                 self.maybe_schedule_gc(&mut g, ctx, &mut effects);
