@@ -12,12 +12,12 @@ fn recorder() -> (Arc<Mutex<Vec<u32>>>, super::Callback<u32>) {
 #[test]
 fn an_empty_list_holds_no_allocation_and_removing_the_last_listener_frees_it() {
     let mut list: Listeners<u32> = Listeners::new();
-    assert!(list.len() == 0 && list.snapshot().is_none());
+    assert!(list.is_empty() && list.snapshot().is_none());
     let id = list.add(Box::new(|_, _| {}));
     assert_eq!(list.len(), 1);
     assert_eq!(list.remove(id + 1000), 1, "an unknown id removes nothing");
     assert_eq!(list.remove(id), 0);
-    assert!(list.len() == 0 && list.snapshot().is_none());
+    assert!(list.is_empty() && list.snapshot().is_none());
 }
 
 #[test]

@@ -320,10 +320,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             let mut g = self.lock();
             let current = g.generation == slot.generation && !g.detached;
             let ours = g.in_flight().is_some_and(|f| Arc::ptr_eq(f, slot));
-            if ours {
-                if let Some(x) = g.x_opt() {
-                    x.in_flight = None;
-                }
+            if ours && let Some(x) = g.x_opt() {
+                x.in_flight = None;
             }
             if current {
                 match &mut result {
