@@ -260,7 +260,7 @@ impl Ctx {
 
     /// A use stamp for the LRU order, now.
     pub(crate) fn stamp(&self) -> Stamp {
-        Stamp::new(self.runtime.now())
+        Stamp::new(self.clock())
     }
 
     pub(crate) fn emit(&self, event: &CacheEvent) {

@@ -1,5 +1,6 @@
 //! Query state: statuses, data, errors and timestamps, as observers and callers see them.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
@@ -252,6 +253,10 @@ pub(crate) fn next_data_id() -> u64 {
 }
 
 /// The state as the cache stores it: errors without their type.
+///
+/// The error side (last error, failure count and reason, their times and counts) is shared
+/// and allocated only once a query has failed: a query that never failed pays one pointer
+/// for it, and copying a state for the listeners copies that pointer.
 #[derive(Clone, Debug)]
 pub(crate) struct RawState<T> {
     /// Which data this is: every write of data (fetch, set, hydration, initial data) takes a
@@ -260,14 +265,20 @@ pub(crate) struct RawState<T> {
     pub(crate) data_id: u64,
     pub(crate) status: QueryStatus,
     pub(crate) fetch_status: FetchStatus,
+    pub(crate) is_invalidated: bool,
+    pub(crate) data_update_count: u32,
     pub(crate) data: Option<T>,
-    pub(crate) error: Option<ErasedError>,
     pub(crate) data_updated_at: Option<SystemTime>,
+    failure: Option<Arc<Failure>>,
+}
+
+/// The error side of a [`RawState`].
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Failure {
+    pub(crate) error: Option<ErasedError>,
     pub(crate) error_updated_at: Option<SystemTime>,
     pub(crate) fetch_failure_count: u32,
     pub(crate) fetch_failure_reason: Option<ErasedError>,
-    pub(crate) is_invalidated: bool,
-    pub(crate) data_update_count: u32,
     pub(crate) error_update_count: u32,
 }
 
@@ -277,16 +288,49 @@ impl<T> Default for RawState<T> {
             data_id: 0,
             status: QueryStatus::Idle,
             fetch_status: FetchStatus::Idle,
-            data: None,
-            error: None,
-            data_updated_at: None,
-            error_updated_at: None,
-            fetch_failure_count: 0,
-            fetch_failure_reason: None,
             is_invalidated: false,
             data_update_count: 0,
-            error_update_count: 0,
+            data: None,
+            data_updated_at: None,
+            failure: None,
         }
+    }
+}
+
+impl<T> RawState<T> {
+    pub(crate) fn error(&self) -> Option<&ErasedError> {
+        self.failure.as_ref()?.error.as_ref()
+    }
+
+    pub(crate) fn error_updated_at(&self) -> Option<SystemTime> {
+        self.failure.as_ref()?.error_updated_at
+    }
+
+    pub(crate) fn fetch_failure_count(&self) -> u32 {
+        self.failure.as_ref().map_or(0, |f| f.fetch_failure_count)
+    }
+
+    pub(crate) fn fetch_failure_reason(&self) -> Option<&ErasedError> {
+        self.failure.as_ref()?.fetch_failure_reason.as_ref()
+    }
+
+    pub(crate) fn error_update_count(&self) -> u32 {
+        self.failure.as_ref().map_or(0, |f| f.error_update_count)
+    }
+
+    /// The error side, to change (allocated, or unshared from copies handed out, first).
+    pub(crate) fn failure_mut(&mut self) -> &mut Failure {
+        Arc::make_mut(self.failure.get_or_insert_with(Default::default))
+    }
+
+    /// The error side, to clear or lower something in: none means nothing to change.
+    pub(crate) fn failure_opt(&mut self) -> Option<&mut Failure> {
+        self.failure.as_mut().map(Arc::make_mut)
+    }
+
+    /// Takes the whole error side (for a reset).
+    pub(crate) fn take_failure(&mut self) -> Option<Arc<Failure>> {
+        self.failure.take()
     }
 }
 
@@ -296,15 +340,15 @@ impl<T: Clone> RawState<T> {
             status: self.status,
             fetch_status: self.fetch_status,
             data: self.data.clone(),
-            error: self.error.as_ref().map(|e| e.typed(key)),
+            error: self.error().map(|e| e.typed(key)),
             data_updated_at: self.data_updated_at,
-            error_updated_at: self.error_updated_at,
-            fetch_failure_count: self.fetch_failure_count,
-            fetch_failure_reason: self.fetch_failure_reason.as_ref().map(|e| e.typed(key)),
+            error_updated_at: self.error_updated_at(),
+            fetch_failure_count: self.fetch_failure_count(),
+            fetch_failure_reason: self.fetch_failure_reason().map(|e| e.typed(key)),
             is_placeholder: false,
             is_invalidated: self.is_invalidated,
             data_update_count: self.data_update_count,
-            error_update_count: self.error_update_count,
+            error_update_count: self.error_update_count(),
         }
     }
 }

@@ -45,7 +45,7 @@ impl QueryClient {
         // allocation. Anything else (a miss, stale data to revalidate, hydration, a type
         // mismatch) takes the general path below.
         let now = self.ctx.runtime.now();
-        let stamp = Stamp::new(now);
+        let stamp = Stamp::new(self.ctx.since_base(now));
         // A hit is counted by the store, under the shard lock it holds anyway (a panicking
         // `Clone` of cached data is still an answer from memory): no shared atomic here.
         let quick = self.ctx.cache.peek_with(

@@ -136,14 +136,14 @@ where
         if let Some(raw) = raw {
             out.status = raw.status;
             out.fetch_status = raw.fetch_status;
-            out.error = raw.error.as_ref().map(|e| e.typed(key));
+            out.error = raw.error().map(|e| e.typed(key));
             out.data_updated_at = raw.data_updated_at;
-            out.error_updated_at = raw.error_updated_at;
-            out.fetch_failure_count = raw.fetch_failure_count;
-            out.fetch_failure_reason = raw.fetch_failure_reason.as_ref().map(|e| e.typed(key));
+            out.error_updated_at = raw.error_updated_at();
+            out.fetch_failure_count = raw.fetch_failure_count();
+            out.fetch_failure_reason = raw.fetch_failure_reason().map(|e| e.typed(key));
             out.is_invalidated = raw.is_invalidated;
             out.data_update_count = raw.data_update_count;
-            out.error_update_count = raw.error_update_count;
+            out.error_update_count = raw.error_update_count();
             data = raw.data.as_ref().map(|data| (data, raw.data_id));
         }
         let last = &before.last;

@@ -186,10 +186,12 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         g.state.status = QueryStatus::Success;
         effects.discard(g.state.data.replace(data));
         g.state.data_id = next_data_id();
-        effects.discard_error(g.state.error.take());
         g.state.data_updated_at = Some(ctx.runtime.system_now());
-        g.state.fetch_failure_count = 0;
-        effects.discard_error(g.state.fetch_failure_reason.take());
+        if let Some(f) = g.state.failure_opt() {
+            effects.discard_error(f.error.take());
+            f.fetch_failure_count = 0;
+            effects.discard_error(f.fetch_failure_reason.take());
+        }
         g.state.is_invalidated = false;
         g.state.data_update_count = g.state.data_update_count.saturating_add(1);
         g.fresh_at = Some(ctx.runtime.now());

@@ -10,7 +10,7 @@ use crate::events::CacheEvent;
 use crate::key::QueryKey;
 use crate::listeners::Snapshot;
 use crate::runtime::BoxFuture;
-use crate::state::RawState;
+use crate::state::{Failure, RawState};
 use crate::sweeper;
 
 /// Work decided under a query's lock, carried out after it is released.
@@ -33,6 +33,7 @@ pub(crate) struct Effects<T> {
 struct Trash<T> {
     data: Vec<T>,
     errors: Vec<ErasedError>,
+    failures: Vec<Arc<Failure>>,
     fetcher: Option<Arc<dyn Fetcher<T>>>,
 }
 
@@ -51,7 +52,12 @@ impl<T> Effects<T> {
             l2_start: false,
             gc: None,
             gc_cancelled: false,
-            trash: Trash { data: Vec::new(), errors: Vec::new(), fetcher: None },
+            trash: Trash {
+                data: Vec::new(),
+                errors: Vec::new(),
+                failures: Vec::new(),
+                fetcher: None,
+            },
         }
     }
 
@@ -66,10 +72,9 @@ impl<T> Effects<T> {
     }
 
     /// Keeps a whole replaced state to drop after the lock is released.
-    pub(crate) fn discard_state(&mut self, state: RawState<T>) {
+    pub(crate) fn discard_state(&mut self, mut state: RawState<T>) {
+        self.trash.failures.extend(state.take_failure());
         self.discard(state.data);
-        self.discard_error(state.error);
-        self.discard_error(state.fetch_failure_reason);
     }
 
     /// Keeps replaced options to drop after the lock is released.

@@ -105,7 +105,7 @@ impl<T: Clone + Send + Sync + 'static> ErasedQuery for QueryCell<T> {
                 fetch_status: s.fetch_status,
                 has_data: s.data.is_some(),
                 data_updated_at: s.data_updated_at,
-                error_updated_at: s.error_updated_at,
+                error_updated_at: s.error_updated_at(),
                 age: None,
                 is_stale: true,
                 is_invalidated: s.is_invalidated,
@@ -114,13 +114,13 @@ impl<T: Clone + Send + Sync + 'static> ErasedQuery for QueryCell<T> {
                 gc_in: g.removal.due().map(|at| Duration::from_nanos(at.saturating_sub(clock))),
                 persisted: g.codec().is_some(),
                 data_update_count: s.data_update_count,
-                error_update_count: s.error_update_count,
-                fetch_failure_count: s.fetch_failure_count,
+                error_update_count: s.error_update_count(),
+                fetch_failure_count: s.fetch_failure_count(),
                 error: None,
             };
             let has_data = s.data.is_some();
             let own = g.fetcher().and_then(|f| f.stale_time());
-            (info, own, g.fresh_at.filter(|_| has_data), s.error.clone())
+            (info, own, g.fresh_at.filter(|_| has_data), s.error().cloned())
         };
         // Resolving defaults and formatting the error (user `Display`) happen after the lock.
         let stale_time = ctx.stale_time(&self.key, own_stale_time);

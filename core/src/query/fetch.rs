@@ -188,8 +188,8 @@ impl Revert {
     fn of<T>(state: &RawState<T>) -> Self {
         Self {
             status: state.status,
-            failures: state.fetch_failure_count,
-            reason: state.fetch_failure_reason.clone(),
+            failures: state.fetch_failure_count(),
+            reason: state.fetch_failure_reason().cloned(),
         }
     }
 }
@@ -335,21 +335,32 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                     Err(ErasedError::Cancelled) => {
                         if ours {
                             g.state.status = slot.revert.status;
-                            g.state.fetch_failure_count = slot.revert.failures;
-                            let reason = slot.revert.reason.clone();
-                            effects.discard_error(std::mem::replace(
-                                &mut g.state.fetch_failure_reason,
-                                reason,
-                            ));
+                            let (failures, reason) =
+                                (slot.revert.failures, slot.revert.reason.clone());
+                            let restore = failures > 0 || reason.is_some();
+                            let f = if restore {
+                                Some(g.state.failure_mut())
+                            } else {
+                                g.state.failure_opt()
+                            };
+                            if let Some(f) = f {
+                                f.fetch_failure_count = failures;
+                                effects.discard_error(std::mem::replace(
+                                    &mut f.fetch_failure_reason,
+                                    reason,
+                                ));
+                            }
                         }
                     }
                     Err(error) => {
                         g.state.status = QueryStatus::Error;
-                        effects.discard_error(g.state.error.replace(error.clone()));
-                        g.state.error_updated_at = Some(ctx.runtime.system_now());
-                        g.state.fetch_failure_count = failures;
-                        effects.discard_error(g.state.fetch_failure_reason.replace(error.clone()));
-                        g.state.error_update_count = g.state.error_update_count.saturating_add(1);
+                        let now = ctx.runtime.system_now();
+                        let f = g.state.failure_mut();
+                        effects.discard_error(f.error.replace(error.clone()));
+                        f.error_updated_at = Some(now);
+                        f.fetch_failure_count = failures;
+                        effects.discard_error(f.fetch_failure_reason.replace(error.clone()));
+                        f.error_update_count = f.error_update_count.saturating_add(1);
                     }
                 }
             }
@@ -380,8 +391,9 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             if g.generation != generation || g.detached {
                 return;
             }
-            g.state.fetch_failure_count = failures;
-            effects.discard_error(g.state.fetch_failure_reason.replace(error));
+            let f = g.state.failure_mut();
+            f.fetch_failure_count = failures;
+            effects.discard_error(f.fetch_failure_reason.replace(error));
             Self::changed(&mut g, &mut effects);
         }
         effects.run(ctx, &self.key);

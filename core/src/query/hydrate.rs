@@ -267,16 +267,24 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         effects.discard(g.state.data.replace(data));
         g.state.data_id = next_data_id();
         g.unconfirmed = false;
-        let error = record.error.map(|m| ErasedError::Restored(m.into()));
-        effects.discard_error(std::mem::replace(&mut g.state.error, error));
         g.state.data_updated_at = record.data_updated_at;
         // The Python library marks an invalidated record with a timestamp of 0.0.
         g.state.is_invalidated = record.data_updated_at == Some(std::time::SystemTime::UNIX_EPOCH);
         g.state.data_update_count = g.state.data_update_count.saturating_add(1);
-        g.state.error_updated_at = record.error_updated_at;
-        g.state.fetch_failure_count = record.fetch_failure_count;
+        let error = record.error.map(|m| ErasedError::Restored(m.into()));
         let reason = record.fetch_failure_reason.map(|m| ErasedError::Restored(m.into()));
-        effects.discard_error(std::mem::replace(&mut g.state.fetch_failure_reason, reason));
+        let restore = error.is_some()
+            || reason.is_some()
+            || record.error_updated_at.is_some()
+            || record.fetch_failure_count > 0;
+        // A record without an error side leaves none allocated.
+        let failure = if restore { Some(g.state.failure_mut()) } else { g.state.failure_opt() };
+        if let Some(f) = failure {
+            effects.discard_error(std::mem::replace(&mut f.error, error));
+            f.error_updated_at = record.error_updated_at;
+            f.fetch_failure_count = record.fetch_failure_count;
+            effects.discard_error(std::mem::replace(&mut f.fetch_failure_reason, reason));
+        }
         // Age by the wall clock; a record from the future, or older than this machine's
         // monotonic clock can express, is stale.
         g.fresh_at = record.data_updated_at.and_then(|at| {
@@ -301,19 +309,21 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     ) -> bool {
         let restorable = record.status == QueryStatus::Error
             && g.state.data.is_none()
-            && g.state.error.is_none()
+            && g.state.error().is_none()
             && matches!(g.state.status, QueryStatus::Idle | QueryStatus::Pending);
         if !restorable {
             return false;
         }
         g.state.status = QueryStatus::Error;
         let message = record.error.unwrap_or_else(|| "(restored error)".to_string());
-        g.state.error = Some(ErasedError::Restored(message.into()));
-        g.state.error_updated_at = record.error_updated_at;
-        g.state.error_update_count = g.state.error_update_count.saturating_add(1);
-        g.state.fetch_failure_count = record.fetch_failure_count;
         let reason = record.fetch_failure_reason.map(|m| ErasedError::Restored(m.into()));
-        effects.discard_error(std::mem::replace(&mut g.state.fetch_failure_reason, reason));
+        let f = g.state.failure_mut();
+        // The query had no error: nothing is replaced.
+        f.error = Some(ErasedError::Restored(message.into()));
+        f.error_updated_at = record.error_updated_at;
+        f.error_update_count = f.error_update_count.saturating_add(1);
+        f.fetch_failure_count = record.fetch_failure_count;
+        effects.discard_error(std::mem::replace(&mut f.fetch_failure_reason, reason));
         Self::changed(g, effects);
         true
     }

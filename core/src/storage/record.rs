@@ -308,8 +308,8 @@ fn with_record_out<T: Serialize, R>(
     state: &RawState<T>,
     write: impl FnOnce(&RecordOut<'_, T>) -> R,
 ) -> R {
-    let error = state.error.as_ref().map(ToString::to_string);
-    let reason = state.fetch_failure_reason.as_ref().map(ToString::to_string);
+    let error = state.error().map(ToString::to_string);
+    let reason = state.fetch_failure_reason().map(ToString::to_string);
     let out = RecordOut {
         status: state.status.name(),
         fetch_status: FetchStatus::Idle.name(),
@@ -322,8 +322,8 @@ fn with_record_out<T: Serialize, R>(
         } else {
             state.data_updated_at.map(unix_seconds)
         },
-        error_updated_at: state.error_updated_at.map(unix_seconds),
-        fetch_failure_count: state.fetch_failure_count,
+        error_updated_at: state.error_updated_at().map(unix_seconds),
+        fetch_failure_count: state.fetch_failure_count(),
         fetch_failure_reason: reason.as_deref(),
     };
     write(&out)
