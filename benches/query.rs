@@ -5,6 +5,10 @@
 //!   `Mutex<HashMap>` get + `Arc` clone, quick_cache (sync `get`, async
 //!   `get_value_or_guard_async`) and `moka::future::Cache` (`get`, `get_with`). Every map is
 //!   keyed by the same prebuilt `QueryKey`s and holds the same `Arc` values.
+//!   The composite floor `mutex_hashmap_get_arc_clone_now` adds the one `Instant::now()` a
+//!   cache with exact staleness must read per hit.
+//! - `hit_1t_str3`: the fresh hit with three-part string keys `("todos", "list", "page=i")`,
+//!   against the composite floor and moka `get`.
 //! - `hit_2t`: the same on two threads at once; the time is per hit over both threads.
 //! - `coalesce`: W = 1, 10, 100, 1,000 concurrent callers of one cold key on a tokio
 //!   current-thread runtime (exactly one call of the function is asserted), against tokio
@@ -98,6 +102,13 @@ fn hit_1t(c: &mut Criterion) {
             black_box(map.lock().unwrap().get(&w.keys[i]).cloned().unwrap())
         })
     });
+    g.bench_function("mutex_hashmap_get_arc_clone_now", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            let now = black_box(Instant::now());
+            black_box((map.lock().unwrap().get(&w.keys[i]).cloned().unwrap(), now))
+        })
+    });
     g.bench_function("quick_cache_get", |b| {
         b.iter(|| {
             i = (i + 1) % KEYS;
@@ -123,6 +134,52 @@ fn hit_1t(c: &mut Criterion) {
             let v = &w.values[i];
             let got = moka.get_with(w.keys[i].clone(), async { v.clone() }).now_or_never();
             black_box(got.unwrap())
+        })
+    });
+    g.finish();
+}
+
+/// `hit_1t` with three-part string keys `("todos", "list", "page=i")`: the key shape of a real
+/// application, hashed and compared part by part.
+fn hit_1t_str3(c: &mut Criterion) {
+    let rt = tokio_rt();
+    let config = QueryClientConfig::default().stale_time(Duration::from_secs(3600));
+    let client = client_on(&rt, config);
+    let keys: Vec<QueryKey> =
+        (0..KEYS).map(|i| key!("todos", "list", format!("page={i}"))).collect();
+    let values: Vec<Value> = (0..KEYS).map(|i| Arc::new(format!("page-{i}"))).collect();
+    let options: Vec<Opts> = keys
+        .iter()
+        .map(|k| QueryOptions::new(k.clone(), || async { Err::<Value, _>("unused".to_string()) }))
+        .collect();
+    let moka: moka::future::Cache<QueryKey, Value> = moka::future::Cache::new(KEYS as u64 * 2);
+    for (k, v) in keys.iter().zip(&values) {
+        client.set_query_data(k.clone(), v.clone()).unwrap();
+        rt.block_on(moka.insert(k.clone(), v.clone()));
+    }
+    rt.block_on(moka.run_pending_tasks());
+    let map: Mutex<HashMap<QueryKey, Value>> =
+        Mutex::new(keys.iter().cloned().zip(values.iter().cloned()).collect());
+
+    let mut g = c.benchmark_group("hit_1t_str3");
+    let mut i = 0;
+    g.bench_function("pystackquery_fetch_query", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(client.fetch_query(&options[i]).now_or_never().unwrap().unwrap())
+        })
+    });
+    g.bench_function("mutex_hashmap_get_arc_clone_now", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            let now = black_box(Instant::now());
+            black_box((map.lock().unwrap().get(&keys[i]).cloned().unwrap(), now))
+        })
+    });
+    g.bench_function("moka_future_get", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(moka.get(&keys[i]).now_or_never().unwrap().unwrap())
         })
     });
     g.finish();
@@ -437,6 +494,7 @@ fn l2_promote(c: &mut Criterion) {
 criterion_group!(
     benches,
     hit_1t,
+    hit_1t_str3,
     hit_2t,
     coalesce,
     notify,

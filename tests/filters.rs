@@ -383,7 +383,30 @@ async fn mutation_defaults_apply_by_mutation_key(h: Harness) {
     assert_eq!(calls.get(), 5, "no key: no defaults, no retry");
 }
 
+/// A query answered from a restored L2 record, with no fetch, is listed by the stale time of
+/// the options it was read with (not the client's default of zero), and a bulk refetch of
+/// inactive queries can refetch it with their function.
+async fn a_query_restored_from_storage_is_listed_by_its_own_options(h: Harness) {
+    let store = pystackquery::storage::MemoryStorage::new();
+    let calls = Counter::default();
+    let options = counting(key!("restored"), &calls).stale_time(HOUR).persist();
+    let first = h.client_with(QueryClientConfig::default().storage(store.clone()));
+    assert_eq!(first.fetch_query(&options).await.unwrap(), "('restored',)_1");
+    first.flush_storage().await;
+    drop(first);
+
+    let second = h.client_with(QueryClientConfig::default().storage(store.clone()));
+    assert_eq!(second.fetch_query(&options).await.unwrap(), "('restored',)_1");
+    assert_eq!(calls.get(), 1, "served from the record");
+    let info = second.find(key!("restored")).unwrap();
+    assert!(!info.is_stale, "fresh for an hour by its options: {info}");
+    assert!(second.find_all(QueryFilter::all().stale(true)).is_empty());
+    second.refetch_queries(QueryFilter::all().inactive()).await;
+    assert_eq!(calls.get(), 2, "refetched with the options' function");
+}
+
 runtime_suite!(
+    a_query_restored_from_storage_is_listed_by_its_own_options,
     an_exact_filter_chooses_one_key_and_a_key_chooses_its_prefix,
     refetch_types_choose_active_inactive_all_or_none,
     active_and_inactive_filters_follow_enabled_observers,

@@ -186,12 +186,15 @@ impl QueryClient {
                     &mut initial,
                     &mut effects,
                 );
+                // The query takes the options it was last read with (TanStack's `build`),
+                // whatever the answer: a listing's staleness and a bulk refetch of a query
+                // served from a restored record follow them. (The hit path leaves them.)
+                QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);
                 let now = self.ctx.runtime.now();
                 match g.state.data.as_ref().map(clone_data) {
                     Some(data) => {
                         let stale = QueryCell::is_stale(&g, now, stale_time);
                         if stale && wait_for_stale {
-                            QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);
                             Plan::Wait(cell.join_or_begin(
                                 &mut g,
                                 &self.ctx,
@@ -200,7 +203,6 @@ impl QueryClient {
                             ))
                         } else {
                             if stale && QueryCell::current_fetch(&g).is_none() && !g.paused {
-                                QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);
                                 let _ = cell.join_or_begin(
                                     &mut g,
                                     &self.ctx,
@@ -211,15 +213,12 @@ impl QueryClient {
                             Plan::Data(data)
                         }
                     }
-                    None => {
-                        QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);
-                        Plan::Wait(cell.join_or_begin(
-                            &mut g,
-                            &self.ctx,
-                            &options.inner,
-                            &mut effects,
-                        ))
-                    }
+                    None => Plan::Wait(cell.join_or_begin(
+                        &mut g,
+                        &self.ctx,
+                        &options.inner,
+                        &mut effects,
+                    )),
                 }
             };
             effects.run(&self.ctx, key);
