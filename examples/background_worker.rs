@@ -50,8 +50,8 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Setti
         match arg.as_str() {
             "--for-seconds" => {
                 let secs: f64 = value(&arg)?.parse().map_err(|e| format!("--for-seconds: {e}"))?;
-                let run_for = Duration::try_from_secs_f64(secs)
-                    .map_err(|e| format!("--for-seconds: {e}"))?;
+                let run_for =
+                    Duration::try_from_secs_f64(secs).map_err(|e| format!("--for-seconds: {e}"))?;
                 settings.run_for = Some(run_for);
             }
             "--interval-ms" => {
@@ -84,11 +84,16 @@ pub(crate) struct Source {
 }
 
 impl Source {
+    /// How many times the source was read.
+    pub(crate) fn reads(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
     /// Reads the source: 10 ms of simulated latency on the client's runtime.
     async fn read(&self, runtime: &Runtime) -> Result<f64, String> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         runtime.sleep(Duration::from_millis(10)).await;
-        if self.fail_every.is_some_and(|k| n % k == 0) {
+        if self.fail_every.is_some_and(|k| n.is_multiple_of(k)) {
             return Err("upstream timed out".to_string());
         }
         Ok((self.reading)(n))
@@ -127,24 +132,24 @@ pub(crate) struct SourceReport {
     pub(crate) changes: usize,
 }
 
-/// Watches every source on `client` until `stop` completes, printing each change of state to
+/// Watches `sources` on `client` until `stop` completes, printing each change of state to
 /// `out`; then unsubscribes (which stops the polling) and prints a summary.
 pub(crate) async fn run(
     client: &QueryClient,
+    sources: &[Arc<Source>],
     settings: &Settings,
     stop: impl Future<Output = ()>,
     out: &Out,
 ) -> Vec<SourceReport> {
     let runtime = client.runtime().clone();
     let start = runtime.now();
-    let sources = sources();
     let every = |source: &Source| settings.interval * source.halves / 2;
     say!(out, "watching {} sources; Ctrl-C stops", sources.len());
-    for source in &sources {
+    for source in sources {
         say!(out, "  {:<8} every {:?}", source.name, every(source));
     }
     let mut subscriptions = Vec::new();
-    for source in &sources {
+    for source in sources {
         let every = every(source);
         let options = {
             let (source, runtime) = (source.clone(), runtime.clone());
@@ -168,7 +173,9 @@ pub(crate) async fn run(
             *last = Some(now);
             source.changes.fetch_add(1, Ordering::SeqCst);
             let at = runtime.now().saturating_duration_since(start).as_secs_f64();
-            let shown = state.data.map_or("-".to_string(), |v| format!("{v:.*} {}", source.decimals, source.unit));
+            let shown = state
+                .data
+                .map_or("-".to_string(), |v| format!("{v:.*} {}", source.decimals, source.unit));
             let what = match (&state.status, &state.error) {
                 (QueryStatus::Error, Some(e)) => format!("error: {e} (still showing {shown})"),
                 (QueryStatus::Success, _) => shown,
@@ -188,7 +195,7 @@ pub(crate) async fn run(
         .map(|s| {
             let report = SourceReport {
                 name: s.name,
-                calls: s.calls.load(Ordering::SeqCst),
+                calls: s.reads(),
                 changes: s.changes.load(Ordering::SeqCst),
             };
             say!(out, "  {:<8} {} reads, {} changes", report.name, report.calls, report.changes);
@@ -222,7 +229,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 None => interrupted.await,
             }
         };
-        run(&client, &settings, stop, &out).await;
+        run(&client, &sources(), &settings, stop, &out).await;
     });
     Ok(())
 }

@@ -122,7 +122,12 @@ pub(crate) async fn run(db: &Path, out: &Out) -> Result<Report, Box<dyn std::err
     let served_from_disk = client.storage_stats().hits > 0;
     if served_from_disk {
         let how = if calls() == 0 { "fresh, no call" } else { "stale, revalidating" };
-        say!(out, "   {} in {}: served from disk (an earlier run wrote it), {how}", u.name, ms(took));
+        say!(
+            out,
+            "   {} in {}: served from disk (an earlier run wrote it), {how}",
+            u.name,
+            ms(took)
+        );
     } else {
         say!(out, "   {} in {}: not on disk yet, so the function was called", u.name, ms(took));
     }
@@ -193,7 +198,10 @@ pub(crate) async fn run(db: &Path, out: &Out) -> Result<Report, Box<dyn std::err
         );
     }
 
-    say!(out, "== 7. Optimistic rename, rejected by the server: shown at once, then rolled back ==");
+    say!(
+        out,
+        "== 7. Optimistic rename, rejected by the server: shown at once, then rolled back =="
+    );
     let rename = {
         let server = server.clone();
         MutationOptions::new(move |name: String| {

@@ -72,11 +72,7 @@ impl FeedApi {
 }
 
 /// The feed under `key`, starting at `offset`; it pages backward too.
-fn feed(
-    api: &Arc<FeedApi>,
-    key: QueryKey,
-    offset: u32,
-) -> InfiniteQueryOptions<Page, u32, String> {
+fn feed(api: &Arc<FeedApi>, key: QueryKey, offset: u32) -> InfiniteQueryOptions<Page, u32, String> {
     let api = api.clone();
     InfiniteQueryOptions::new(
         key,
@@ -110,12 +106,7 @@ pub(crate) async fn run(client: &QueryClient, out: &Out) -> Result<(), QueryErro
     let before = api.requests();
     let (a, b) = futures::join!(client.fetch_next_page(&posts), client.fetch_next_page(&posts));
     let (a, b) = (a?, b?);
-    say!(
-        out,
-        "   both see offsets {:?}; {} request",
-        a.page_params,
-        api.requests() - before
-    );
+    say!(out, "   both see offsets {:?}; {} request", a.page_params, api.requests() - before);
     debug_assert_eq!(a, b);
 
     say!(out, "3. Scroll to the end:");
@@ -124,7 +115,11 @@ pub(crate) async fn run(client: &QueryClient, out: &Out) -> Result<(), QueryErro
         let last = data.pages.last().map_or(0, |p| p.offset);
         say!(out, "   fetched offset {last:>2}, now {} pages", data.pages.len());
     }
-    let data = client.get_query_data::<InfiniteData<Page, u32>>(key!("feed")).ok().flatten().unwrap_or_default();
+    let data = client
+        .get_query_data::<InfiniteData<Page, u32>>(key!("feed"))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     show(out, &data);
     let total: usize = data.pages.iter().map(|p| p.posts.len()).sum();
     say!(
@@ -152,7 +147,11 @@ pub(crate) async fn run(client: &QueryClient, out: &Out) -> Result<(), QueryErro
     say!(out, "5. Invalidate the feed: every cached page is refetched, from its first offset:");
     let before = api.requests();
     let n = client.invalidate_queries(key!("feed"), RefetchType::All).await;
-    let data = client.get_query_data::<InfiniteData<Page, u32>>(key!("feed")).ok().flatten().unwrap_or_default();
+    let data = client
+        .get_query_data::<InfiniteData<Page, u32>>(key!("feed"))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     say!(
         out,
         "   {n} queries invalidated; {} requests; the feed has offsets {:?}",
