@@ -3,9 +3,9 @@
 //! and print every change of state; Ctrl-C stops it cleanly, printing how often each source
 //! was read.
 //!
-//! Run with `cargo run --example background_worker --no-default-features --features smol`
-//! (or just `--features smol`), and stop it with Ctrl-C. Options: `--for-seconds N` stops by
-//! itself after N seconds; `--interval-ms N` sets the base polling period (1000 ms).
+//! Run with `cargo run --example background_worker --features smol` and stop it with Ctrl-C.
+//! Options: `--for-seconds N` stops by itself after N seconds; `--interval-ms N` sets the base
+//! polling period (1000 ms).
 #![allow(clippy::print_stdout)]
 
 use std::future::Future;
