@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use pystackquery::SqliteStorage;
 use pystackquery::prelude::*;
@@ -121,10 +121,20 @@ pub(crate) async fn run(db: &Path, out: &Out) -> Result<Report, Box<dyn std::err
     let took = t.elapsed();
     let served_from_disk = client.storage_stats().hits > 0;
     if served_from_disk {
-        let how = if calls() == 0 { "fresh, no call" } else { "stale, revalidating" };
+        // Older than the 60 s stale time, it is returned all the same, and refetched.
+        let how = if client.is_fetching(key!("user", 1)) > 0 {
+            "stale, so revalidating in the background"
+        } else {
+            "fresh, no call"
+        };
+        let written = client
+            .get_query_state::<User, std::io::Error>(key!("user", 1))?
+            .and_then(|state| state.data_updated_at)
+            .and_then(|at| SystemTime::now().duration_since(at).ok())
+            .map_or_else(String::new, |age| format!(" {} s ago", age.as_secs()));
         say!(
             out,
-            "   {} in {}: served from disk (an earlier run wrote it), {how}",
+            "   {} in {}: served from disk (written{written} by an earlier run), {how}",
             u.name,
             ms(took)
         );
