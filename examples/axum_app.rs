@@ -100,9 +100,16 @@ impl Upstream {
     /// Five todos, each call taking `delay`.
     pub fn new(delay: Duration) -> Self {
         let todos = (1..=5)
-            .map(|id| (id, Todo { id, title: format!("todo number {id}"), done: false, version: 1 }))
+            .map(|id| {
+                (id, Todo { id, title: format!("todo number {id}"), done: false, version: 1 })
+            })
             .collect();
-        Self { todos: Mutex::new(todos), reads: AtomicUsize::new(0), writes: AtomicUsize::new(0), delay }
+        Self {
+            todos: Mutex::new(todos),
+            reads: AtomicUsize::new(0),
+            writes: AtomicUsize::new(0),
+            delay,
+        }
     }
 
     /// Reads made so far.
@@ -276,7 +283,10 @@ pub struct Server {
 }
 
 /// Binds 127.0.0.1:`port` (0: a free port) and serves in a task until it is aborted.
-pub async fn spawn_server(port: u16, delay: Duration) -> Result<Server, Box<dyn std::error::Error>> {
+pub async fn spawn_server(
+    port: u16,
+    delay: Duration,
+) -> Result<Server, Box<dyn std::error::Error>> {
     let upstream = Arc::new(Upstream::new(delay));
     let router = App::new(upstream.clone())?.router();
     let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).await?;
@@ -335,7 +345,10 @@ pub struct SelfTest {
 }
 
 /// Sends the server at `addr` the requests that show what the cache does, printing each step.
-pub async fn self_test(addr: SocketAddr, concurrent: usize) -> Result<SelfTest, Box<dyn std::error::Error>> {
+pub async fn self_test(
+    addr: SocketAddr,
+    concurrent: usize,
+) -> Result<SelfTest, Box<dyn std::error::Error>> {
     let reads = async || -> std::io::Result<usize> {
         let (_, stats) = get_json(addr, "/stats/upstream").await?;
         Ok(stats["reads"].as_u64().unwrap_or(0) as usize)
@@ -353,7 +366,10 @@ pub async fn self_test(addr: SocketAddr, concurrent: usize) -> Result<SelfTest, 
 
     get_json(addr, "/todos/1").await?;
     report.reads_after_cached_get = reads().await?;
-    println!("GET /todos/1 again: served from the cache ({} read(s) in all)", report.reads_after_cached_get);
+    println!(
+        "GET /todos/1 again: served from the cache ({} read(s) in all)",
+        report.reads_after_cached_get
+    );
 
     request(addr, "POST", "/todos/1/invalidate", None).await?;
     let (_, todo) = get_json(addr, "/todos/1").await?;
@@ -378,7 +394,10 @@ pub async fn self_test(addr: SocketAddr, concurrent: usize) -> Result<SelfTest, 
     let (_, todo) = get_json(addr, "/todos/1").await?;
     report.refused_status = status;
     report.title_after_refused = todo["title"].as_str().unwrap_or_default().to_string();
-    println!("PUT /todos/1?fail=true (refused): {status} {body}; GET: {} (rolled back)", todo["title"]);
+    println!(
+        "PUT /todos/1?fail=true (refused): {status} {body}; GET: {} (rolled back)",
+        todo["title"]
+    );
 
     let (_, cache) = get_json(addr, "/debug/cache").await?;
     report.listed_keys = cache["queries"]
@@ -398,7 +417,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         match arg.as_str() {
             "--port" => port = args.next().ok_or("--port needs a number")?.parse()?,
             "--self-test" => self_test_mode = true,
-            other => return Err(format!("unknown argument {other:?} (use --port N, --self-test)").into()),
+            other => {
+                return Err(
+                    format!("unknown argument {other:?} (use --port N, --self-test)").into()
+                );
+            }
         }
     }
     if self_test_mode {

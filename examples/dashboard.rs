@@ -60,7 +60,10 @@ pub struct Quote {
 
 const QUOTES: [(&str, &str); 4] = [
     ("Simplicity is prerequisite for reliability.", "Edsger W. Dijkstra"),
-    ("The most important property of a program is whether it accomplishes the intention of its user.", "C. A. R. Hoare"),
+    (
+        "The most important property of a program is whether it accomplishes the intention of its user.",
+        "C. A. R. Hoare",
+    ),
     ("Programs must be written for people to read.", "Harold Abelson"),
     ("Premature optimization is the root of all evil.", "Donald Knuth"),
 ];
@@ -77,13 +80,17 @@ pub struct Source {
 
 impl Default for Source {
     fn default() -> Self {
-        let names = ["Ada Lovelace", "Alan Turing", "Grace Hopper", "Barbara Liskov", "Ken Thompson"];
+        let names =
+            ["Ada Lovelace", "Alan Turing", "Grace Hopper", "Barbara Liskov", "Ken Thompson"];
         let users = (1u32..)
             .zip(names)
             .map(|(id, name)| User {
                 id,
                 name: name.to_string(),
-                email: format!("{}@example.org", name.split(' ').next().unwrap_or(name).to_lowercase()),
+                email: format!(
+                    "{}@example.org",
+                    name.split(' ').next().unwrap_or(name).to_lowercase()
+                ),
                 starred: false,
             })
             .collect();
@@ -128,7 +135,8 @@ impl Source {
             return Err("the source refused the write".into());
         }
         let mut users = self.users();
-        let user = users.iter_mut().find(|u| u.id == star.id).ok_or(format!("no user {}", star.id))?;
+        let user =
+            users.iter_mut().find(|u| u.id == star.id).ok_or(format!("no user {}", star.id))?;
         user.starred = star.starred;
         Ok(user.clone())
     }
@@ -235,9 +243,10 @@ impl Dashboard {
                 users.iter_mut().filter(|u| u.id == star.id).for_each(|u| u.starred = star.starred);
                 Some(users)
             });
-            let _ = cx.update_optimistic(key!("users", "detail", star.id), |user: Option<&User>| {
-                user.map(|u| User { starred: star.starred, ..u.clone() })
-            });
+            let _ = cx
+                .update_optimistic(key!("users", "detail", star.id), |user: Option<&User>| {
+                    user.map(|u| User { starred: star.starred, ..u.clone() })
+                });
         })
         .on_error(|_error, _star, cx| cx.rollback());
 
@@ -291,7 +300,8 @@ impl Dashboard {
                 self.set_status("Refetching the quote");
             }
             KeyCode::Char('i') => {
-                let (client, status, redraw) = (self.client.clone(), self.status.clone(), self.redraw.clone());
+                let (client, status, redraw) =
+                    (self.client.clone(), self.status.clone(), self.redraw.clone());
                 tokio::spawn(async move {
                     let n = client.invalidate_queries(key!("users"), true).await;
                     *status.lock().unwrap_or_else(PoisonError::into_inner) =
@@ -302,12 +312,20 @@ impl Dashboard {
             KeyCode::Char(c @ ('s' | 'x')) => {
                 let Some(user) = self.selected_user() else { return true };
                 let star = Star { id: user.id, starred: !user.starred, fail: c == 'x' };
-                let (client, options, status, redraw) =
-                    (self.client.clone(), self.star.clone(), self.status.clone(), self.redraw.clone());
+                let (client, options, status, redraw) = (
+                    self.client.clone(),
+                    self.star.clone(),
+                    self.status.clone(),
+                    self.redraw.clone(),
+                );
                 self.set_status(format!("Saving {} (shown at once)", user.name));
                 tokio::spawn(async move {
                     let text = match client.mutate(&options, star).await {
-                        Ok(user) => format!("Saved: {} {}", user.name, if user.starred { "starred" } else { "unstarred" }),
+                        Ok(user) => format!(
+                            "Saved: {} {}",
+                            user.name,
+                            if user.starred { "starred" } else { "unstarred" }
+                        ),
                         Err(error) => format!("Write failed ({error}): rolled back"),
                     };
                     *status.lock().unwrap_or_else(PoisonError::into_inner) = text;
@@ -340,10 +358,12 @@ impl Dashboard {
         ])
         .areas(frame.area());
         let [list_area, detail_area] =
-            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(main);
+            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
+                .areas(main);
 
         frame.render_widget(
-            Line::from("pystackquery dashboard").style(Style::default().add_modifier(Modifier::BOLD)),
+            Line::from("pystackquery dashboard")
+                .style(Style::default().add_modifier(Modifier::BOLD)),
             title,
         );
 
@@ -352,7 +372,9 @@ impl Dashboard {
             .data
             .iter()
             .flatten()
-            .map(|u| ListItem::new(format!("{} {}{}", u.id, u.name, if u.starred { " *" } else { "" })))
+            .map(|u| {
+                ListItem::new(format!("{} {}{}", u.id, u.name, if u.starred { " *" } else { "" }))
+            })
             .collect();
         let mut list_state = ListState::default().with_selected(Some(self.selected));
         frame.render_stateful_widget(
@@ -375,7 +397,8 @@ impl Dashboard {
             None => "loading...".into(),
         };
         frame.render_widget(
-            Paragraph::new(text).block(Block::bordered().title(format!("Details [{}]", describe(&detail)))),
+            Paragraph::new(text)
+                .block(Block::bordered().title(format!("Details [{}]", describe(&detail)))),
             detail_area,
         );
 
@@ -386,9 +409,10 @@ impl Dashboard {
         };
         let polling = if self.paused { "paused" } else { "every 1 s" };
         frame.render_widget(
-            Paragraph::new(text)
-                .wrap(Wrap { trim: true })
-                .block(Block::bordered().title(format!("Live quote [{}, polling {polling}]", describe(&quote)))),
+            Paragraph::new(text).wrap(Wrap { trim: true }).block(
+                Block::bordered()
+                    .title(format!("Live quote [{}, polling {polling}]", describe(&quote))),
+            ),
             monitor,
         );
 
@@ -401,9 +425,14 @@ impl Dashboard {
             self.source.quote_calls.load(Ordering::SeqCst),
             self.source.writes.load(Ordering::SeqCst),
         );
-        frame.render_widget(Paragraph::new(vec![Line::from(status_text), Line::from(counts)]), status);
         frame.render_widget(
-            Line::from("j/k select  r refetch  i invalidate  s star  x star (fails)  p pause  q quit"),
+            Paragraph::new(vec![Line::from(status_text), Line::from(counts)]),
+            status,
+        );
+        frame.render_widget(
+            Line::from(
+                "j/k select  r refetch  i invalidate  s star  x star (fails)  p pause  q quit",
+            ),
             help,
         );
     }
@@ -507,7 +536,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         match arg.as_str() {
             "--headless" => headless = Some(args.next().ok_or("--headless needs N")?.parse()?),
             "--keys" => keys = args.next().ok_or("--keys needs a string")?,
-            other => return Err(format!("unknown argument {other:?} (use --headless N, --keys KEYS)").into()),
+            other => {
+                return Err(
+                    format!("unknown argument {other:?} (use --headless N, --keys KEYS)").into()
+                );
+            }
         }
     }
     match headless {

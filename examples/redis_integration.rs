@@ -41,7 +41,11 @@ pub struct Profile {
 }
 
 /// The query of profile `id`, persisted in Redis; `calls` counts the fetches.
-pub fn profile_query(id: u32, role: &str, calls: Arc<AtomicUsize>) -> QueryOptions<Profile, String> {
+pub fn profile_query(
+    id: u32,
+    role: &str,
+    calls: Arc<AtomicUsize>,
+) -> QueryOptions<Profile, String> {
     let role = role.to_string();
     QueryOptions::new(key!("profile", id), move || {
         calls.fetch_add(1, Ordering::SeqCst);
@@ -61,7 +65,8 @@ pub fn profile_query(id: u32, role: &str, calls: Arc<AtomicUsize>) -> QueryOptio
 pub async fn connect(url: &str) -> Result<QueryClient, BoxError> {
     let bus = RedisBus::connect(url).await?.with_namespace(NAMESPACE);
     let storage = RedisStorage::connect(url).await?.with_namespace(NAMESPACE);
-    let client = QueryClient::with_config(QueryClientConfig::default().storage(storage).bus(bus.clone()))?;
+    let client =
+        QueryClient::with_config(QueryClientConfig::default().storage(storage).bus(bus.clone()))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while bus.stats().subscriptions == 0 {
         if Instant::now() > deadline {
@@ -138,8 +143,13 @@ pub async fn writer(
     }
     // Wait until the records are in Redis.
     client.flush_storage().await;
-    let mut outcome = Outcome { writer_fetches: calls.load(Ordering::SeqCst), ..Outcome::default() };
-    println!("[writer] fetched {} profiles ({} fetches), persisted to Redis", IDS.len(), outcome.writer_fetches);
+    let mut outcome =
+        Outcome { writer_fetches: calls.load(Ordering::SeqCst), ..Outcome::default() };
+    println!(
+        "[writer] fetched {} profiles ({} fetches), persisted to Redis",
+        IDS.len(),
+        outcome.writer_fetches
+    );
 
     let mut lines = start_reader()?;
     let mut next = async || -> Result<String, BoxError> {
@@ -157,7 +167,8 @@ pub async fn writer(
             break;
         }
     }
-    let n = client.invalidate_queries(QueryFilter::exact(key!("profile", INVALIDATED)), false).await;
+    let n =
+        client.invalidate_queries(QueryFilter::exact(key!("profile", INVALIDATED)), false).await;
     println!("[writer] invalidated {n} key: ('profile', {INVALIDATED})");
     while let Ok(line) = next().await {
         outcome.reader_lines.push(line);
@@ -187,7 +198,16 @@ pub fn start_redis() -> Result<Option<RedisServer>, BoxError> {
     }
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(Stdio::null())
         .spawn()?;
     let server = RedisServer { child, url: format!("redis://127.0.0.1:{port}/") };
@@ -241,7 +261,9 @@ async fn main() -> Result<(), BoxError> {
                 (Some(server), url)
             }
             None => {
-                println!("redis-server is not installed (e.g. apt-get install redis-server); pass --redis-url redis://HOST:PORT/ to use another server. Nothing to do.");
+                println!(
+                    "redis-server is not installed (e.g. apt-get install redis-server); pass --redis-url redis://HOST:PORT/ to use another server. Nothing to do."
+                );
                 return Ok(());
             }
         },

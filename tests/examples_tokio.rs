@@ -17,7 +17,6 @@ mod dashboard;
 mod redis_integration;
 
 #[cfg(feature = "redis")]
-#[allow(dead_code)]
 #[path = "common/servers.rs"]
 mod servers;
 
@@ -42,10 +41,8 @@ async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn axum_concurrent_reads_of_one_todo_make_one_upstream_call() {
     let server = spawn_server(0, Duration::from_millis(200)).await.unwrap();
-    let answers = futures::future::join_all(
-        (0..16).map(|_| get_json(server.addr, "/todos/3")),
-    )
-    .await;
+    let answers =
+        futures::future::join_all((0..16).map(|_| get_json(server.addr, "/todos/3"))).await;
     for answer in answers {
         let (status, todo) = answer.unwrap();
         assert_eq!(status, 200);
