@@ -244,3 +244,74 @@ async fn redis_second_process_hydrates_and_sees_the_invalidation() {
     assert!(outcome.reader_lines.contains(&"refetched 2 fetched_by=reader".to_string()));
     assert_eq!(outcome.reader_fetches_after(), Some(1), "{:?}", outcome.reader_lines);
 }
+
+// ---- the programs as they run --------------------------------------------------------------
+
+/// The example's executable, when `cargo test` built it beside this test (it builds examples
+/// unless told to run one test target only) from the current source; `None` otherwise.
+fn example_binary(name: &str) -> Option<std::path::PathBuf> {
+    let deps = std::env::current_exe().ok()?.parent()?.to_path_buf();
+    let binary = deps.parent()?.join("examples").join(name);
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(format!("{name}.rs"));
+    let built = binary.metadata().ok()?.modified().ok()?;
+    (built >= source.metadata().ok()?.modified().ok()?).then_some(binary)
+}
+
+/// Runs an example's executable with `args`, returning its stdout, or says why it is skipped.
+fn run_example(name: &str, args: &[&str]) -> Option<String> {
+    let Some(binary) = example_binary(name) else {
+        println!("skipped: the {name} example is not built (run `cargo test` with every target)");
+        return None;
+    };
+    let output = std::process::Command::new(binary).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{name} {args:?} failed: {stdout}");
+    Some(stdout)
+}
+
+#[test]
+fn axum_app_self_test_program() {
+    if let Some(out) = run_example("axum_app", &["--self-test"]) {
+        assert!(
+            out.contains("20 concurrent GET /todos/1: 20 answered 200, 1 upstream read(s)"),
+            "{out}"
+        );
+        assert!(out.trim_end().ends_with("self-test passed"), "{out}");
+    }
+}
+
+#[test]
+fn dashboard_headless_program() {
+    if let Some(out) = run_example("dashboard", &["--headless", "6", "--keys", "..j.s"]) {
+        assert!(
+            out.contains("> 2 Alan Turing *") && out.contains("Saved: Alan Turing starred"),
+            "{out}"
+        );
+    }
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn redis_integration_program_runs_two_processes() {
+    let server = match servers::RedisServer::start() {
+        Ok(server) => server,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    if let Some(out) = run_example("redis_integration", &["--redis-url", &server.url()]) {
+        for line in [
+            "[reader] hydrated 1 fetched_by=writer",
+            "[reader] fetches 0",
+            "[writer] invalidated 1 key: ('profile', 2)",
+            "[reader] invalidated ('profile', 2)",
+            "[reader] refetched 2 fetched_by=reader",
+            "[reader] fetches 1",
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line:?} in:\n{out}");
+        }
+    }
+}
