@@ -177,3 +177,40 @@ pub struct ReadmeDoctests;
 #[cfg(all(doctest, feature = "test-util"))]
 #[doc = include_str!("../docs/testing.md")]
 pub struct TestingGuide;
+
+/// The getting-started guide (`docs/getting-started.md`), compiled and run as doc tests.
+#[cfg(all(doctest, feature = "tokio"))]
+#[doc = include_str!("../docs/getting-started.md")]
+pub struct GettingStartedGuide;
+
+
+/// The query options guide (`docs/query-options.md`), compiled and run as doc tests.
+#[cfg(all(doctest, feature = "test-util"))]
+#[doc = include_str!("../docs/query-options.md")]
+pub struct QueryOptionsGuide;
+
+/// The mutations guide (`docs/mutations.md`), compiled and run as doc tests.
+#[cfg(all(doctest, feature = "test-util"))]
+#[doc = include_str!("../docs/mutations.md")]
+pub struct MutationsGuide;
+
+/// The cache management guide (`docs/cache-management.md`), compiled and run as doc tests.
+#[cfg(all(doctest, feature = "test-util"))]
+#[doc = include_str!("../docs/cache-management.md")]
+pub struct CacheManagementGuide;
+
+/// The observers guide (`docs/observers.md`), compiled and run as doc tests.
+#[cfg(all(doctest, feature = "test-util", feature = "tokio"))]
+#[doc = include_str!("../docs/observers.md")]
+pub struct ObserversGuide;
+
+/// The storage backends guide (`docs/storage-backends.md`), compiled and run as doc tests.
+#[cfg(all(
+    doctest,
+    feature = "test-util",
+    feature = "tokio",
+    feature = "sqlite",
+    feature = "redis"
+))]
+#[doc = include_str!("../docs/storage-backends.md")]
+pub struct StorageBackendsGuide;
