@@ -214,3 +214,14 @@ pub struct ObserversGuide;
 ))]
 #[doc = include_str!("../docs/storage-backends.md")]
 pub struct StorageBackendsGuide;
+
+/// The advanced patterns guide (`docs/advanced-patterns.md`), compiled and run as doc tests.
+#[cfg(all(doctest, feature = "test-util", feature = "tokio"))]
+#[doc = include_str!("../docs/advanced-patterns.md")]
+pub struct AdvancedPatternsGuide;
+
+/// The framework integrations guide (`docs/framework-integrations.md`), compiled and run as
+/// doc tests.
+#[cfg(all(doctest, feature = "test-util", feature = "tokio", feature = "smol", feature = "sqlite"))]
+#[doc = include_str!("../docs/framework-integrations.md")]
+pub struct FrameworkIntegrationsGuide;
