@@ -225,3 +225,19 @@ pub struct AdvancedPatternsGuide;
 #[cfg(all(doctest, feature = "test-util", feature = "tokio", feature = "smol", feature = "sqlite"))]
 #[doc = include_str!("../docs/framework-integrations.md")]
 pub struct FrameworkIntegrationsGuide;
+
+/// The runtimes guide (`docs/runtimes.md`), compiled and run as doc tests.
+#[cfg(all(doctest, feature = "test-util", feature = "tokio", feature = "smol"))]
+#[doc = include_str!("../docs/runtimes.md")]
+pub struct RuntimesGuide;
+
+/// The persistence reference (`docs/persistence.md`), compiled and run as doc tests.
+#[cfg(all(doctest, feature = "test-util", feature = "tokio", feature = "sqlite"))]
+#[doc = include_str!("../docs/persistence.md")]
+pub struct PersistenceGuide;
+
+/// The fleets guide (`docs/fleets.md`), compiled and run as doc tests (the Redis block starts
+/// its own `redis-server`, or returns early when none is installed).
+#[cfg(all(doctest, feature = "tokio", feature = "redis"))]
+#[doc = include_str!("../docs/fleets.md")]
+pub struct FleetsGuide;
