@@ -241,3 +241,9 @@ pub struct PersistenceGuide;
 #[cfg(all(doctest, feature = "tokio", feature = "redis"))]
 #[doc = include_str!("../docs/fleets.md")]
 pub struct FleetsGuide;
+
+/// The guide for users of the Python library (`docs/from-python.md`), compiled and run as doc
+/// tests.
+#[cfg(all(doctest, feature = "tokio", feature = "sqlite"))]
+#[doc = include_str!("../docs/from-python.md")]
+pub struct FromPythonGuide;
