@@ -183,7 +183,6 @@ pub struct TestingGuide;
 #[doc = include_str!("../docs/getting-started.md")]
 pub struct GettingStartedGuide;
 
-
 /// The query options guide (`docs/query-options.md`), compiled and run as doc tests.
 #[cfg(all(doctest, feature = "test-util"))]
 #[doc = include_str!("../docs/query-options.md")]
@@ -222,7 +221,13 @@ pub struct AdvancedPatternsGuide;
 
 /// The framework integrations guide (`docs/framework-integrations.md`), compiled and run as
 /// doc tests.
-#[cfg(all(doctest, feature = "test-util", feature = "tokio", feature = "smol", feature = "sqlite"))]
+#[cfg(all(
+    doctest,
+    feature = "test-util",
+    feature = "tokio",
+    feature = "smol",
+    feature = "sqlite"
+))]
 #[doc = include_str!("../docs/framework-integrations.md")]
 pub struct FrameworkIntegrationsGuide;
 
