@@ -177,3 +177,78 @@ pub struct ReadmeDoctests;
 #[cfg(all(doctest, feature = "test-util"))]
 #[doc = include_str!("../docs/testing.md")]
 pub struct TestingGuide;
+
+/// The getting-started guide (`docs/getting-started.md`), compiled and run as doc tests.
+#[cfg(all(doctest, feature = "tokio"))]
+#[doc = include_str!("../docs/getting-started.md")]
+pub struct GettingStartedGuide;
+
+/// The query options guide (`docs/query-options.md`), compiled and run as doc tests.
+#[cfg(all(doctest, feature = "test-util"))]
+#[doc = include_str!("../docs/query-options.md")]
+pub struct QueryOptionsGuide;
+
+/// The mutations guide (`docs/mutations.md`), compiled and run as doc tests.
+#[cfg(all(doctest, feature = "test-util"))]
+#[doc = include_str!("../docs/mutations.md")]
+pub struct MutationsGuide;
+
+/// The cache management guide (`docs/cache-management.md`), compiled and run as doc tests.
+#[cfg(all(doctest, feature = "test-util"))]
+#[doc = include_str!("../docs/cache-management.md")]
+pub struct CacheManagementGuide;
+
+/// The observers guide (`docs/observers.md`), compiled and run as doc tests.
+#[cfg(all(doctest, feature = "test-util", feature = "tokio"))]
+#[doc = include_str!("../docs/observers.md")]
+pub struct ObserversGuide;
+
+/// The storage backends guide (`docs/storage-backends.md`), compiled and run as doc tests.
+#[cfg(all(
+    doctest,
+    feature = "test-util",
+    feature = "tokio",
+    feature = "sqlite",
+    feature = "redis"
+))]
+#[doc = include_str!("../docs/storage-backends.md")]
+pub struct StorageBackendsGuide;
+
+/// The advanced patterns guide (`docs/advanced-patterns.md`), compiled and run as doc tests.
+#[cfg(all(doctest, feature = "test-util", feature = "tokio"))]
+#[doc = include_str!("../docs/advanced-patterns.md")]
+pub struct AdvancedPatternsGuide;
+
+/// The framework integrations guide (`docs/framework-integrations.md`), compiled and run as
+/// doc tests.
+#[cfg(all(
+    doctest,
+    feature = "test-util",
+    feature = "tokio",
+    feature = "smol",
+    feature = "sqlite"
+))]
+#[doc = include_str!("../docs/framework-integrations.md")]
+pub struct FrameworkIntegrationsGuide;
+
+/// The runtimes guide (`docs/runtimes.md`), compiled and run as doc tests.
+#[cfg(all(doctest, feature = "test-util", feature = "tokio", feature = "smol"))]
+#[doc = include_str!("../docs/runtimes.md")]
+pub struct RuntimesGuide;
+
+/// The persistence reference (`docs/persistence.md`), compiled and run as doc tests.
+#[cfg(all(doctest, feature = "test-util", feature = "tokio", feature = "sqlite"))]
+#[doc = include_str!("../docs/persistence.md")]
+pub struct PersistenceGuide;
+
+/// The fleets guide (`docs/fleets.md`), compiled and run as doc tests (the Redis block starts
+/// its own `redis-server`, or returns early when none is installed).
+#[cfg(all(doctest, feature = "tokio", feature = "redis"))]
+#[doc = include_str!("../docs/fleets.md")]
+pub struct FleetsGuide;
+
+/// The guide for users of the Python library (`docs/from-python.md`), compiled and run as doc
+/// tests.
+#[cfg(all(doctest, feature = "tokio", feature = "sqlite"))]
+#[doc = include_str!("../docs/from-python.md")]
+pub struct FromPythonGuide;
