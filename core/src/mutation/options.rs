@@ -177,6 +177,27 @@ where
     /// If it panics, the mutation function is not called and the run fails with
     /// [`QueryError::Panicked`] ("mutation on_mutate callback panicked: ..."); as in TanStack
     /// Query, `on_error` and `on_settled` still run, with no `on_mutate_result`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("balance"), 100i64).unwrap();
+    /// let pay = MutationOptions::new(|amount: i64| async move { Ok::<_, String>(amount) })
+    ///     // Returns the balance before the payment: `on_mutate_result` in the other callbacks.
+    ///     .on_mutate(|_amount: &i64, cx| cx.client.get_query_data::<i64>(key!("balance")).unwrap())
+    ///     .on_success(|amount, _input, cx| {
+    ///         let before = cx.on_mutate_result.flatten().unwrap_or(0);
+    ///         cx.client.set_query_data(key!("balance"), before - amount).unwrap();
+    ///     });
+    /// test.block_on(client.mutate(&pay, 30)).unwrap();
+    /// assert_eq!(client.get_query_data::<i64>(key!("balance")).unwrap(), Some(70));
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_mutate<C>(
         self,
@@ -192,6 +213,28 @@ where
 
     /// The async form of [`on_mutate`](Self::on_mutate); a panic while the future is created or
     /// polled is handled the same way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("todos"), vec!["a".to_string()]).unwrap();
+    /// let add = MutationOptions::new(|title: String| async move { Ok::<_, String>(title) })
+    ///     .on_mutate_async(|title: String, cx| async move {
+    ///         // Stop a refetch in flight from overwriting the optimistic write, then write it.
+    ///         cx.client.cancel_queries(key!("todos")).await;
+    ///         cx.update_optimistic(key!("todos"), |old: Option<&Vec<String>>| {
+    ///             old.map(|todos| [todos.clone(), vec![title.clone()]].concat())
+    ///         }).unwrap();
+    ///     });
+    /// test.block_on(client.mutate(&add, "b".to_string())).unwrap();
+    /// assert_eq!(client.get_query_data::<Vec<String>>(key!("todos")).unwrap().unwrap(), ["a", "b"]);
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_mutate_async<C, Fut>(
         self,
@@ -243,6 +286,24 @@ where
     C: Clone + Send + Sync + 'static,
 {
     /// Called with the data, the input and the context after a success.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let create = MutationOptions::new(|name: String| async move { Ok::<_, String>((7u32, name)) })
+    ///     .on_success(|(id, name), _input, cx| {
+    ///         // Put the server's answer in the cache: no refetch needed.
+    ///         cx.client.set_query_data(key!("user", *id), name.clone()).unwrap();
+    ///     });
+    /// test.block_on(client.mutate(&create, "Ada".to_string())).unwrap();
+    /// assert_eq!(client.get_query_data::<String>(key!("user", 7)).unwrap().as_deref(), Some("Ada"));
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_success(
         self,
@@ -256,6 +317,25 @@ where
 
     /// The async form of [`on_success`](Self::on_success); the run settles once its future has
     /// finished.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("todos"), 0u32).unwrap();
+    /// let add = MutationOptions::new(|_title: String| async { Ok::<_, String>(()) })
+    ///     .on_success_async(|_data, _title, cx| async move {
+    ///         // The run settles only after this invalidation.
+    ///         cx.client.invalidate_queries(key!("todos"), false).await;
+    ///     });
+    /// test.block_on(client.mutate(&add, "write".to_string())).unwrap();
+    /// assert!(client.find(key!("todos")).unwrap().is_invalidated);
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_success_async<Fut: Future<Output = ()> + Send + 'static>(
         mut self,
@@ -267,6 +347,27 @@ where
 
     /// Called with the error, the input and the context after a failure (after the retries),
     /// a panic, or an `on_mutate` panic.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::{Arc, Mutex};
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let toast = Arc::new(Mutex::new(None));
+    /// let shown = toast.clone();
+    /// let save = MutationOptions::new(|_: u32| async { Err::<(), _>("quota exceeded".to_string()) })
+    ///     .retry(0)
+    ///     .on_error(move |error, input, _cx| {
+    ///         *shown.lock().unwrap() = Some(format!("saving {input} failed: {error}"));
+    ///     });
+    /// assert!(test.block_on(client.mutate(&save, 3)).is_err());
+    /// assert!(toast.lock().unwrap().as_deref().unwrap().starts_with("saving 3 failed"));
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_error(
         self,
@@ -279,6 +380,26 @@ where
     }
 
     /// The async form of [`on_error`](Self::on_error).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("todos"), 1u32).unwrap();
+    /// let save = MutationOptions::new(|_: u32| async { Err::<(), _>("conflict".to_string()) })
+    ///     .retry(0)
+    ///     .on_error_async(|_error, _input, cx| async move {
+    ///         // The server has something else: mark our copy stale.
+    ///         cx.client.invalidate_queries(key!("todos"), false).await;
+    ///     });
+    /// assert!(test.block_on(client.mutate(&save, 2)).is_err());
+    /// assert!(client.find(key!("todos")).unwrap().is_invalidated);
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_error_async<Fut: Future<Output = ()> + Send + 'static>(
         mut self,
@@ -289,6 +410,27 @@ where
     }
 
     /// Called after `on_success` or `on_error`, with the data or the error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let settled = Arc::new(AtomicU32::new(0));
+    /// let count = settled.clone();
+    /// let save = MutationOptions::new(|n: u32| async move { if n > 0 { Ok(n) } else { Err("zero".to_string()) } })
+    ///     .retry(0)
+    ///     .on_settled(move |_data, _error, _input, _cx| { count.fetch_add(1, Ordering::SeqCst); });
+    /// let _ = test.block_on(client.mutate(&save, 1));
+    /// let _ = test.block_on(client.mutate(&save, 0));
+    /// assert_eq!(settled.load(Ordering::SeqCst), 2); // after a success and after a failure
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_settled(
         self,
@@ -301,6 +443,27 @@ where
     }
 
     /// The async form of [`on_settled`](Self::on_settled).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, QueryOptions, RefetchType, key};
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let todos = QueryOptions::new(key!("todos"), || async { Ok::<_, String>(vec!["from server"]) });
+    /// let add = MutationOptions::new(|_title: &'static str| async { Ok::<_, String>(()) })
+    ///     .on_settled_async(|_data, _error, _title, cx| async move {
+    ///         // Whatever happened, refetch the list (even if nobody observes it).
+    ///         cx.client.invalidate_queries(key!("todos"), RefetchType::All).await;
+    ///     });
+    /// test.block_on(client.fetch_query(&todos)).unwrap();
+    /// test.block_on(client.mutate(&add, "write")).unwrap();
+    /// assert_eq!(client.cache_stats().fetches, 2); // the first fetch, then the refetch
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_settled_async<Fut: Future<Output = ()> + Send + 'static>(
         mut self,
