@@ -116,6 +116,23 @@ where
     E: Send + Sync + 'static,
 {
     /// A mutation calling `mutation_fn`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// // The function takes one input (use a tuple or struct for several) and returns a future.
+    /// let transfer = MutationOptions::new(|(from, to, amount): (String, String, u64)| async move {
+    ///     Ok::<_, String>(format!("{amount} from {from} to {to}"))
+    /// });
+    /// let done = test.block_on(client.mutate(&transfer, ("a".into(), "b".into(), 5))).unwrap();
+    /// assert_eq!(done, "5 from a to b");
+    /// # }
+    /// ```
     pub fn new<F, Fut>(mutation_fn: F) -> Self
     where
         F: Fn(I) -> Fut + Send + Sync + 'static,
@@ -504,6 +521,17 @@ where
     }
 
     /// The mutation key, if one was set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::{MutationOptions, key};
+    ///
+    /// let options = MutationOptions::new(|n: u32| async move { Ok::<_, String>(n) });
+    /// assert_eq!(options.key(), None);
+    /// let options = options.mutation_key(key!("orders", "place"));
+    /// assert_eq!(options.key(), Some(&key!("orders", "place")));
+    /// ```
     pub fn key(&self) -> Option<&QueryKey> {
         self.mutation_key.as_ref()
     }
@@ -549,6 +577,23 @@ where
     /// How long a settled run stays in the client's mutation cache (where
     /// [`QueryClient::find_mutations`](crate::QueryClient::find_mutations) lists it). Default:
     /// the client's `gc_time` (5 minutes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let ping = MutationOptions::new(|_: ()| async { Ok::<_, String>(()) }).gc_time(Duration::from_secs(10));
+    /// test.block_on(client.mutate(&ping, ())).unwrap();
+    /// assert_eq!(client.find_mutations(()).len(), 1); // listed while settled...
+    /// test.advance(Duration::from_secs(10));
+    /// assert!(client.find_mutations(()).is_empty()); // ...for gc_time
+    /// # }
+    /// ```
     #[must_use]
     pub fn gc_time(mut self, duration: Duration) -> Self {
         self.gc_time = Some(duration);
@@ -556,6 +601,22 @@ where
     }
 
     /// Free-form information for the callbacks (in their context's `meta`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let save = MutationOptions::with_context(|_: (), cx| async move {
+    ///     Ok::<_, String>(cx.meta.get("audit").and_then(|v| v.as_bool()).unwrap_or(false))
+    /// })
+    /// .meta(serde_json::json!({ "audit": true }));
+    /// assert!(test.block_on(client.mutate(&save, ())).unwrap());
+    /// # }
+    /// ```
     #[must_use]
     pub fn meta(mut self, meta: impl Into<Meta>) -> Self {
         self.meta = Some(meta.into());
@@ -565,6 +626,28 @@ where
     /// Retries after a failed attempt. Default: the
     /// [`MutationDefaults`](crate::MutationDefaults) registered for a prefix of the
     /// [`mutation_key`](Self::mutation_key), else 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let attempts = Arc::new(AtomicU32::new(0));
+    /// let count = attempts.clone();
+    /// let send = MutationOptions::new(move |_: ()| {
+    ///     let n = count.fetch_add(1, Ordering::SeqCst);
+    ///     async move { if n == 0 { Err("timeout".to_string()) } else { Ok(n) } }
+    /// })
+    /// .retry(1); // only for idempotent writes
+    /// assert_eq!(test.block_on(client.mutate(&send, ())).unwrap(), 1);
+    /// assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    /// # }
+    /// ```
     #[must_use]
     pub fn retry(mut self, retries: u32) -> Self {
         self.retry = Some(retries);
@@ -574,6 +657,23 @@ where
     /// Delay before retry `attempt`. Default: the registered
     /// [`MutationDefaults`](crate::MutationDefaults)', else
     /// [`default_retry_delay`](crate::default_retry_delay).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let send = MutationOptions::new(|_: ()| async { Err::<(), _>("busy".to_string()) })
+    ///     .retry(2)
+    ///     .retry_delay(|_attempt| Duration::from_secs(2));
+    /// assert!(test.block_on(client.mutate(&send, ())).is_err());
+    /// assert_eq!(test.elapsed(), Duration::from_secs(4));
+    /// # }
+    /// ```
     #[must_use]
     pub fn retry_delay(mut self, delay: impl Fn(u32) -> Duration + Send + Sync + 'static) -> Self {
         self.retry_delay = Some(Arc::new(delay));
@@ -581,6 +681,23 @@ where
     }
 
     /// Retry only errors for which `predicate(attempt, &error)` holds. Default: all.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let send = MutationOptions::new(|_: ()| async { Err::<(), _>(422u16) }) // an HTTP status
+    ///     .retry(3)
+    ///     .retry_if(|_attempt, status| *status >= 500); // a 4xx would fail again
+    /// assert!(test.block_on(client.mutate(&send, ())).is_err());
+    /// assert_eq!(test.elapsed(), Duration::ZERO); // not retried
+    /// # }
+    /// ```
     #[must_use]
     pub fn retry_if(mut self, predicate: impl Fn(u32, &E) -> bool + Send + Sync + 'static) -> Self {
         self.retry_if = Some(Arc::new(predicate));
