@@ -65,6 +65,27 @@ pub struct EventSubscription {
 
 impl EventSubscription {
     /// Unsubscribes now (the same as dropping).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// let events = Arc::new(AtomicU32::new(0));
+    /// let count = events.clone();
+    /// let subscription = client.subscribe_events(move |_| { count.fetch_add(1, Ordering::SeqCst); });
+    /// client.set_query_data(key!("a"), 1u32).unwrap();
+    /// let seen = events.load(Ordering::SeqCst);
+    /// assert!(seen >= 1);
+    /// subscription.unsubscribe();
+    /// client.set_query_data(key!("b"), 2u32).unwrap();
+    /// assert_eq!(events.load(Ordering::SeqCst), seen); // nothing after unsubscribing
+    /// # }
+    /// ```
     pub fn unsubscribe(self) {}
 }
 

@@ -318,6 +318,25 @@ impl Subscription {
     }
 
     /// Unsubscribes now (the same as dropping the subscription).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1u32) }).enabled(false);
+    /// let calls = Arc::new(AtomicU32::new(0));
+    /// let count = calls.clone();
+    /// let subscription = client.watch(&options).subscribe(move |_| { count.fetch_add(1, Ordering::SeqCst); });
+    /// subscription.unsubscribe();
+    /// client.set_query_data(key!("n"), 2u32).unwrap();
+    /// assert_eq!(calls.load(Ordering::SeqCst), 1); // only the initial state
+    /// # }
+    /// ```
     pub fn unsubscribe(mut self) {
         if let Some(f) = self.unsubscribe.take() {
             f();

@@ -45,6 +45,23 @@ pub type BoxFuture<T = ()> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// ```
 pub trait Spawner: Send + Sync + 'static {
     /// Starts `future` in the background and returns at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let done = Arc::new(AtomicBool::new(false));
+    /// let flag = done.clone();
+    /// test.runtime().spawn(async move { flag.store(true, Ordering::SeqCst) });
+    /// test.run_until_idle();
+    /// assert!(done.load(Ordering::SeqCst));
+    /// # }
+    /// ```
     fn spawn(&self, future: BoxFuture);
 }
 
@@ -90,6 +107,21 @@ pub trait Timer: Send + Sync + 'static {
     /// Every `Instant` must be accepted without a panic, when the future is created and when it
     /// is polled: a deadline too far away for the runtime's timer to represent gives a future
     /// that never completes (for example [`futures::future::pending`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let runtime = test.runtime();
+    /// let deadline = runtime.now() + Duration::from_secs(2);
+    /// test.block_on(runtime.sleep_until(deadline));
+    /// assert_eq!(runtime.now(), deadline);
+    /// # }
+    /// ```
     fn sleep_until(&self, deadline: Instant) -> BoxFuture;
 
     /// A future that completes `duration` from now. The default computes the deadline from
@@ -98,6 +130,20 @@ pub trait Timer: Send + Sync + 'static {
     /// Every `Duration` is accepted without a panic: when `now + duration` cannot be
     /// represented as an `Instant` (as for [`Duration::MAX`]), the future never completes. An
     /// implementation that overrides this method must keep that contract.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let runtime = test.runtime();
+    /// test.block_on(runtime.sleep(Duration::from_secs(10))); // virtual time: returns at once
+    /// assert_eq!(test.elapsed(), Duration::from_secs(10));
+    /// # }
+    /// ```
     fn sleep(&self, duration: Duration) -> BoxFuture {
         match self.now().checked_add(duration) {
             Some(deadline) => self.sleep_until(deadline),
@@ -106,10 +152,40 @@ pub trait Timer: Send + Sync + 'static {
     }
 
     /// The current monotonic instant.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let runtime = test.runtime();
+    /// let before = runtime.now();
+    /// test.advance(Duration::from_millis(1500));
+    /// assert_eq!(runtime.now().duration_since(before), Duration::from_millis(1500));
+    /// # }
+    /// ```
     fn now(&self) -> Instant;
 
     /// The current wall-clock time. Defaults to [`SystemTime::now`]; a test clock moves it with
     /// the monotonic clock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let runtime = test.runtime();
+    /// let before = runtime.system_now();
+    /// test.advance(Duration::from_secs(60)); // the test clock moves the wall clock too
+    /// assert_eq!(runtime.system_now().duration_since(before).unwrap(), Duration::from_secs(60));
+    /// # }
+    /// ```
     fn system_now(&self) -> SystemTime {
         SystemTime::now()
     }
@@ -143,22 +219,103 @@ pub struct Runtime {
 
 impl Runtime {
     /// Pairs a spawner with a timer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::Arc;
+    /// use pystackquery_core::runtime::Runtime;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// // Spawner and timer may come from different places; here both from the test runtime.
+    /// let test = TestRuntime::new();
+    /// let parts = test.runtime();
+    /// let runtime = Runtime::new(Arc::clone(parts.spawner()), Arc::clone(parts.timer()));
+    /// assert_eq!(runtime.now(), parts.now());
+    /// # }
+    /// ```
     pub fn new(spawner: Arc<dyn Spawner>, timer: Arc<dyn Timer>) -> Self {
         Self { spawner, timer }
     }
 
     /// Builds a runtime from one value that is both spawner and timer (what adapters are).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use pystackquery_core::runtime::{BoxFuture, Runtime, Spawner, Timer};
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key};
+    ///
+    /// /// A whole adapter in one type: a thread per task, a thread per sleep (a demo, not a design).
+    /// #[derive(Debug)]
+    /// struct Threads;
+    ///
+    /// impl Spawner for Threads {
+    ///     fn spawn(&self, future: BoxFuture) {
+    ///         std::thread::spawn(move || futures::executor::block_on(future));
+    ///     }
+    /// }
+    ///
+    /// impl Timer for Threads {
+    ///     fn sleep_until(&self, deadline: Instant) -> BoxFuture {
+    ///         let (done, wait) = futures::channel::oneshot::channel::<()>();
+    ///         std::thread::spawn(move || {
+    ///             std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+    ///             let _ = done.send(());
+    ///         });
+    ///         Box::pin(async move { let _ = wait.await; })
+    ///     }
+    ///     fn now(&self) -> Instant {
+    ///         Instant::now()
+    ///     }
+    /// }
+    ///
+    /// let client = QueryClient::with_runtime(Runtime::from_adapter(Threads), QueryClientConfig::default());
+    /// let answer = QueryOptions::new(key!("answer"), || async { Ok::<_, String>(42) });
+    /// assert_eq!(futures::executor::block_on(client.fetch_query(&answer)).unwrap(), 42);
+    /// ```
     pub fn from_adapter<A: Spawner + Timer>(adapter: A) -> Self {
         let shared = Arc::new(adapter);
         Self { spawner: shared.clone(), timer: shared }
     }
 
     /// The spawner.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let runtime = test.runtime();
+    /// runtime.spawner().spawn(Box::pin(async {})); // the trait object itself
+    /// test.run_until_idle();
+    /// assert_eq!(test.live_tasks(), 0);
+    /// # }
+    /// ```
     pub fn spawner(&self) -> &Arc<dyn Spawner> {
         &self.spawner
     }
 
     /// The timer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let runtime = test.runtime();
+    /// let start = runtime.timer().now();
+    /// test.advance(Duration::from_secs(3));
+    /// assert_eq!(runtime.timer().now() - start, Duration::from_secs(3));
+    /// # }
+    /// ```
     pub fn timer(&self) -> &Arc<dyn Timer> {
         &self.timer
     }
@@ -173,6 +330,18 @@ impl Runtime {
 
     /// Starts `future` in the background and returns a handle to its output. Dropping the
     /// handle cancels the future (this comes from `futures`, not from the runtime).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let handle = test.runtime().spawn_with_handle(async { 6 * 7 });
+    /// assert_eq!(test.block_on(handle), 42);
+    /// # }
+    /// ```
     pub fn spawn_with_handle<F>(&self, future: F) -> RemoteHandle<F::Output>
     where
         F: Future + Send + 'static,

@@ -29,6 +29,14 @@ pub enum MutationStatus {
 
 impl MutationStatus {
     /// The status's name (`"PENDING"`), as the query statuses are named.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::MutationStatus;
+    ///
+    /// assert_eq!(MutationStatus::Pending.name(), "PENDING");
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             Self::Idle => "IDLE",
@@ -133,22 +141,84 @@ pub struct MutationFilter {
 
 impl MutationFilter {
     /// Every run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationFilter, MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let ping = MutationOptions::new(|_: ()| async { Ok::<_, String>(()) });
+    /// test.block_on(client.mutate(&ping, ())).unwrap();
+    /// assert_eq!(client.find_mutations(MutationFilter::all()).len(), 1);
+    /// # }
+    /// ```
     pub fn all() -> Self {
         Self::default()
     }
 
     /// Runs whose mutation key starts with `prefix`; the empty key matches every run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationFilter, MutationOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let add = MutationOptions::new(|_: ()| async { Ok::<_, String>(()) }).mutation_key(key!("todos", "add"));
+    /// let other = MutationOptions::new(|_: ()| async { Ok::<_, String>(()) }).mutation_key(key!("users", "add"));
+    /// test.block_on(client.mutate(&add, ())).unwrap();
+    /// test.block_on(client.mutate(&other, ())).unwrap();
+    /// assert_eq!(client.find_mutations(MutationFilter::prefix(key!("todos"))).len(), 1);
+    /// # }
+    /// ```
     pub fn prefix(prefix: impl Into<QueryKey>) -> Self {
         let key = prefix.into();
         Self { key: (!key.is_empty()).then_some(key), ..Self::default() }
     }
 
     /// Runs whose mutation key is exactly `key`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationFilter, MutationOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let add = MutationOptions::new(|_: ()| async { Ok::<_, String>(()) }).mutation_key(key!("todos", "add"));
+    /// test.block_on(client.mutate(&add, ())).unwrap();
+    /// assert_eq!(client.find_mutations(MutationFilter::exact(key!("todos"))).len(), 0);
+    /// assert_eq!(client.find_mutations(MutationFilter::exact(key!("todos", "add"))).len(), 1);
+    /// # }
+    /// ```
     pub fn exact(key: impl Into<QueryKey>) -> Self {
         Self { key: Some(key.into()), exact: true, ..Self::default() }
     }
 
     /// Only runs in this status.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationFilter, MutationOptions, MutationStatus, QueryClient, QueryClientConfig};
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let check = MutationOptions::new(|n: u32| async move { if n > 0 { Ok(n) } else { Err("zero".to_string()) } });
+    /// test.block_on(client.mutate(&check, 1)).unwrap();
+    /// let _ = test.block_on(client.mutate(&check, 0));
+    /// let ok = client.find_mutations(MutationFilter::all().status(MutationStatus::Success));
+    /// assert_eq!(ok.len(), 1);
+    /// # }
+    /// ```
     #[must_use]
     pub fn status(mut self, status: MutationStatus) -> Self {
         self.status = Some(status);
@@ -156,6 +226,21 @@ impl MutationFilter {
     }
 
     /// Only runs for which `predicate` returns `true`; a panic in it counts as `false`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationFilter, MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let flaky = MutationOptions::new(|_: ()| async { Err::<(), _>("busy".to_string()) }).retry(2);
+    /// let _ = test.block_on(client.mutate(&flaky, ()));
+    /// let retried = client.find_mutations(MutationFilter::all().predicate(|m| m.failure_count > 1));
+    /// assert_eq!(retried.len(), 1);
+    /// # }
+    /// ```
     #[must_use]
     pub fn predicate(
         mut self,
