@@ -103,6 +103,23 @@ pub struct NoRuntime {
 ///
 /// [`NoRuntime`] when no enabled runtime is available, e.g. only `tokio` is enabled and the
 /// call is made outside a tokio runtime.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery::{QueryClient, QueryClientConfig, default_runtime};
+///
+/// # #[cfg(feature = "tokio")]
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() {
+///     // Inside a tokio runtime with the `tokio` feature: that runtime.
+///     let runtime = default_runtime().unwrap();
+///     let client = QueryClient::with_runtime(runtime, QueryClientConfig::default());
+///     assert!(client.is_empty());
+/// }
+/// # #[cfg(not(feature = "tokio"))]
+/// # fn main() {}
+/// ```
 pub fn default_runtime() -> Result<Runtime, NoRuntime> {
     #[cfg(feature = "tokio")]
     {

@@ -27,6 +27,16 @@ pub struct AsyncStdRuntime;
 
 impl AsyncStdRuntime {
     /// Wraps this adapter in the engine's [`Runtime`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::{QueryClient, QueryClientConfig};
+    /// use pystackquery_async_std::AsyncStdRuntime;
+    ///
+    /// let client = QueryClient::with_runtime(AsyncStdRuntime.into_runtime(), QueryClientConfig::default());
+    /// assert!(client.is_empty());
+    /// ```
     pub fn into_runtime(self) -> Runtime {
         Runtime::from_adapter(self)
     }
