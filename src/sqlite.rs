@@ -149,6 +149,23 @@ impl SqliteStorage {
     ///
     /// [`StorageError::Unavailable`] when the file cannot be opened or created, or is not a
     /// SQLite database.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery::SqliteStorage;
+    /// use pystackquery::storage::StorageError;
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("pystackquery-open-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let storage = SqliteStorage::open(dir.join("cache.db"))?; // created on first open
+    /// let again = SqliteStorage::open(dir.join("cache.db"))?; // a second connection to the file
+    /// # drop((storage, again));
+    /// std::fs::write(dir.join("notes.txt"), "not a database, just text that is long enough to check").unwrap();
+    /// assert!(matches!(SqliteStorage::open(dir.join("notes.txt")), Err(StorageError::Unavailable(_))));
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok::<(), StorageError>(())
+    /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
         Self::open_with_busy_timeout(path, Self::DEFAULT_BUSY_TIMEOUT)
     }

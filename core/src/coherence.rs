@@ -80,6 +80,17 @@ fn version() -> u32 {
 
 impl CoherenceMessage {
     /// The message as one line of JSON.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::coherence::{CoherenceMessage, CoherenceOp};
+    ///
+    /// let text = r#"{"v":1,"origin":"py-1","op":"invalidate","key":"('todos',)"}"#;
+    /// let message = CoherenceMessage::from_json(text).unwrap();
+    /// assert_eq!(message.op, CoherenceOp::Invalidate);
+    /// assert_eq!(CoherenceMessage::from_json(&message.to_json()).unwrap(), message);
+    /// ```
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
@@ -89,11 +100,32 @@ impl CoherenceMessage {
     /// # Errors
     ///
     /// When `text` is not a message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::coherence::CoherenceMessage;
+    ///
+    /// // A message published by a Python process.
+    /// let message = CoherenceMessage::from_json(r#"{"origin":"py-1","op":"set","key":"('n',)","data_updated_at":1700000000.0}"#).unwrap();
+    /// assert_eq!(message.v, 1); // the version defaults to 1
+    /// assert!(CoherenceMessage::from_json("PING").is_err());
+    /// ```
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
     }
 
     /// `data_updated_at` as a time, if present and representable.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use pystackquery_core::coherence::CoherenceMessage;
+    ///
+    /// let message = CoherenceMessage::from_json(r#"{"origin":"a","op":"set","key":"('n',)","data_updated_at":1700000000.5}"#).unwrap();
+    /// assert_eq!(message.updated_at(), Some(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(1700000000.5)));
+    /// ```
     pub fn updated_at(&self) -> Option<SystemTime> {
         let secs = self.data_updated_at.filter(|s| s.is_finite() && *s >= 0.0)?;
         SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(secs).ok()?)
@@ -346,16 +378,66 @@ struct MemoryBusInner {
 
 impl MemoryBus {
     /// An empty bus.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use pystackquery_core::QueryClientConfig;
+    /// use pystackquery_core::coherence::MemoryBus;
+    ///
+    /// let bus = Arc::new(MemoryBus::new()); // one bus, shared by the clients of a process
+    /// let _a = QueryClientConfig::default().bus(bus.clone());
+    /// let _b = QueryClientConfig::default().bus(bus.clone());
+    /// assert_eq!(bus.published(), 0);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// From now on, messages are lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::Arc;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    /// use pystackquery_core::coherence::MemoryBus;
+    /// use pystackquery_core::storage::MemoryStorage;
+    ///
+    /// let test = TestRuntime::new();
+    /// let (storage, bus) = (Arc::new(MemoryStorage::new()), Arc::new(MemoryBus::new()));
+    /// let config = || QueryClientConfig::default().storage(storage.clone()).bus(bus.clone());
+    /// let (a, b) = (QueryClient::with_runtime(test.runtime(), config()), QueryClient::with_runtime(test.runtime(), config()));
+    /// let n = QueryOptions::new(key!("n"), || async { Ok::<u32, String>(1) }).persist();
+    /// test.block_on(a.fetch_query(&n)).unwrap();
+    /// test.block_on(b.fetch_query(&n)).unwrap();
+    /// test.run_until_idle();
+    /// bus.disconnect(); // an outage: `a`'s invalidation never reaches `b`
+    /// test.block_on(a.invalidate_queries(key!("n"), false));
+    /// test.run_until_idle();
+    /// assert!(!b.find(key!("n")).unwrap().is_invalidated);
+    /// bus.reconnect(); // `b` hears it reconnected: it marks its persisted keys stale
+    /// test.run_until_idle();
+    /// assert!(b.find(key!("n")).unwrap().is_invalidated);
+    /// # }
+    /// ```
     pub fn disconnect(&self) {
         self.inner.lock().down = true;
     }
 
     /// Messages flow again, and every subscriber is told it reconnected.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::coherence::MemoryBus;
+    ///
+    /// let bus = MemoryBus::new();
+    /// bus.disconnect();
+    /// bus.reconnect(); // subscribers are told, and mark their persisted keys stale
+    /// ```
     pub fn reconnect(&self) {
         let sinks = {
             let mut inner = self.inner.lock();
@@ -368,6 +450,29 @@ impl MemoryBus {
     }
 
     /// Messages published so far (lost ones included).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::Arc;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    /// use pystackquery_core::coherence::MemoryBus;
+    /// use pystackquery_core::storage::MemoryStorage;
+    ///
+    /// let test = TestRuntime::new();
+    /// let bus = Arc::new(MemoryBus::new());
+    /// let config = QueryClientConfig::default().storage(MemoryStorage::new()).bus(bus.clone());
+    /// let client = QueryClient::with_runtime(test.runtime(), config);
+    /// let n = QueryOptions::new(key!("n"), || async { Ok::<u32, String>(1) }).persist();
+    /// test.block_on(client.fetch_query(&n)).unwrap();
+    /// test.run_until_idle();
+    /// let after_fetch = bus.published();
+    /// test.block_on(client.invalidate_queries(key!("n"), false));
+    /// test.run_until_idle();
+    /// assert_eq!(bus.published(), after_fetch + 1); // the invalidation was announced
+    /// # }
+    /// ```
     pub fn published(&self) -> u64 {
         self.inner.lock().published
     }

@@ -229,17 +229,46 @@ pub enum StorageError {
 
 impl StorageError {
     /// An [`Unavailable`](Self::Unavailable) error from any error value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::storage::StorageError;
+    ///
+    /// let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    /// let error = StorageError::unavailable(refused); // the store cannot be reached
+    /// assert!(matches!(error, StorageError::Unavailable(_)));
+    /// ```
     pub fn unavailable(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         Self::Unavailable(error.into())
     }
 
     /// A [`Backend`](Self::Backend) error from any error value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::storage::StorageError;
+    ///
+    /// let error = StorageError::backend("READONLY You can't write against a read only replica");
+    /// assert!(matches!(error, StorageError::Backend(_)));
+    /// ```
     pub fn backend(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         Self::Backend(error.into())
     }
 
     /// An [`InvalidRecord`](Self::InvalidRecord) error from any error value (such as a
     /// [`std::string::FromUtf8Error`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::storage::StorageError;
+    ///
+    /// let bytes = vec![0xff, 0xfe];
+    /// let error = String::from_utf8(bytes).map_err(StorageError::invalid_record).unwrap_err();
+    /// assert!(matches!(error, StorageError::InvalidRecord(_)));
+    /// ```
     pub fn invalid_record(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         Self::InvalidRecord(error.into())
     }
