@@ -4,6 +4,9 @@
 //! [`Timer`], held together in a cheap-to-clone [`Runtime`]. Adapter crates
 //! (`pystackquery-tokio`, `pystackquery-smol`, `pystackquery-async-std`) implement them in about
 //! a hundred lines each; tests use [`crate::testing::TestRuntime`] (feature `test-util`).
+//!
+//! To write an adapter for another executor, implement both traits on one type and wrap it
+//! with [`Runtime::from_adapter`], whose documentation has a complete one.
 
 use std::fmt;
 use std::future::Future;
@@ -45,23 +48,6 @@ pub type BoxFuture<T = ()> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// ```
 pub trait Spawner: Send + Sync + 'static {
     /// Starts `future` in the background and returns at once.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(feature = "test-util")] {
-    /// use std::sync::atomic::{AtomicBool, Ordering};
-    /// use std::sync::Arc;
-    /// use pystackquery_core::testing::TestRuntime;
-    ///
-    /// let test = TestRuntime::new();
-    /// let done = Arc::new(AtomicBool::new(false));
-    /// let flag = done.clone();
-    /// test.runtime().spawn(async move { flag.store(true, Ordering::SeqCst) });
-    /// test.run_until_idle();
-    /// assert!(done.load(Ordering::SeqCst));
-    /// # }
-    /// ```
     fn spawn(&self, future: BoxFuture);
 }
 
@@ -107,21 +93,6 @@ pub trait Timer: Send + Sync + 'static {
     /// Every `Instant` must be accepted without a panic, when the future is created and when it
     /// is polled: a deadline too far away for the runtime's timer to represent gives a future
     /// that never completes (for example [`futures::future::pending`]).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(feature = "test-util")] {
-    /// use std::time::Duration;
-    /// use pystackquery_core::testing::TestRuntime;
-    ///
-    /// let test = TestRuntime::new();
-    /// let runtime = test.runtime();
-    /// let deadline = runtime.now() + Duration::from_secs(2);
-    /// test.block_on(runtime.sleep_until(deadline));
-    /// assert_eq!(runtime.now(), deadline);
-    /// # }
-    /// ```
     fn sleep_until(&self, deadline: Instant) -> BoxFuture;
 
     /// A future that completes `duration` from now. The default computes the deadline from
@@ -130,20 +101,6 @@ pub trait Timer: Send + Sync + 'static {
     /// Every `Duration` is accepted without a panic: when `now + duration` cannot be
     /// represented as an `Instant` (as for [`Duration::MAX`]), the future never completes. An
     /// implementation that overrides this method must keep that contract.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(feature = "test-util")] {
-    /// use std::time::Duration;
-    /// use pystackquery_core::testing::TestRuntime;
-    ///
-    /// let test = TestRuntime::new();
-    /// let runtime = test.runtime();
-    /// test.block_on(runtime.sleep(Duration::from_secs(10))); // virtual time: returns at once
-    /// assert_eq!(test.elapsed(), Duration::from_secs(10));
-    /// # }
-    /// ```
     fn sleep(&self, duration: Duration) -> BoxFuture {
         match self.now().checked_add(duration) {
             Some(deadline) => self.sleep_until(deadline),
@@ -152,40 +109,10 @@ pub trait Timer: Send + Sync + 'static {
     }
 
     /// The current monotonic instant.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(feature = "test-util")] {
-    /// use std::time::Duration;
-    /// use pystackquery_core::testing::TestRuntime;
-    ///
-    /// let test = TestRuntime::new();
-    /// let runtime = test.runtime();
-    /// let before = runtime.now();
-    /// test.advance(Duration::from_millis(1500));
-    /// assert_eq!(runtime.now().duration_since(before), Duration::from_millis(1500));
-    /// # }
-    /// ```
     fn now(&self) -> Instant;
 
     /// The current wall-clock time. Defaults to [`SystemTime::now`]; a test clock moves it with
     /// the monotonic clock.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(feature = "test-util")] {
-    /// use std::time::Duration;
-    /// use pystackquery_core::testing::TestRuntime;
-    ///
-    /// let test = TestRuntime::new();
-    /// let runtime = test.runtime();
-    /// let before = runtime.system_now();
-    /// test.advance(Duration::from_secs(60)); // the test clock moves the wall clock too
-    /// assert_eq!(runtime.system_now().duration_since(before).unwrap(), Duration::from_secs(60));
-    /// # }
-    /// ```
     fn system_now(&self) -> SystemTime {
         SystemTime::now()
     }
@@ -321,6 +248,23 @@ impl Runtime {
     }
 
     /// Starts `future` in the background, fire and forget.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let done = Arc::new(AtomicBool::new(false));
+    /// let flag = done.clone();
+    /// test.runtime().spawn(async move { flag.store(true, Ordering::SeqCst) });
+    /// test.run_until_idle();
+    /// assert!(done.load(Ordering::SeqCst));
+    /// # }
+    /// ```
     pub fn spawn<F>(&self, future: F)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -355,22 +299,81 @@ impl Runtime {
     /// Sleeps for `duration` on this runtime's clock. Any duration is accepted: one that
     /// reaches past the latest representable `Instant` (such as [`Duration::MAX`]) gives a
     /// sleep that never completes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let runtime = test.runtime();
+    /// test.block_on(runtime.sleep(Duration::from_secs(10))); // virtual time: returns at once
+    /// assert_eq!(test.elapsed(), Duration::from_secs(10));
+    /// # }
+    /// ```
     pub fn sleep(&self, duration: Duration) -> BoxFuture {
         self.timer.sleep(duration)
     }
 
     /// Sleeps until `deadline` on this runtime's clock. Any instant is accepted: one the
     /// runtime's timer cannot represent gives a sleep that never completes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let runtime = test.runtime();
+    /// let deadline = runtime.now() + Duration::from_secs(2);
+    /// test.block_on(runtime.sleep_until(deadline));
+    /// assert_eq!(runtime.now(), deadline);
+    /// # }
+    /// ```
     pub fn sleep_until(&self, deadline: Instant) -> BoxFuture {
         self.timer.sleep_until(deadline)
     }
 
     /// The current monotonic instant.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let runtime = test.runtime();
+    /// let before = runtime.now();
+    /// test.advance(Duration::from_millis(1500));
+    /// assert_eq!(runtime.now().duration_since(before), Duration::from_millis(1500));
+    /// # }
+    /// ```
     pub fn now(&self) -> Instant {
         self.timer.now()
     }
 
     /// The current wall-clock time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let runtime = test.runtime();
+    /// let before = runtime.system_now();
+    /// test.advance(Duration::from_secs(60)); // the test clock moves the wall clock too
+    /// assert_eq!(runtime.system_now().duration_since(before).unwrap(), Duration::from_secs(60));
+    /// # }
+    /// ```
     pub fn system_now(&self) -> SystemTime {
         self.timer.system_now()
     }
