@@ -137,6 +137,52 @@ impl CoherenceMessage {
 ///
 /// A bus may be shared by several clients; each calls [`subscribe`](Self::subscribe) once.
 /// Both methods are called from engine tasks and must not block: queue and return.
+///
+/// # Examples
+///
+/// A bus over any transport: `publish` sends the JSON form, and whatever receives messages
+/// hands them to the sinks. Here the "transport" is a list of the subscribed sinks.
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use std::sync::{Arc, Mutex};
+/// use pystackquery_core::coherence::{CoherenceBus, CoherenceMessage, CoherenceSink};
+/// use pystackquery_core::runtime::Runtime;
+/// use pystackquery_core::storage::MemoryStorage;
+/// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+///
+/// #[derive(Default)]
+/// struct LoopBus {
+///     sinks: Mutex<Vec<CoherenceSink>>,
+/// }
+///
+/// impl CoherenceBus for LoopBus {
+///     fn publish(&self, message: &CoherenceMessage) {
+///         let wire = message.to_json(); // what would go over the network
+///         let mut sinks = self.sinks.lock().unwrap();
+///         sinks.retain(|sink| !sink.is_closed());
+///         for sink in sinks.iter() {
+///             let _ = sink.deliver_json(&wire); // the sender's own sink ignores it
+///         }
+///     }
+///     fn subscribe(&self, sink: CoherenceSink, _runtime: &Runtime) {
+///         self.sinks.lock().unwrap().push(sink);
+///     }
+/// }
+///
+/// let test = TestRuntime::new();
+/// let (storage, bus) = (Arc::new(MemoryStorage::new()), Arc::new(LoopBus::default()));
+/// let config = || QueryClientConfig::default().storage(storage.clone()).bus(bus.clone());
+/// let a = QueryClient::with_runtime(test.runtime(), config());
+/// let b = QueryClient::with_runtime(test.runtime(), config());
+/// let n = QueryOptions::new(key!("n"), || async { Ok::<u32, String>(1) }).persist();
+/// test.block_on(a.fetch_query(&n)).unwrap();
+/// test.block_on(b.fetch_query(&n)).unwrap();
+/// test.block_on(a.invalidate_queries(key!("n"), false));
+/// test.run_until_idle();
+/// assert!(b.find(key!("n")).unwrap().is_invalidated); // heard over the bus
+/// # }
+/// ```
 pub trait CoherenceBus: Send + Sync + 'static {
     /// Sends `message` to every subscriber (the sender's own subscription included: clients
     /// ignore their own messages by origin). Fire and forget; a message that cannot be sent
@@ -170,6 +216,39 @@ pub struct CoherenceSink(pub(crate) Arc<Inbox>);
 
 impl CoherenceSink {
     /// Queues a received message (ignored if it is the client's own).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// # use std::sync::{Arc, Mutex};
+    /// # use pystackquery_core::coherence::{CoherenceBus, CoherenceMessage, CoherenceSink};
+    /// # use pystackquery_core::runtime::Runtime;
+    /// # #[derive(Default)]
+    /// # struct Capture(Mutex<Option<CoherenceSink>>);
+    /// # impl CoherenceBus for Capture {
+    /// #     fn publish(&self, _: &CoherenceMessage) {}
+    /// #     fn subscribe(&self, sink: CoherenceSink, _: &Runtime) { *self.0.lock().unwrap() = Some(sink); }
+    /// # }
+    /// use pystackquery_core::coherence::CoherenceOp;
+    /// use pystackquery_core::storage::MemoryStorage;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// // `Capture` is a bus that keeps the sink it is given (see `CoherenceBus`).
+    /// let test = TestRuntime::new();
+    /// let bus = Arc::new(Capture::default());
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default().storage(MemoryStorage::new()).bus(bus.clone()));
+    /// let n = QueryOptions::new(key!("n"), || async { Ok::<u32, String>(1) }).persist();
+    /// test.block_on(client.fetch_query(&n)).unwrap();
+    /// let sink = bus.0.lock().unwrap().clone().unwrap();
+    /// sink.deliver(CoherenceMessage {
+    ///     v: 1, origin: "elsewhere".into(), op: CoherenceOp::Invalidate,
+    ///     key: key!("n").storage_string().into(), parts: Some(key!("n")), data_updated_at: None,
+    /// });
+    /// test.run_until_idle();
+    /// assert!(client.find(key!("n")).unwrap().is_invalidated);
+    /// # }
+    /// ```
     pub fn deliver(&self, message: CoherenceMessage) {
         if message.origin != *self.0.origin {
             self.0.push(Inbound::Message(message));
@@ -181,6 +260,35 @@ impl CoherenceSink {
     /// # Errors
     ///
     /// When `text` is not a message (nothing is queued).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// # use std::sync::{Arc, Mutex};
+    /// # use pystackquery_core::coherence::{CoherenceBus, CoherenceMessage, CoherenceSink};
+    /// # use pystackquery_core::runtime::Runtime;
+    /// # #[derive(Default)]
+    /// # struct Capture(Mutex<Option<CoherenceSink>>);
+    /// # impl CoherenceBus for Capture {
+    /// #     fn publish(&self, _: &CoherenceMessage) {}
+    /// #     fn subscribe(&self, sink: CoherenceSink, _: &Runtime) { *self.0.lock().unwrap() = Some(sink); }
+    /// # }
+    /// use pystackquery_core::storage::MemoryStorage;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let bus = Arc::new(Capture::default()); // keeps the sink it is given (see `CoherenceBus`)
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default().storage(MemoryStorage::new()).bus(bus.clone()));
+    /// test.block_on(client.fetch_query(&QueryOptions::new(key!("todos"), || async { Ok::<u32, String>(1) }).persist())).unwrap();
+    /// let sink = bus.0.lock().unwrap().clone().unwrap();
+    /// // As received from the network, e.g. published by a Python process.
+    /// sink.deliver_json(r#"{"v":1,"origin":"py-7","op":"remove","key":"('todos',)"}"#).unwrap();
+    /// assert!(sink.deliver_json("not a message").is_err());
+    /// test.run_until_idle();
+    /// assert!(client.find(key!("todos")).is_none());
+    /// # }
+    /// ```
     pub fn deliver_json(&self, text: &str) -> Result<(), serde_json::Error> {
         self.deliver(CoherenceMessage::from_json(text)?);
         Ok(())
@@ -188,16 +296,94 @@ impl CoherenceSink {
 
     /// The subscription was (re)established: messages may have been missed, so every
     /// persisted key is marked stale.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// # use std::sync::{Arc, Mutex};
+    /// # use pystackquery_core::coherence::{CoherenceBus, CoherenceMessage, CoherenceSink};
+    /// # use pystackquery_core::runtime::Runtime;
+    /// # #[derive(Default)]
+    /// # struct Capture(Mutex<Option<CoherenceSink>>);
+    /// # impl CoherenceBus for Capture {
+    /// #     fn publish(&self, _: &CoherenceMessage) {}
+    /// #     fn subscribe(&self, sink: CoherenceSink, _: &Runtime) { *self.0.lock().unwrap() = Some(sink); }
+    /// # }
+    /// use pystackquery_core::storage::MemoryStorage;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let bus = Arc::new(Capture::default()); // keeps the sink it is given (see `CoherenceBus`)
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default().storage(MemoryStorage::new()).bus(bus.clone()));
+    /// test.block_on(client.fetch_query(&QueryOptions::new(key!("n"), || async { Ok::<u32, String>(1) }).persist())).unwrap();
+    /// // The bus's subscription dropped and is back: messages may have been missed.
+    /// bus.0.lock().unwrap().as_ref().unwrap().reconnected();
+    /// test.run_until_idle();
+    /// assert!(client.find(key!("n")).unwrap().is_invalidated);
+    /// # }
+    /// ```
     pub fn reconnected(&self) {
         self.0.push(Inbound::Resync);
     }
 
     /// Whether the client is gone: stop delivering.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// # use std::sync::{Arc, Mutex};
+    /// # use pystackquery_core::coherence::{CoherenceBus, CoherenceMessage, CoherenceSink};
+    /// # use pystackquery_core::runtime::Runtime;
+    /// # #[derive(Default)]
+    /// # struct Capture(Mutex<Option<CoherenceSink>>);
+    /// # impl CoherenceBus for Capture {
+    /// #     fn publish(&self, _: &CoherenceMessage) {}
+    /// #     fn subscribe(&self, sink: CoherenceSink, _: &Runtime) { *self.0.lock().unwrap() = Some(sink); }
+    /// # }
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let bus = Arc::new(Capture::default()); // keeps the sink it is given (see `CoherenceBus`)
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default().bus(bus.clone()));
+    /// let sink = bus.0.lock().unwrap().clone().unwrap();
+    /// assert!(!sink.is_closed());
+    /// drop(client);
+    /// assert!(sink.is_closed()); // a bus drops such sinks
+    /// # }
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.0.queue.lock().closed
     }
 
     /// Waits until the client is gone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// # use std::sync::{Arc, Mutex};
+    /// # use pystackquery_core::coherence::{CoherenceBus, CoherenceMessage, CoherenceSink};
+    /// # use pystackquery_core::runtime::Runtime;
+    /// # #[derive(Default)]
+    /// # struct Capture(Mutex<Option<CoherenceSink>>);
+    /// # impl CoherenceBus for Capture {
+    /// #     fn publish(&self, _: &CoherenceMessage) {}
+    /// #     fn subscribe(&self, sink: CoherenceSink, _: &Runtime) { *self.0.lock().unwrap() = Some(sink); }
+    /// # }
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let bus = Arc::new(Capture::default()); // keeps the sink it is given (see `CoherenceBus`)
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default().bus(bus.clone()));
+    /// let sink = bus.0.lock().unwrap().clone().unwrap();
+    /// // A bus's receiving task ends with its client.
+    /// let receiver = test.runtime().spawn_with_handle(async move { sink.closed().await; "stopped" });
+    /// drop(client);
+    /// assert_eq!(test.block_on(receiver), "stopped");
+    /// # }
+    /// ```
     pub async fn closed(&self) {
         loop {
             let listener = self.0.closing.listen();
@@ -209,6 +395,29 @@ impl CoherenceSink {
     }
 
     /// The client's origin id (its messages carry it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// # use std::sync::{Arc, Mutex};
+    /// # use pystackquery_core::coherence::{CoherenceBus, CoherenceMessage, CoherenceSink};
+    /// # use pystackquery_core::runtime::Runtime;
+    /// # #[derive(Default)]
+    /// # struct Capture(Mutex<Option<CoherenceSink>>);
+    /// # impl CoherenceBus for Capture {
+    /// #     fn publish(&self, _: &CoherenceMessage) {}
+    /// #     fn subscribe(&self, sink: CoherenceSink, _: &Runtime) { *self.0.lock().unwrap() = Some(sink); }
+    /// # }
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let bus = Arc::new(Capture::default()); // keeps the sink it is given (see `CoherenceBus`)
+    /// let _client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default().bus(bus.clone()));
+    /// let sink = bus.0.lock().unwrap().clone().unwrap();
+    /// assert!(!sink.origin().is_empty()); // unique per client; its own messages carry it
+    /// # }
+    /// ```
     pub fn origin(&self) -> &str {
         &self.0.origin
     }
