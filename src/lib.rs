@@ -41,6 +41,20 @@
 //! a tokio runtime is running on the calling thread, else smol, else async-std. Without one it
 //! returns [`NoRuntime`]; [`QueryClient::with_runtime`] always works.
 //!
+//! For example, a smol program with SQLite persistence, and the test runtime in its tests:
+//!
+//! ```toml
+//! [dependencies]
+//! pystackquery = { version = "0.1", default-features = false, features = ["smol", "sqlite"] }
+//!
+//! [dev-dependencies]
+//! pystackquery = { version = "0.1", default-features = false, features = ["smol", "sqlite", "test-util"] }
+//! ```
+//!
+//! The engine itself ([`QueryClient`], [`QueryOptions`], [`QueryObserver`], [`Mutation`],
+//! [`InfiniteQueryOptions`], [`storage::MemoryStorage`], [`coherence::MemoryBus`], ...) is the
+//! same under every combination; features only add runtimes and storage backends.
+//!
 //! # When not to use it
 //!
 //! If you only need a bounded map, a cache crate (moka, quick_cache) is smaller. If you write a
