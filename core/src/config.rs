@@ -257,6 +257,15 @@ impl QueryClientConfig {
     }
 
     /// The default persistence max age.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::QueryClientConfig;
+    ///
+    /// assert_eq!(QueryClientConfig::default().persist_max_age_value(), Duration::from_secs(24 * 3600));
+    /// ```
     pub fn persist_max_age_value(&self) -> Duration {
         self.persist_max_age
     }

@@ -307,6 +307,23 @@ impl<S> fmt::Debug for ListenerList<S> {
 }
 
 /// Keeps a listener subscribed; dropping it unsubscribes.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, Subscription, key, testing::TestRuntime};
+///
+/// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+/// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1u32) }).enabled(false);
+/// let observer = client.watch(&options);
+/// // A screen keeps its subscriptions; closing the screen drops them.
+/// let screen: Vec<Subscription> = vec![observer.subscribe(|_| {}), observer.subscribe(|_| {})];
+/// assert_eq!(observer.subscriber_count(), 2);
+/// drop(screen);
+/// assert_eq!(observer.subscriber_count(), 0);
+/// # }
+/// ```
 #[must_use = "dropping the subscription unsubscribes at once"]
 pub struct Subscription {
     unsubscribe: Option<Box<dyn FnOnce() + Send + Sync>>,

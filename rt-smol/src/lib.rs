@@ -23,6 +23,19 @@ use pystackquery_core::Runtime;
 use pystackquery_core::runtime::{BoxFuture, Spawner, Timer};
 
 /// Spawns on a smol executor and sleeps with `async-io` timers.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions};
+/// use pystackquery_smol::SmolRuntime;
+///
+/// smol::block_on(async {
+///     let client = QueryClient::with_runtime(SmolRuntime::global().into_runtime(), QueryClientConfig::default());
+///     let options = QueryOptions::new(("greeting",), || async { Ok::<_, std::io::Error>("hello") });
+///     assert_eq!(client.fetch_query(&options).await.unwrap(), "hello");
+/// });
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct SmolRuntime {
     executor: Option<Arc<smol::Executor<'static>>>,

@@ -23,12 +23,40 @@ use pystackquery_core::runtime::{BoxFuture, Spawner, Timer};
 use tokio::runtime::Handle;
 
 /// Spawns on, and sleeps with, one tokio runtime.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::{QueryClient, QueryClientConfig};
+/// use pystackquery_tokio::TokioRuntime;
+///
+/// #[tokio::main]
+/// async fn serve() {
+///     // In an application: the runtime `#[tokio::main]` started.
+///     let runtime = TokioRuntime::current().expect("inside tokio").into_runtime();
+///     let client = QueryClient::with_runtime(runtime, QueryClientConfig::default());
+///     assert!(client.is_empty());
+/// }
+/// serve();
+/// ```
 #[derive(Clone, Debug)]
 pub struct TokioRuntime {
     handle: Handle,
 }
 
 /// Why a [`TokioRuntime`] could not be built.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_tokio::{TokioRuntime, TokioRuntimeError};
+///
+/// match TokioRuntime::current() {
+///     Ok(_) => unreachable!("no tokio runtime on this thread"),
+///     Err(TokioRuntimeError::NoCurrentRuntime) => {} // e.g. fall back to another runtime
+///     Err(error) => panic!("{error}"),
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TokioRuntimeError {

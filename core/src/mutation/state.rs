@@ -11,6 +11,26 @@ pub use crate::mutations::info::MutationStatus;
 ///
 /// While the callbacks of a run (`on_success`, `on_error`, `on_settled`) run, the status is
 /// still [`MutationStatus::Pending`]; it changes once they have finished, as in TanStack Query.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use pystackquery_core::{MutationOptions, MutationStatus, QueryClient, QueryClientConfig, testing::TestRuntime};
+///
+/// let test = TestRuntime::new();
+/// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+/// let save = client.mutation(
+///     MutationOptions::new(|name: String| async move { Ok::<_, String>(name.len()) })
+///         .on_mutate(|_name: &String, _cx| "draft-1"), // becomes `context`
+/// );
+/// test.block_on(save.mutate("Ada".to_string())).unwrap();
+/// let state = save.state();
+/// assert_eq!(state.status, MutationStatus::Success);
+/// assert_eq!((state.data, state.variables.as_deref(), state.context), (Some(3), Some("Ada"), Some("draft-1")));
+/// assert!(state.submitted_at.is_some() && state.settled_at.is_some());
+/// # }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct MutationState<I, T, E, C = ()> {

@@ -13,6 +13,22 @@ use crate::key::QueryKey;
 use crate::storage::record::unix_seconds;
 
 /// The status of a mutation.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::{MutationState, MutationStatus};
+///
+/// let state: MutationState<u32, u32, String> = MutationState::default();
+/// let label = match state.status {
+///     MutationStatus::Idle => "Save",
+///     MutationStatus::Pending => "Saving...",
+///     MutationStatus::Success => "Saved",
+///     MutationStatus::Error => "Retry",
+///     _ => "Save", // the enum is `#[non_exhaustive]`
+/// };
+/// assert_eq!(label, "Save");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum MutationStatus {
@@ -53,6 +69,24 @@ impl MutationStatus {
 /// Every [`Mutation::mutate`](crate::Mutation::mutate) and
 /// [`QueryClient::mutate`](crate::QueryClient::mutate) call is one run, with its own id. Runs
 /// stay listed until `gc_time` after they settle.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use pystackquery_core::{MutationOptions, MutationStatus, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+///
+/// let test = TestRuntime::new();
+/// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+/// let upload = MutationOptions::new(|_: ()| async { Ok::<_, String>(()) })
+///     .mutation_key(key!("upload"))
+///     .scope("uploads");
+/// test.block_on(client.mutate(&upload, ())).unwrap();
+/// let info = &client.find_mutations(())[0];
+/// assert_eq!((info.mutation_key.clone(), info.scope.as_deref()), (Some(key!("upload")), Some("uploads")));
+/// assert_eq!(info.status, MutationStatus::Success);
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MutationInfo {

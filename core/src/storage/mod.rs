@@ -159,6 +159,20 @@ pub trait StorageBackend: Send + Sync + 'static {
 }
 
 /// The answer of [`StorageBackend::try_lock`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use pystackquery_core::storage::{LockOutcome, MemoryStorage, StorageBackend};
+///
+/// let storage = MemoryStorage::new();
+/// futures::executor::block_on(async {
+///     let first = storage.try_lock("('n',)", "worker-1", Duration::from_secs(30)).await.unwrap();
+///     let second = storage.try_lock("('n',)", "worker-2", Duration::from_secs(30)).await.unwrap();
+///     assert_eq!((first, second), (LockOutcome::Acquired, LockOutcome::Held));
+/// });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LockOutcome {
@@ -207,6 +221,24 @@ impl<S: StorageBackend + ?Sized> StorageBackend for std::sync::Arc<S> {
 }
 
 /// Why a storage call failed.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::storage::{MemoryStorage, StorageBackend, StorageError};
+///
+/// // A backend reports what went wrong; the client counts it and moves on (memory keeps working).
+/// fn check(result: Result<Option<String>, StorageError>) -> &'static str {
+///     match result {
+///         Ok(Some(_)) => "hit",
+///         Ok(None) => "miss",
+///         Err(StorageError::Unavailable(_)) => "store down",
+///         Err(_) => "store error",
+///     }
+/// }
+/// let storage = MemoryStorage::new();
+/// assert_eq!(check(futures::executor::block_on(storage.get("('n',)"))), "miss");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StorageError {
@@ -277,6 +309,26 @@ impl StorageError {
 /// What the client's L2 tier has done since the client was built, from
 /// [`QueryClient::storage_stats`](crate::QueryClient::storage_stats). Its `Display` shows every
 /// counter on one line; it serializes (serde) as an object with the field names.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+/// use pystackquery_core::storage::MemoryStorage;
+///
+/// let test = TestRuntime::new();
+/// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default().storage(MemoryStorage::new()));
+/// let n = QueryOptions::new(key!("n"), || async { Ok::<u32, String>(1) }).persist();
+/// test.block_on(async {
+///     client.fetch_query(&n).await.unwrap(); // a cold key: one hydration read, a miss
+///     client.flush_storage().await;
+/// });
+/// let stats = client.storage_stats();
+/// assert_eq!((stats.hydrations, stats.misses, stats.writes), (1, 1, 1));
+/// println!("{stats}"); // every counter on one line, e.g. for a log
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct StorageStats {
