@@ -40,6 +40,14 @@ use crate::runtime::Runtime;
 use crate::sync::Mutex;
 
 /// What a coherence message tells the other processes.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::coherence::CoherenceOp;
+///
+/// assert_eq!(serde_json::to_string(&CoherenceOp::Invalidate).unwrap(), r#""invalidate""#);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CoherenceOp {
@@ -54,6 +62,26 @@ pub enum CoherenceOp {
 }
 
 /// One message on the bus (see the [module documentation](self) for its JSON form).
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::coherence::{CoherenceMessage, CoherenceOp};
+/// use pystackquery_core::key;
+///
+/// let message = CoherenceMessage {
+///     v: 1,
+///     origin: "worker-3".to_string(),
+///     op: CoherenceOp::Reset,
+///     key: key!("user", 42).storage_string().to_string(),
+///     parts: Some(key!("user", 42)),
+///     data_updated_at: None,
+/// };
+/// assert_eq!(
+///     message.to_json(),
+///     r#"{"v":1,"origin":"worker-3","op":"reset","key":"('user', 42)","parts":["user",42],"data_updated_at":null}"#
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CoherenceMessage {
     /// Format version: 1.

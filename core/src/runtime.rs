@@ -19,6 +19,17 @@ use futures::future::RemoteHandle;
 
 /// A boxed, sendable future with no borrowed data: the unit of work the engine hands to a
 /// [`Spawner`], and the shape of every [`Timer`] sleep.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::runtime::BoxFuture;
+///
+/// let work: BoxFuture = Box::pin(async {});
+/// let answer: BoxFuture<u32> = Box::pin(async { 42 });
+/// futures::executor::block_on(work);
+/// assert_eq!(futures::executor::block_on(answer), 42);
+/// ```
 pub type BoxFuture<T = ()> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Runs futures in the background, fire and forget.

@@ -59,6 +59,18 @@ pub(crate) use writer::L2Op;
 
 /// A boxed future borrowing from the backend and its arguments, as returned by
 /// [`StorageBackend`]'s methods.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::storage::{StorageError, StorageFuture};
+///
+/// // A backend method's body: an `async` block, boxed.
+/// fn get<'a>(key: &'a str) -> StorageFuture<'a, Option<String>> {
+///     Box::pin(async move { if key.is_empty() { Err(StorageError::backend("empty key")) } else { Ok(None) } })
+/// }
+/// assert_eq!(futures::executor::block_on(get("('a',)")).unwrap(), None);
+/// ```
 pub type StorageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'a>>;
 
 /// A key-value store for serialized query states (the L2 tier).

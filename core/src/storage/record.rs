@@ -57,6 +57,16 @@ pub struct Record<T> {
 }
 
 /// Why a record could not be read or written.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::storage::{Record, RecordError};
+///
+/// let error = Record::<u32>::from_json(r#"{"status": "SUCCESS", "fetch_status": "IDLE", "data": "x"}"#).unwrap_err();
+/// assert!(matches!(error, RecordError::Data { type_name: "u32", .. }));
+/// assert!(matches!(Record::<u32>::from_json("[]").unwrap_err(), RecordError::Malformed(_)));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecordError {
