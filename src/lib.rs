@@ -41,6 +41,20 @@
 //! a tokio runtime is running on the calling thread, else smol, else async-std. Without one it
 //! returns [`NoRuntime`]; [`QueryClient::with_runtime`] always works.
 //!
+//! For example, a smol program with SQLite persistence, and the test runtime in its tests:
+//!
+//! ```toml
+//! [dependencies]
+//! pystackquery = { version = "0.1", default-features = false, features = ["smol", "sqlite"] }
+//!
+//! [dev-dependencies]
+//! pystackquery = { version = "0.1", default-features = false, features = ["smol", "sqlite", "test-util"] }
+//! ```
+//!
+//! The engine itself ([`QueryClient`], [`QueryOptions`], [`QueryObserver`], [`Mutation`],
+//! [`InfiniteQueryOptions`], [`storage::MemoryStorage`], [`coherence::MemoryBus`], ...) is the
+//! same under every combination; features only add runtimes and storage backends.
+//!
 //! # When not to use it
 //!
 //! If you only need a bounded map, a cache crate (moka, quick_cache) is smaller. If you write a
@@ -89,6 +103,19 @@ pub mod prelude {
 }
 
 /// No runtime was available for [`QueryClientExt::new`].
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery::prelude::*;
+///
+/// // Outside any runtime (here: no smol or async-std feature, and not inside tokio), the error
+/// // says what to do instead.
+/// match QueryClient::new() {
+///     Ok(_client) => {} // a runtime was available (e.g. the `smol` feature is on)
+///     Err(error) => assert!(error.to_string().starts_with("no async runtime available")),
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("no async runtime available: {reason}")]
 pub struct NoRuntime {
@@ -103,6 +130,23 @@ pub struct NoRuntime {
 ///
 /// [`NoRuntime`] when no enabled runtime is available, e.g. only `tokio` is enabled and the
 /// call is made outside a tokio runtime.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery::{QueryClient, QueryClientConfig, default_runtime};
+///
+/// # #[cfg(feature = "tokio")]
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() {
+///     // Inside a tokio runtime with the `tokio` feature: that runtime.
+///     let runtime = default_runtime().unwrap();
+///     let client = QueryClient::with_runtime(runtime, QueryClientConfig::default());
+///     assert!(client.is_empty());
+/// }
+/// # #[cfg(not(feature = "tokio"))]
+/// # fn main() {}
+/// ```
 pub fn default_runtime() -> Result<Runtime, NoRuntime> {
     #[cfg(feature = "tokio")]
     {
@@ -142,12 +186,45 @@ pub fn default_runtime() -> Result<Runtime, NoRuntime> {
 ///
 /// It is a trait so that `QueryClient::new()` reads naturally while the client type stays the
 /// engine's own (a library taking a `pystackquery_core::QueryClient` accepts this one).
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery::prelude::*; // brings `QueryClientExt` into scope
+///
+/// # #[cfg(feature = "tokio")]
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let client = QueryClient::new()?; // the engine's `QueryClient`, on the current tokio runtime
+///     assert!(client.is_empty());
+///     Ok(())
+/// }
+/// # #[cfg(not(feature = "tokio"))]
+/// # fn main() {}
+/// ```
 pub trait QueryClientExt: Sized {
     /// A client with default configuration on the feature-selected runtime.
     ///
     /// # Errors
     ///
     /// [`NoRuntime`] when no runtime is available.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery::prelude::*;
+    ///
+    /// # #[cfg(feature = "tokio")]
+    /// #[tokio::main(flavor = "current_thread")]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let client = QueryClient::new()?;
+    ///     let user = QueryOptions::new(key!("user", 1), || async { Ok::<_, std::io::Error>("Ada") });
+    ///     assert_eq!(client.fetch_query(&user).await?, "Ada");
+    ///     Ok(())
+    /// }
+    /// # #[cfg(not(feature = "tokio"))]
+    /// # fn main() {}
+    /// ```
     fn new() -> Result<Self, NoRuntime>;
 
     /// A client with `config` on the feature-selected runtime.
@@ -155,6 +232,24 @@ pub trait QueryClientExt: Sized {
     /// # Errors
     ///
     /// [`NoRuntime`] when no runtime is available.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery::prelude::*;
+    ///
+    /// # #[cfg(feature = "tokio")]
+    /// #[tokio::main(flavor = "current_thread")]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let config = QueryClientConfig::default().stale_time(Duration::from_secs(30)).retry(1);
+    ///     let client = QueryClient::with_config(config)?;
+    ///     assert_eq!(client.config().retry_value(), 1);
+    ///     Ok(())
+    /// }
+    /// # #[cfg(not(feature = "tokio"))]
+    /// # fn main() {}
+    /// ```
     fn with_config(config: QueryClientConfig) -> Result<Self, NoRuntime>;
 }
 

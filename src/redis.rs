@@ -47,6 +47,24 @@ impl RedisStorage {
     /// # Errors
     ///
     /// [`StorageError::Unavailable`] when the URL is invalid or the server cannot be reached.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use pystackquery::prelude::*;
+    /// use pystackquery::RedisStorage;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let storage = RedisStorage::connect("redis://127.0.0.1:6379/").await?; // fails if it is down
+    ///     let client = QueryClient::with_config(QueryClientConfig::default().storage(storage))?;
+    ///     let user = QueryOptions::new(key!("user", 42), || async { Ok::<_, std::io::Error>("Ada".to_string()) })
+    ///         .persist(); // written to Redis as `('user', 42)`, readable by Python pystackquery
+    ///     client.fetch_query(&user).await?;
+    ///     client.flush_storage().await;
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
         let client = redis::Client::open(url).map_err(StorageError::unavailable)?;
         let connection = ConnectionManager::new_with_config(client, manager_config())
@@ -62,6 +80,26 @@ impl RedisStorage {
     /// # Errors
     ///
     /// [`StorageError::Unavailable`] when the URL is invalid.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery::prelude::*;
+    /// use pystackquery::RedisStorage;
+    ///
+    /// # #[cfg(feature = "tokio")]
+    /// #[tokio::main(flavor = "current_thread")]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     // Nothing listens on port 1: the process starts all the same, and storage calls fail
+    ///     // (counted) until Redis is there.
+    ///     let storage = RedisStorage::connect_lazy("redis://127.0.0.1:1/")?;
+    ///     let client = QueryClient::with_config(QueryClientConfig::default().storage(storage))?;
+    ///     assert!(client.config().has_storage());
+    ///     Ok(())
+    /// }
+    /// # #[cfg(not(feature = "tokio"))]
+    /// # fn main() {}
+    /// ```
     pub fn connect_lazy(url: &str) -> Result<Self, StorageError> {
         let client = redis::Client::open(url).map_err(StorageError::unavailable)?;
         let connection = ConnectionManager::new_lazy_with_config(client, manager_config())
@@ -71,6 +109,22 @@ impl RedisStorage {
 
     /// Prefixes every key with `namespace` (for example `"myapp:"`). Default: no prefix, which
     /// is what Python pystackquery's Redis recipe uses.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery::RedisStorage;
+    ///
+    /// # #[cfg(feature = "tokio")]
+    /// #[tokio::main(flavor = "current_thread")]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     // Keys become `billing:('invoice', 7)`; Python's recipe uses no prefix.
+    ///     let _storage = RedisStorage::connect_lazy("redis://127.0.0.1:6379/")?.with_namespace("billing:");
+    ///     Ok(())
+    /// }
+    /// # #[cfg(not(feature = "tokio"))]
+    /// # fn main() {}
+    /// ```
     #[must_use]
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
         let namespace: String = namespace.into();

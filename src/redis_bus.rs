@@ -81,6 +81,25 @@ impl RedisBus {
     /// # Errors
     ///
     /// [`StorageError::Unavailable`] when the URL is invalid or the server cannot be reached.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use pystackquery::prelude::*;
+    /// use pystackquery::{RedisBus, RedisStorage};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let url = "redis://127.0.0.1:6379/";
+    ///     let config = QueryClientConfig::default()
+    ///         .storage(RedisStorage::connect(url).await?)
+    ///         .bus(RedisBus::connect(url).await?);
+    ///     let client = QueryClient::with_config(config)?;
+    ///     // An invalidation here marks `('todos',)` stale in every process on the bus.
+    ///     client.invalidate_queries(key!("todos"), true).await;
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
         let client = redis::Client::open(url).map_err(StorageError::unavailable)?;
         let config = ConnectionManagerConfig::new()
@@ -101,6 +120,17 @@ impl RedisBus {
 
     /// Puts `namespace` before the channel name (use the storage's namespace, so that
     /// separate applications on one Redis do not hear each other).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use pystackquery::RedisBus;
+    ///
+    /// # async fn run() -> Result<(), pystackquery::storage::StorageError> {
+    /// let bus = RedisBus::connect("redis://127.0.0.1:6379/").await?.with_namespace("billing:");
+    /// assert_eq!(bus.channel(), "billing:pystackquery:coherence");
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
         self.channel = format!("{}pystackquery:coherence", namespace.into()).into();
@@ -108,11 +138,40 @@ impl RedisBus {
     }
 
     /// The channel messages are published on.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use pystackquery::RedisBus;
+    ///
+    /// # async fn run() -> Result<(), pystackquery::storage::StorageError> {
+    /// let bus = RedisBus::connect("redis://127.0.0.1:6379/").await?;
+    /// assert_eq!(bus.channel(), "pystackquery:coherence"); // e.g. `redis-cli SUBSCRIBE` to watch it
+    /// # Ok(()) }
+    /// ```
     pub fn channel(&self) -> &str {
         &self.channel
     }
 
     /// What the bus has done so far.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use pystackquery::prelude::*;
+    /// use pystackquery::{RedisBus, RedisStorage};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let url = "redis://127.0.0.1:6379/";
+    /// let bus = RedisBus::connect(url).await?;
+    /// let client = QueryClient::with_config(
+    ///     QueryClientConfig::default().storage(RedisStorage::connect(url).await?).bus(bus.clone()),
+    /// )?;
+    /// client.invalidate_queries(key!("todos"), false).await;
+    /// let stats = bus.stats();
+    /// println!("published {}, dropped {}, received {}", stats.published, stats.dropped, stats.received);
+    /// # Ok(()) }
+    /// ```
     pub fn stats(&self) -> RedisBusStats {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let s = &self.shared;

@@ -61,6 +61,40 @@ const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 /// # let _ = config;
 /// # Ok::<(), pystackquery::storage::StorageError>(())
 /// ```
+///
+/// Answers that survive the process: a second run (here, a second client on the same file)
+/// is served from disk without calling the query function.
+///
+/// ```
+/// use std::time::Duration;
+/// use pystackquery::prelude::*;
+/// use pystackquery::SqliteStorage;
+///
+/// # #[cfg(feature = "tokio")]
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// #   let dir = std::env::temp_dir().join(format!("pystackquery-runs-{}", std::process::id()));
+/// #   std::fs::create_dir_all(&dir)?;
+///     let path = dir.join("answers.db");
+///     let hour = Duration::from_secs(3600);
+///
+///     // First run: fetched, then written to the file.
+///     let client = QueryClient::with_config(QueryClientConfig::default().storage(SqliteStorage::open(&path)?))?;
+///     let answer = QueryOptions::new(key!("answer"), || async { Ok::<u32, std::io::Error>(42) });
+///     client.fetch_query(&answer.stale_time(hour).persist()).await?;
+///     client.flush_storage().await; // before exiting
+///     drop(client);
+///
+///     // Second run: restored from the file, fresh for an hour, no call.
+///     let client = QueryClient::with_config(QueryClientConfig::default().storage(SqliteStorage::open(&path)?))?;
+///     let offline = QueryOptions::new(key!("answer"), || async { Err::<u32, _>(std::io::Error::other("offline")) });
+///     assert_eq!(client.fetch_query(&offline.stale_time(hour).persist()).await?, 42);
+/// #   std::fs::remove_dir_all(&dir).ok();
+///     Ok(())
+/// }
+/// # #[cfg(not(feature = "tokio"))]
+/// # fn main() {}
+/// ```
 #[derive(Clone)]
 pub struct SqliteStorage {
     inner: Arc<Inner>,
@@ -115,6 +149,23 @@ impl SqliteStorage {
     ///
     /// [`StorageError::Unavailable`] when the file cannot be opened or created, or is not a
     /// SQLite database.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery::SqliteStorage;
+    /// use pystackquery::storage::StorageError;
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("pystackquery-open-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let storage = SqliteStorage::open(dir.join("cache.db"))?; // created on first open
+    /// let again = SqliteStorage::open(dir.join("cache.db"))?; // a second connection to the file
+    /// # drop((storage, again));
+    /// std::fs::write(dir.join("notes.txt"), "not a database, just text that is long enough to check").unwrap();
+    /// assert!(matches!(SqliteStorage::open(dir.join("notes.txt")), Err(StorageError::Unavailable(_))));
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok::<(), StorageError>(())
+    /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
         Self::open_with_busy_timeout(path, Self::DEFAULT_BUSY_TIMEOUT)
     }
@@ -161,6 +212,19 @@ impl SqliteStorage {
     }
 
     /// The database file.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery::SqliteStorage;
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("pystackquery-path-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let storage = SqliteStorage::open(dir.join("cache.db"))?;
+    /// assert!(storage.path().ends_with("cache.db"));
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok::<(), pystackquery::storage::StorageError>(())
+    /// ```
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -170,6 +234,27 @@ impl SqliteStorage {
     /// # Errors
     ///
     /// A [`StorageError`] from SQLite.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery::SqliteStorage;
+    /// use pystackquery::storage::StorageBackend;
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("pystackquery-purge-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let storage = SqliteStorage::open(dir.join("cache.db"))?;
+    /// futures::executor::block_on(async {
+    ///     storage.set("('short',)", "{}", Some(Duration::from_millis(1))).await?;
+    ///     storage.set("('kept',)", "{}", None).await?;
+    ///     std::thread::sleep(Duration::from_millis(20)); // SQLite expiry follows the wall clock
+    ///     assert_eq!(storage.purge_expired().await?, 1);
+    ///     Ok::<_, pystackquery::storage::StorageError>(())
+    /// })?;
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok::<(), pystackquery::storage::StorageError>(())
+    /// ```
     pub async fn purge_expired(&self) -> Result<usize, StorageError> {
         self.with(|database| purge(&database.connection, now_seconds()))
     }

@@ -64,11 +64,56 @@ impl CancelSignal {
     }
 
     /// Whether the fetch has been cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// // A long job checks the signal between its steps.
+    /// let options = QueryOptions::with_context(key!("report"), |cx| async move {
+    ///     let mut rows = 0;
+    ///     for _ in 0..1_000 {
+    ///         if cx.signal.is_cancelled() {
+    ///             return Err("cancelled".to_string());
+    ///         }
+    ///         rows += 1;
+    ///     }
+    ///     Ok(rows)
+    /// });
+    /// assert_eq!(test.block_on(client.fetch_query(&options)).unwrap(), 1_000);
+    /// # }
+    /// ```
     pub fn is_cancelled(&self) -> bool {
         self.inner.cancelled.load(Ordering::Acquire)
     }
 
     /// Resolves once the fetch is cancelled (never, if it completes first).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryError, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::with_context(key!("stream"), |cx| async move {
+    ///     cx.signal.cancelled().await; // e.g. `select!` it against the work, to clean up first
+    ///     Err::<u32, _>("closed".to_string())
+    /// });
+    /// let fetch = test.runtime().spawn_with_handle({
+    ///     let (client, options) = (client.clone(), options.clone());
+    ///     async move { client.fetch_query(&options).await }
+    /// });
+    /// test.run_until_idle();
+    /// assert_eq!(test.block_on(client.cancel_queries(key!("stream"))), 1);
+    /// assert!(matches!(test.block_on(fetch), Err(QueryError::Cancelled)));
+    /// # }
+    /// ```
     pub async fn cancelled(&self) {
         loop {
             if self.is_cancelled() {

@@ -40,6 +40,14 @@ use crate::runtime::Runtime;
 use crate::sync::Mutex;
 
 /// What a coherence message tells the other processes.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::coherence::CoherenceOp;
+///
+/// assert_eq!(serde_json::to_string(&CoherenceOp::Invalidate).unwrap(), r#""invalidate""#);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CoherenceOp {
@@ -54,6 +62,26 @@ pub enum CoherenceOp {
 }
 
 /// One message on the bus (see the [module documentation](self) for its JSON form).
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::coherence::{CoherenceMessage, CoherenceOp};
+/// use pystackquery_core::key;
+///
+/// let message = CoherenceMessage {
+///     v: 1,
+///     origin: "worker-3".to_string(),
+///     op: CoherenceOp::Reset,
+///     key: key!("user", 42).storage_string().to_string(),
+///     parts: Some(key!("user", 42)),
+///     data_updated_at: None,
+/// };
+/// assert_eq!(
+///     message.to_json(),
+///     r#"{"v":1,"origin":"worker-3","op":"reset","key":"('user', 42)","parts":["user",42],"data_updated_at":null}"#
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CoherenceMessage {
     /// Format version: 1.
@@ -80,6 +108,17 @@ fn version() -> u32 {
 
 impl CoherenceMessage {
     /// The message as one line of JSON.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::coherence::{CoherenceMessage, CoherenceOp};
+    ///
+    /// let text = r#"{"v":1,"origin":"py-1","op":"invalidate","key":"('todos',)"}"#;
+    /// let message = CoherenceMessage::from_json(text).unwrap();
+    /// assert_eq!(message.op, CoherenceOp::Invalidate);
+    /// assert_eq!(CoherenceMessage::from_json(&message.to_json()).unwrap(), message);
+    /// ```
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
@@ -89,11 +128,32 @@ impl CoherenceMessage {
     /// # Errors
     ///
     /// When `text` is not a message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::coherence::CoherenceMessage;
+    ///
+    /// // A message published by a Python process.
+    /// let message = CoherenceMessage::from_json(r#"{"origin":"py-1","op":"set","key":"('n',)","data_updated_at":1700000000.0}"#).unwrap();
+    /// assert_eq!(message.v, 1); // the version defaults to 1
+    /// assert!(CoherenceMessage::from_json("PING").is_err());
+    /// ```
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
     }
 
     /// `data_updated_at` as a time, if present and representable.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use pystackquery_core::coherence::CoherenceMessage;
+    ///
+    /// let message = CoherenceMessage::from_json(r#"{"origin":"a","op":"set","key":"('n',)","data_updated_at":1700000000.5}"#).unwrap();
+    /// assert_eq!(message.updated_at(), Some(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(1700000000.5)));
+    /// ```
     pub fn updated_at(&self) -> Option<SystemTime> {
         let secs = self.data_updated_at.filter(|s| s.is_finite() && *s >= 0.0)?;
         SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(secs).ok()?)
@@ -105,6 +165,52 @@ impl CoherenceMessage {
 ///
 /// A bus may be shared by several clients; each calls [`subscribe`](Self::subscribe) once.
 /// Both methods are called from engine tasks and must not block: queue and return.
+///
+/// # Examples
+///
+/// A bus over any transport: `publish` sends the JSON form, and whatever receives messages
+/// hands them to the sinks. Here the "transport" is a list of the subscribed sinks.
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use std::sync::{Arc, Mutex};
+/// use pystackquery_core::coherence::{CoherenceBus, CoherenceMessage, CoherenceSink};
+/// use pystackquery_core::runtime::Runtime;
+/// use pystackquery_core::storage::MemoryStorage;
+/// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+///
+/// #[derive(Default)]
+/// struct LoopBus {
+///     sinks: Mutex<Vec<CoherenceSink>>,
+/// }
+///
+/// impl CoherenceBus for LoopBus {
+///     fn publish(&self, message: &CoherenceMessage) {
+///         let wire = message.to_json(); // what would go over the network
+///         let mut sinks = self.sinks.lock().unwrap();
+///         sinks.retain(|sink| !sink.is_closed());
+///         for sink in sinks.iter() {
+///             let _ = sink.deliver_json(&wire); // the sender's own sink ignores it
+///         }
+///     }
+///     fn subscribe(&self, sink: CoherenceSink, _runtime: &Runtime) {
+///         self.sinks.lock().unwrap().push(sink);
+///     }
+/// }
+///
+/// let test = TestRuntime::new();
+/// let (storage, bus) = (Arc::new(MemoryStorage::new()), Arc::new(LoopBus::default()));
+/// let config = || QueryClientConfig::default().storage(storage.clone()).bus(bus.clone());
+/// let a = QueryClient::with_runtime(test.runtime(), config());
+/// let b = QueryClient::with_runtime(test.runtime(), config());
+/// let n = QueryOptions::new(key!("n"), || async { Ok::<u32, String>(1) }).persist();
+/// test.block_on(a.fetch_query(&n)).unwrap();
+/// test.block_on(b.fetch_query(&n)).unwrap();
+/// test.block_on(a.invalidate_queries(key!("n"), false));
+/// test.run_until_idle();
+/// assert!(b.find(key!("n")).unwrap().is_invalidated); // heard over the bus
+/// # }
+/// ```
 pub trait CoherenceBus: Send + Sync + 'static {
     /// Sends `message` to every subscriber (the sender's own subscription included: clients
     /// ignore their own messages by origin). Fire and forget; a message that cannot be sent
@@ -138,6 +244,39 @@ pub struct CoherenceSink(pub(crate) Arc<Inbox>);
 
 impl CoherenceSink {
     /// Queues a received message (ignored if it is the client's own).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// # use std::sync::{Arc, Mutex};
+    /// # use pystackquery_core::coherence::{CoherenceBus, CoherenceMessage, CoherenceSink};
+    /// # use pystackquery_core::runtime::Runtime;
+    /// # #[derive(Default)]
+    /// # struct Capture(Mutex<Option<CoherenceSink>>);
+    /// # impl CoherenceBus for Capture {
+    /// #     fn publish(&self, _: &CoherenceMessage) {}
+    /// #     fn subscribe(&self, sink: CoherenceSink, _: &Runtime) { *self.0.lock().unwrap() = Some(sink); }
+    /// # }
+    /// use pystackquery_core::coherence::CoherenceOp;
+    /// use pystackquery_core::storage::MemoryStorage;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// // `Capture` is a bus that keeps the sink it is given (see `CoherenceBus`).
+    /// let test = TestRuntime::new();
+    /// let bus = Arc::new(Capture::default());
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default().storage(MemoryStorage::new()).bus(bus.clone()));
+    /// let n = QueryOptions::new(key!("n"), || async { Ok::<u32, String>(1) }).persist();
+    /// test.block_on(client.fetch_query(&n)).unwrap();
+    /// let sink = bus.0.lock().unwrap().clone().unwrap();
+    /// sink.deliver(CoherenceMessage {
+    ///     v: 1, origin: "elsewhere".into(), op: CoherenceOp::Invalidate,
+    ///     key: key!("n").storage_string().into(), parts: Some(key!("n")), data_updated_at: None,
+    /// });
+    /// test.run_until_idle();
+    /// assert!(client.find(key!("n")).unwrap().is_invalidated);
+    /// # }
+    /// ```
     pub fn deliver(&self, message: CoherenceMessage) {
         if message.origin != *self.0.origin {
             self.0.push(Inbound::Message(message));
@@ -149,6 +288,35 @@ impl CoherenceSink {
     /// # Errors
     ///
     /// When `text` is not a message (nothing is queued).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// # use std::sync::{Arc, Mutex};
+    /// # use pystackquery_core::coherence::{CoherenceBus, CoherenceMessage, CoherenceSink};
+    /// # use pystackquery_core::runtime::Runtime;
+    /// # #[derive(Default)]
+    /// # struct Capture(Mutex<Option<CoherenceSink>>);
+    /// # impl CoherenceBus for Capture {
+    /// #     fn publish(&self, _: &CoherenceMessage) {}
+    /// #     fn subscribe(&self, sink: CoherenceSink, _: &Runtime) { *self.0.lock().unwrap() = Some(sink); }
+    /// # }
+    /// use pystackquery_core::storage::MemoryStorage;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let bus = Arc::new(Capture::default()); // keeps the sink it is given (see `CoherenceBus`)
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default().storage(MemoryStorage::new()).bus(bus.clone()));
+    /// test.block_on(client.fetch_query(&QueryOptions::new(key!("todos"), || async { Ok::<u32, String>(1) }).persist())).unwrap();
+    /// let sink = bus.0.lock().unwrap().clone().unwrap();
+    /// // As received from the network, e.g. published by a Python process.
+    /// sink.deliver_json(r#"{"v":1,"origin":"py-7","op":"remove","key":"('todos',)"}"#).unwrap();
+    /// assert!(sink.deliver_json("not a message").is_err());
+    /// test.run_until_idle();
+    /// assert!(client.find(key!("todos")).is_none());
+    /// # }
+    /// ```
     pub fn deliver_json(&self, text: &str) -> Result<(), serde_json::Error> {
         self.deliver(CoherenceMessage::from_json(text)?);
         Ok(())
@@ -156,16 +324,94 @@ impl CoherenceSink {
 
     /// The subscription was (re)established: messages may have been missed, so every
     /// persisted key is marked stale.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// # use std::sync::{Arc, Mutex};
+    /// # use pystackquery_core::coherence::{CoherenceBus, CoherenceMessage, CoherenceSink};
+    /// # use pystackquery_core::runtime::Runtime;
+    /// # #[derive(Default)]
+    /// # struct Capture(Mutex<Option<CoherenceSink>>);
+    /// # impl CoherenceBus for Capture {
+    /// #     fn publish(&self, _: &CoherenceMessage) {}
+    /// #     fn subscribe(&self, sink: CoherenceSink, _: &Runtime) { *self.0.lock().unwrap() = Some(sink); }
+    /// # }
+    /// use pystackquery_core::storage::MemoryStorage;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let bus = Arc::new(Capture::default()); // keeps the sink it is given (see `CoherenceBus`)
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default().storage(MemoryStorage::new()).bus(bus.clone()));
+    /// test.block_on(client.fetch_query(&QueryOptions::new(key!("n"), || async { Ok::<u32, String>(1) }).persist())).unwrap();
+    /// // The bus's subscription dropped and is back: messages may have been missed.
+    /// bus.0.lock().unwrap().as_ref().unwrap().reconnected();
+    /// test.run_until_idle();
+    /// assert!(client.find(key!("n")).unwrap().is_invalidated);
+    /// # }
+    /// ```
     pub fn reconnected(&self) {
         self.0.push(Inbound::Resync);
     }
 
     /// Whether the client is gone: stop delivering.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// # use std::sync::{Arc, Mutex};
+    /// # use pystackquery_core::coherence::{CoherenceBus, CoherenceMessage, CoherenceSink};
+    /// # use pystackquery_core::runtime::Runtime;
+    /// # #[derive(Default)]
+    /// # struct Capture(Mutex<Option<CoherenceSink>>);
+    /// # impl CoherenceBus for Capture {
+    /// #     fn publish(&self, _: &CoherenceMessage) {}
+    /// #     fn subscribe(&self, sink: CoherenceSink, _: &Runtime) { *self.0.lock().unwrap() = Some(sink); }
+    /// # }
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let bus = Arc::new(Capture::default()); // keeps the sink it is given (see `CoherenceBus`)
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default().bus(bus.clone()));
+    /// let sink = bus.0.lock().unwrap().clone().unwrap();
+    /// assert!(!sink.is_closed());
+    /// drop(client);
+    /// assert!(sink.is_closed()); // a bus drops such sinks
+    /// # }
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.0.queue.lock().closed
     }
 
     /// Waits until the client is gone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// # use std::sync::{Arc, Mutex};
+    /// # use pystackquery_core::coherence::{CoherenceBus, CoherenceMessage, CoherenceSink};
+    /// # use pystackquery_core::runtime::Runtime;
+    /// # #[derive(Default)]
+    /// # struct Capture(Mutex<Option<CoherenceSink>>);
+    /// # impl CoherenceBus for Capture {
+    /// #     fn publish(&self, _: &CoherenceMessage) {}
+    /// #     fn subscribe(&self, sink: CoherenceSink, _: &Runtime) { *self.0.lock().unwrap() = Some(sink); }
+    /// # }
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let bus = Arc::new(Capture::default()); // keeps the sink it is given (see `CoherenceBus`)
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default().bus(bus.clone()));
+    /// let sink = bus.0.lock().unwrap().clone().unwrap();
+    /// // A bus's receiving task ends with its client.
+    /// let receiver = test.runtime().spawn_with_handle(async move { sink.closed().await; "stopped" });
+    /// drop(client);
+    /// assert_eq!(test.block_on(receiver), "stopped");
+    /// # }
+    /// ```
     pub async fn closed(&self) {
         loop {
             let listener = self.0.closing.listen();
@@ -177,6 +423,29 @@ impl CoherenceSink {
     }
 
     /// The client's origin id (its messages carry it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// # use std::sync::{Arc, Mutex};
+    /// # use pystackquery_core::coherence::{CoherenceBus, CoherenceMessage, CoherenceSink};
+    /// # use pystackquery_core::runtime::Runtime;
+    /// # #[derive(Default)]
+    /// # struct Capture(Mutex<Option<CoherenceSink>>);
+    /// # impl CoherenceBus for Capture {
+    /// #     fn publish(&self, _: &CoherenceMessage) {}
+    /// #     fn subscribe(&self, sink: CoherenceSink, _: &Runtime) { *self.0.lock().unwrap() = Some(sink); }
+    /// # }
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let bus = Arc::new(Capture::default()); // keeps the sink it is given (see `CoherenceBus`)
+    /// let _client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default().bus(bus.clone()));
+    /// let sink = bus.0.lock().unwrap().clone().unwrap();
+    /// assert!(!sink.origin().is_empty()); // unique per client; its own messages carry it
+    /// # }
+    /// ```
     pub fn origin(&self) -> &str {
         &self.0.origin
     }
@@ -346,16 +615,66 @@ struct MemoryBusInner {
 
 impl MemoryBus {
     /// An empty bus.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use pystackquery_core::QueryClientConfig;
+    /// use pystackquery_core::coherence::MemoryBus;
+    ///
+    /// let bus = Arc::new(MemoryBus::new()); // one bus, shared by the clients of a process
+    /// let _a = QueryClientConfig::default().bus(bus.clone());
+    /// let _b = QueryClientConfig::default().bus(bus.clone());
+    /// assert_eq!(bus.published(), 0);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// From now on, messages are lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::Arc;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    /// use pystackquery_core::coherence::MemoryBus;
+    /// use pystackquery_core::storage::MemoryStorage;
+    ///
+    /// let test = TestRuntime::new();
+    /// let (storage, bus) = (Arc::new(MemoryStorage::new()), Arc::new(MemoryBus::new()));
+    /// let config = || QueryClientConfig::default().storage(storage.clone()).bus(bus.clone());
+    /// let (a, b) = (QueryClient::with_runtime(test.runtime(), config()), QueryClient::with_runtime(test.runtime(), config()));
+    /// let n = QueryOptions::new(key!("n"), || async { Ok::<u32, String>(1) }).persist();
+    /// test.block_on(a.fetch_query(&n)).unwrap();
+    /// test.block_on(b.fetch_query(&n)).unwrap();
+    /// test.run_until_idle();
+    /// bus.disconnect(); // an outage: `a`'s invalidation never reaches `b`
+    /// test.block_on(a.invalidate_queries(key!("n"), false));
+    /// test.run_until_idle();
+    /// assert!(!b.find(key!("n")).unwrap().is_invalidated);
+    /// bus.reconnect(); // `b` hears it reconnected: it marks its persisted keys stale
+    /// test.run_until_idle();
+    /// assert!(b.find(key!("n")).unwrap().is_invalidated);
+    /// # }
+    /// ```
     pub fn disconnect(&self) {
         self.inner.lock().down = true;
     }
 
     /// Messages flow again, and every subscriber is told it reconnected.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::coherence::MemoryBus;
+    ///
+    /// let bus = MemoryBus::new();
+    /// bus.disconnect();
+    /// bus.reconnect(); // subscribers are told, and mark their persisted keys stale
+    /// ```
     pub fn reconnect(&self) {
         let sinks = {
             let mut inner = self.inner.lock();
@@ -368,6 +687,29 @@ impl MemoryBus {
     }
 
     /// Messages published so far (lost ones included).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::Arc;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    /// use pystackquery_core::coherence::MemoryBus;
+    /// use pystackquery_core::storage::MemoryStorage;
+    ///
+    /// let test = TestRuntime::new();
+    /// let bus = Arc::new(MemoryBus::new());
+    /// let config = QueryClientConfig::default().storage(MemoryStorage::new()).bus(bus.clone());
+    /// let client = QueryClient::with_runtime(test.runtime(), config);
+    /// let n = QueryOptions::new(key!("n"), || async { Ok::<u32, String>(1) }).persist();
+    /// test.block_on(client.fetch_query(&n)).unwrap();
+    /// test.run_until_idle();
+    /// let after_fetch = bus.published();
+    /// test.block_on(client.invalidate_queries(key!("n"), false));
+    /// test.run_until_idle();
+    /// assert_eq!(bus.published(), after_fetch + 1); // the invalidation was announced
+    /// # }
+    /// ```
     pub fn published(&self) -> u64 {
         self.inner.lock().published
     }

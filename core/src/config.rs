@@ -43,6 +43,17 @@ pub struct QueryClientConfig {
 impl QueryClientConfig {
     /// Default freshness of fetched data. Default: zero (data is stale at once, and the next
     /// read revalidates it in the background).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::QueryClientConfig;
+    ///
+    /// // Every query without its own stale time is fresh for 30 s after a fetch.
+    /// let config = QueryClientConfig::default().stale_time(Duration::from_secs(30));
+    /// assert_eq!(config.stale_time_value(), Duration::from_secs(30));
+    /// ```
     #[must_use]
     pub fn stale_time(mut self, duration: Duration) -> Self {
         self.stale_time = duration;
@@ -50,6 +61,16 @@ impl QueryClientConfig {
     }
 
     /// Default time an unobserved query stays cached. Default: 300 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::QueryClientConfig;
+    ///
+    /// let config = QueryClientConfig::default().gc_time(Duration::from_secs(60));
+    /// assert_eq!(config.gc_time_value(), Duration::from_secs(60));
+    /// ```
     #[must_use]
     pub fn gc_time(mut self, duration: Duration) -> Self {
         self.gc_time = duration;
@@ -57,6 +78,15 @@ impl QueryClientConfig {
     }
 
     /// Default number of retries after a failed attempt. Default: 3.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::QueryClientConfig;
+    ///
+    /// let config = QueryClientConfig::default().retry(0); // fail fast, e.g. in tests
+    /// assert_eq!(config.retry_value(), 0);
+    /// ```
     #[must_use]
     pub fn retry(mut self, retries: u32) -> Self {
         self.retry = retries;
@@ -64,6 +94,22 @@ impl QueryClientConfig {
     }
 
     /// Default retry delay. Default: [`default_retry_delay`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let config = QueryClientConfig::default().retry(2).retry_delay(|_attempt| Duration::from_millis(250));
+    /// let client = QueryClient::with_runtime(test.runtime(), config);
+    /// let down = QueryOptions::new(key!("down"), || async { Err::<u32, _>("503".to_string()) });
+    /// assert!(test.block_on(client.fetch_query(&down)).is_err());
+    /// assert_eq!(test.elapsed(), Duration::from_millis(500)); // two retries, 250 ms apart
+    /// # }
+    /// ```
     #[must_use]
     pub fn retry_delay(mut self, delay: impl Fn(u32) -> Duration + Send + Sync + 'static) -> Self {
         self.retry_delay = Arc::new(delay);
@@ -73,6 +119,22 @@ impl QueryClientConfig {
     /// Most queries kept in memory (L1). Default: 1,000. When full, the least recently used
     /// query that is neither observed nor fetching is evicted; if every query is busy, the
     /// cache grows past the bound until one becomes idle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let config = QueryClientConfig::default().cache_max_size(2);
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), config);
+    /// for n in 0..3u32 {
+    ///     client.set_query_data(key!("page", n), n).unwrap();
+    /// }
+    /// assert_eq!(client.cached_keys(), [key!("page", 1), key!("page", 2)]); // the oldest went
+    /// assert_eq!(client.cache_stats().evictions, 1);
+    /// # }
+    /// ```
     #[must_use]
     pub fn cache_max_size(mut self, size: usize) -> Self {
         self.cache_max_size = size;
@@ -83,6 +145,18 @@ impl QueryClientConfig {
     /// [`QueryOptions::persist`](crate::QueryOptions::persist). Default: none (memory only).
     ///
     /// Pass an `Arc` to share one backend between clients.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use pystackquery_core::QueryClientConfig;
+    /// use pystackquery_core::storage::MemoryStorage;
+    ///
+    /// let shared = Arc::new(MemoryStorage::new());
+    /// let config = QueryClientConfig::default().storage(shared.clone()); // or `SqliteStorage`, `RedisStorage`
+    /// assert!(config.has_storage());
+    /// ```
     #[must_use]
     pub fn storage(mut self, backend: impl StorageBackend) -> Self {
         self.storage = Some(Arc::new(backend));
@@ -93,6 +167,19 @@ impl QueryClientConfig {
     /// timeout. It also bounds how long `fetch_query` waits for a cold key's hydration.
     /// A timeout too large to add to the clock (such as `Duration::MAX`) means no timeout.
     /// Default: 1 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::QueryClientConfig;
+    /// use pystackquery_core::storage::MemoryStorage;
+    ///
+    /// let config = QueryClientConfig::default()
+    ///     .storage(MemoryStorage::new())
+    ///     .storage_timeout(Duration::from_millis(200)); // a slow store must not hold up reads
+    /// assert_eq!(config.storage_timeout_value(), Duration::from_millis(200));
+    /// ```
     #[must_use]
     pub fn storage_timeout(mut self, timeout: Duration) -> Self {
         self.storage_timeout = timeout;
@@ -101,6 +188,16 @@ impl QueryClientConfig {
 
     /// Most keys with a write waiting for storage; when full, the oldest waiting write is
     /// dropped (and counted in [`crate::storage::StorageStats::write_drops`]). Default: 1,024.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::QueryClientConfig;
+    /// use pystackquery_core::storage::MemoryStorage;
+    ///
+    /// let config = QueryClientConfig::default().storage(MemoryStorage::new()).storage_queue_size(10_000);
+    /// assert!(config.has_storage());
+    /// ```
     #[must_use]
     pub fn storage_queue_size(mut self, size: usize) -> Self {
         self.storage_queue_size = size;
@@ -111,6 +208,20 @@ impl QueryClientConfig {
     /// for `cooldown`, then let one probe call through; its success resumes normal use.
     /// A `cooldown` too large to add to the clock (such as `Duration::MAX`) keeps storage off
     /// for the rest of the process once the breaker opens. Default: 5 failures, 30 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::QueryClientConfig;
+    /// use pystackquery_core::storage::MemoryStorage;
+    ///
+    /// // After 3 failures in a row, leave storage alone for a minute.
+    /// let config = QueryClientConfig::default()
+    ///     .storage(MemoryStorage::new())
+    ///     .storage_circuit_breaker(3, Duration::from_secs(60));
+    /// assert!(config.has_storage());
+    /// ```
     #[must_use]
     pub fn storage_circuit_breaker(mut self, failures: u32, cooldown: Duration) -> Self {
         self.storage_failure_threshold = failures;
@@ -146,6 +257,15 @@ impl QueryClientConfig {
     }
 
     /// The default persistence max age.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::QueryClientConfig;
+    ///
+    /// assert_eq!(QueryClientConfig::default().persist_max_age_value(), Duration::from_secs(24 * 3600));
+    /// ```
     pub fn persist_max_age_value(&self) -> Duration {
         self.persist_max_age
     }
@@ -156,6 +276,20 @@ impl QueryClientConfig {
     /// none.
     ///
     /// Pass an `Arc` to share one bus between clients.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use pystackquery_core::QueryClientConfig;
+    /// use pystackquery_core::coherence::MemoryBus;
+    /// use pystackquery_core::storage::MemoryStorage;
+    ///
+    /// // Two clients of one process kept coherent over one store (across processes: `RedisBus`).
+    /// let (storage, bus) = (Arc::new(MemoryStorage::new()), Arc::new(MemoryBus::new()));
+    /// let config = || QueryClientConfig::default().storage(storage.clone()).bus(bus.clone());
+    /// assert!(config().has_bus() && config().has_storage());
+    /// ```
     #[must_use]
     pub fn bus(mut self, bus: impl CoherenceBus) -> Self {
         self.bus = Some(Arc::new(bus));
@@ -163,6 +297,14 @@ impl QueryClientConfig {
     }
 
     /// Whether a coherence bus is configured.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::QueryClientConfig;
+    ///
+    /// assert!(!QueryClientConfig::default().has_bus());
+    /// ```
     pub fn has_bus(&self) -> bool {
         self.bus.is_some()
     }
@@ -172,6 +314,17 @@ impl QueryClientConfig {
     /// data newer than memory's and fresh by the query's stale time, adopt it and make no
     /// call. Default: off (each revalidation of a persisted key would pay one storage read,
     /// which only pays off when several processes share the store).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::QueryClientConfig;
+    /// use pystackquery_core::storage::MemoryStorage;
+    ///
+    /// // Several processes share the store: adopt what another one fetched before calling.
+    /// let config = QueryClientConfig::default().storage(MemoryStorage::new()).storage_first(true);
+    /// assert!(config.has_storage());
+    /// ```
     #[must_use]
     pub fn storage_first(mut self, enabled: bool) -> Self {
         self.storage_first = enabled;
@@ -184,6 +337,20 @@ impl QueryClientConfig {
     /// for at most `lock_ttl`) and adopts it with no call. `lock_ttl` should exceed a fetch
     /// with its retries. A backend without locks, or failing storage, fetches as without
     /// this option. Default: off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::QueryClientConfig;
+    /// use pystackquery_core::storage::MemoryStorage;
+    ///
+    /// // One process in the fleet fetches a cold key; the others wait up to 30 s for its record.
+    /// let config = QueryClientConfig::default()
+    ///     .storage(MemoryStorage::new())
+    ///     .single_flight(Duration::from_secs(30));
+    /// assert!(config.has_storage());
+    /// ```
     #[must_use]
     pub fn single_flight(mut self, lock_ttl: Duration) -> Self {
         self.single_flight = Some(lock_ttl);
@@ -191,31 +358,84 @@ impl QueryClientConfig {
     }
 
     /// Whether a storage backend is configured.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::QueryClientConfig;
+    /// use pystackquery_core::storage::MemoryStorage;
+    ///
+    /// assert!(!QueryClientConfig::default().has_storage());
+    /// assert!(QueryClientConfig::default().storage(MemoryStorage::new()).has_storage());
+    /// ```
     pub fn has_storage(&self) -> bool {
         self.storage.is_some()
     }
 
     /// The storage timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::QueryClientConfig;
+    ///
+    /// assert_eq!(QueryClientConfig::default().storage_timeout_value(), Duration::from_secs(1));
+    /// ```
     pub fn storage_timeout_value(&self) -> Duration {
         self.storage_timeout
     }
 
     /// The default stale time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::QueryClientConfig;
+    ///
+    /// assert_eq!(QueryClientConfig::default().stale_time_value(), Duration::ZERO);
+    /// ```
     pub fn stale_time_value(&self) -> Duration {
         self.stale_time
     }
 
     /// The default gc time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::QueryClientConfig;
+    ///
+    /// assert_eq!(QueryClientConfig::default().gc_time_value(), Duration::from_secs(300));
+    /// ```
     pub fn gc_time_value(&self) -> Duration {
         self.gc_time
     }
 
     /// The default retry count.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::QueryClientConfig;
+    ///
+    /// assert_eq!(QueryClientConfig::default().retry_value(), 3);
+    /// ```
     pub fn retry_value(&self) -> u32 {
         self.retry
     }
 
     /// The L1 bound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::QueryClientConfig;
+    ///
+    /// assert_eq!(QueryClientConfig::default().cache_max_size_value(), 1_000);
+    /// ```
     pub fn cache_max_size_value(&self) -> usize {
         self.cache_max_size
     }

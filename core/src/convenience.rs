@@ -11,6 +11,22 @@ use crate::options::QueryOptions;
 ///
 /// For queries of different types, join their futures directly:
 /// `futures::join!(client.fetch_query(&user), client.fetch_query(&posts))`.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, parallel_queries, testing::TestRuntime};
+///
+/// let test = TestRuntime::new();
+/// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+/// let users: Vec<_> = (1..=3)
+///     .map(|id| QueryOptions::new(key!("user", id), move || async move { Ok::<_, String>(id * 10) }))
+///     .collect();
+/// let results = test.block_on(parallel_queries(&client, &users));
+/// assert_eq!(results.into_iter().map(Result::unwrap).collect::<Vec<_>>(), [10, 20, 30]);
+/// # }
+/// ```
 pub async fn parallel_queries<T, E>(
     client: &QueryClient,
     options: &[QueryOptions<T, E>],
@@ -27,6 +43,23 @@ where
 /// # Errors
 ///
 /// The parent's error (the child is not fetched), or the child's.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, dependent_query, key, testing::TestRuntime};
+///
+/// let test = TestRuntime::new();
+/// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+/// let me = QueryOptions::new(key!("me"), || async { Ok::<_, String>(7u32) }); // the user's id
+/// let projects = test.block_on(dependent_query(&client, &me, |id| {
+///     QueryOptions::new(key!("projects", id), move || async move { Ok(vec![format!("project of {id}")]) })
+/// }));
+/// assert_eq!(projects.unwrap(), ["project of 7"]);
+/// assert!(client.find(key!("projects", 7)).is_some()); // both are cached
+/// # }
+/// ```
 pub async fn dependent_query<P, T, E>(
     client: &QueryClient,
     parent: &QueryOptions<P, E>,
@@ -71,6 +104,19 @@ where
     E: fmt::Display + Send + Sync + 'static,
 {
     /// Binds `options` to `client`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{CachedQuery, QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// let config = CachedQuery::new(&client, QueryOptions::new(key!("config"), || async { Ok::<_, String>(1u32) }));
+    /// assert_eq!(config.options().key(), &key!("config"));
+    /// assert_eq!(config.data().unwrap(), None); // nothing fetched yet
+    /// # }
+    /// ```
     pub fn new(client: &QueryClient, options: QueryOptions<T, E>) -> Self {
         Self { client: client.clone(), options }
     }
@@ -80,11 +126,39 @@ where
     /// # Errors
     ///
     /// As [`QueryClient::fetch_query`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{CachedQuery, QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let time = CachedQuery::new(&client, QueryOptions::new(key!("time"), || async { Ok::<_, String>("12:00") }));
+    /// assert_eq!(test.block_on(time.call()).unwrap(), "12:00");
+    /// # }
+    /// ```
     pub async fn call(&self) -> Result<T, QueryError<E>> {
         self.client.fetch_query(&self.options).await
     }
 
     /// Invalidates this query's key (and keys under it), refetching if observed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{CachedQuery, QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let todos = CachedQuery::new(&client, QueryOptions::new(key!("todos"), || async { Ok::<_, String>(vec!["a"]) }));
+    /// test.block_on(todos.call()).unwrap();
+    /// test.block_on(todos.invalidate());
+    /// assert!(client.find(key!("todos")).unwrap().is_invalidated);
+    /// # }
+    /// ```
     pub async fn invalidate(&self) {
         self.client.invalidate_queries(self.options.key().clone(), true).await;
     }
@@ -94,11 +168,39 @@ where
     /// # Errors
     ///
     /// [`TypeMismatch`] if the key holds another type.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{CachedQuery, QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let n = CachedQuery::new(&client, QueryOptions::new(key!("n"), || async { Ok::<_, String>(3u32) }));
+    /// assert_eq!(n.data().unwrap(), None);
+    /// test.block_on(n.call()).unwrap();
+    /// assert_eq!(n.data().unwrap(), Some(3));
+    /// # }
+    /// ```
     pub fn data(&self) -> Result<Option<T>, TypeMismatch> {
         self.client.get_query_data(self.options.key().clone())
     }
 
     /// The options.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{CachedQuery, QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// let n = CachedQuery::new(&client, QueryOptions::new(key!("n"), || async { Ok::<_, String>(3u32) }));
+    /// let observer = client.watch(n.options()); // observe what it caches
+    /// assert!(observer.result().is_idle());
+    /// # }
+    /// ```
     pub fn options(&self) -> &QueryOptions<T, E> {
         &self.options
     }

@@ -39,11 +39,40 @@ pub struct QueryDefaults {
 
 impl QueryDefaults {
     /// No option set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::QueryDefaults;
+    ///
+    /// let defaults = QueryDefaults::new();
+    /// assert_eq!(defaults.stale_time_value(), None); // nothing set: the client's config applies
+    /// assert_eq!(defaults.stale_time(Duration::from_secs(5)).stale_time_value(), Some(Duration::from_secs(5)));
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// How long fetched data counts as fresh.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryDefaults, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let forever = QueryDefaults::new().stale_time(Duration::MAX).gc_time(Duration::MAX);
+    /// client.set_query_defaults(key!("static"), forever);
+    /// let logo = QueryOptions::new(key!("static", "logo"), || async { Ok::<_, String>(vec![0u8; 4]) });
+    /// test.block_on(client.fetch_query(&logo)).unwrap();
+    /// test.advance(Duration::from_secs(24 * 3600));
+    /// assert!(!client.find(key!("static", "logo")).unwrap().is_stale); // kept, and fresh
+    /// # }
+    /// ```
     #[must_use]
     pub fn stale_time(mut self, duration: Duration) -> Self {
         self.stale_time = Some(duration);
@@ -51,6 +80,16 @@ impl QueryDefaults {
     }
 
     /// How long an unobserved query stays cached.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::QueryDefaults;
+    ///
+    /// let defaults = QueryDefaults::new().gc_time(Duration::from_secs(3600));
+    /// assert_eq!(defaults.gc_time_value(), Some(Duration::from_secs(3600)));
+    /// ```
     #[must_use]
     pub fn gc_time(mut self, duration: Duration) -> Self {
         self.gc_time = Some(duration);
@@ -58,6 +97,17 @@ impl QueryDefaults {
     }
 
     /// How often observers refetch.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::QueryDefaults;
+    ///
+    /// // Every observed "prices" query polls each 10 s unless its options say otherwise.
+    /// let defaults = QueryDefaults::new().refetch_interval(Duration::from_secs(10));
+    /// assert_eq!(defaults.refetch_interval_value(), Some(Duration::from_secs(10)));
+    /// ```
     #[must_use]
     pub fn refetch_interval(mut self, interval: Duration) -> Self {
         self.refetch_interval = Some(interval);
@@ -65,6 +115,15 @@ impl QueryDefaults {
     }
 
     /// Retries after a failed attempt.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::QueryDefaults;
+    ///
+    /// let defaults = QueryDefaults::new().retry(5);
+    /// assert_eq!(defaults.retry_value(), Some(5));
+    /// ```
     #[must_use]
     pub fn retry(mut self, retries: u32) -> Self {
         self.retry = Some(retries);
@@ -72,6 +131,15 @@ impl QueryDefaults {
     }
 
     /// The delay before retry `n` (1-based).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::QueryDefaults;
+    ///
+    /// let _defaults = QueryDefaults::new().retry(2).retry_delay(|attempt| Duration::from_secs(u64::from(attempt) + 1));
+    /// ```
     #[must_use]
     pub fn retry_delay(mut self, delay: impl Fn(u32) -> Duration + Send + Sync + 'static) -> Self {
         self.retry_delay = Some(Arc::new(delay));
@@ -79,26 +147,76 @@ impl QueryDefaults {
     }
 
     /// The stale time set, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::QueryDefaults;
+    ///
+    /// assert_eq!(QueryDefaults::new().stale_time_value(), None);
+    /// assert_eq!(QueryDefaults::new().stale_time(Duration::ZERO).stale_time_value(), Some(Duration::ZERO));
+    /// ```
     pub fn stale_time_value(&self) -> Option<Duration> {
         self.stale_time
     }
 
     /// The gc time set, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::QueryDefaults;
+    ///
+    /// assert_eq!(QueryDefaults::new().gc_time_value(), None);
+    /// ```
     pub fn gc_time_value(&self) -> Option<Duration> {
         self.gc_time
     }
 
     /// The refetch interval set, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::QueryDefaults;
+    ///
+    /// assert_eq!(QueryDefaults::new().refetch_interval_value(), None);
+    /// ```
     pub fn refetch_interval_value(&self) -> Option<Duration> {
         self.refetch_interval
     }
 
     /// The retries set, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::QueryDefaults;
+    ///
+    /// assert_eq!(QueryDefaults::new().retry(1).retry_value(), Some(1));
+    /// ```
     pub fn retry_value(&self) -> Option<u32> {
         self.retry
     }
 
     /// Meta handed to the query function (see [`Meta`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryDefaults, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_defaults(key!("billing"), QueryDefaults::new().meta(serde_json::json!({ "team": "billing" })));
+    /// let invoices = QueryOptions::with_context(key!("billing", "invoices"), |cx| async move {
+    ///     Ok::<_, String>(cx.meta.get("team").and_then(|t| t.as_str()).unwrap_or("?").to_string())
+    /// });
+    /// assert_eq!(test.block_on(client.fetch_query(&invoices)).unwrap(), "billing");
+    /// # }
+    /// ```
     #[must_use]
     pub fn meta(mut self, meta: impl Into<Meta>) -> Self {
         self.meta = Some(meta.into());
@@ -131,11 +249,28 @@ pub struct MutationDefaults {
 
 impl MutationDefaults {
     /// No option set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::MutationDefaults;
+    ///
+    /// assert_eq!(MutationDefaults::new().retry_value(), None);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Retries after a failed attempt.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::MutationDefaults;
+    ///
+    /// let defaults = MutationDefaults::new().retry(2);
+    /// assert_eq!(defaults.retry_value(), Some(2));
+    /// ```
     #[must_use]
     pub fn retry(mut self, retries: u32) -> Self {
         self.retry = Some(retries);
@@ -143,6 +278,15 @@ impl MutationDefaults {
     }
 
     /// The delay before retry `n` (1-based).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::MutationDefaults;
+    ///
+    /// let _defaults = MutationDefaults::new().retry(1).retry_delay(|_| Duration::from_millis(500));
+    /// ```
     #[must_use]
     pub fn retry_delay(mut self, delay: impl Fn(u32) -> Duration + Send + Sync + 'static) -> Self {
         self.retry_delay = Some(Arc::new(delay));
@@ -150,6 +294,14 @@ impl MutationDefaults {
     }
 
     /// The retries set, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::MutationDefaults;
+    ///
+    /// assert_eq!(MutationDefaults::new().retry(0).retry_value(), Some(0));
+    /// ```
     pub fn retry_value(&self) -> Option<u32> {
         self.retry
     }

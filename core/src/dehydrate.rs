@@ -66,6 +66,19 @@ pub struct DehydratedState {
 impl DehydratedState {
     /// A state holding `queries` (for states built by hand, e.g. from another process's
     /// records).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::{DehydratedQuery, DehydratedState, key};
+    ///
+    /// let state = DehydratedState::new(vec![DehydratedQuery::new(
+    ///     key!("n"),
+    ///     serde_json::json!({"status": "SUCCESS", "fetch_status": "IDLE", "data": 1, "error": null,
+    ///         "data_updated_at": 1700000000.0}),
+    /// )]);
+    /// assert_eq!(state.queries.len(), 1);
+    /// ```
     pub fn new(queries: Vec<DehydratedQuery>) -> Self {
         Self { queries }
     }
@@ -84,6 +97,17 @@ pub struct DehydratedQuery {
 
 impl DehydratedQuery {
     /// A query from its key and its state record.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::{DehydratedQuery, key};
+    ///
+    /// // E.g. from a record another process (Python included) wrote.
+    /// let record = r#"{"status": "SUCCESS", "fetch_status": "IDLE", "data": "Ada", "error": null}"#;
+    /// let query = DehydratedQuery::new(key!("user", 1), serde_json::from_str(record).unwrap());
+    /// assert_eq!(query.state["data"], "Ada");
+    /// ```
     pub fn new(key: impl Into<QueryKey>, state: serde_json::Value) -> Self {
         Self { key: key.into(), state }
     }
@@ -113,6 +137,23 @@ pub struct DehydrateOptions {
 
 impl DehydrateOptions {
     /// The defaults: successful queries, no seeds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{DehydrateOptions, QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let ok = QueryOptions::new(key!("ok"), || async { Ok::<u32, String>(1) }).persist();
+    /// let bad = QueryOptions::new(key!("bad"), || async { Err::<u32, _>("down".to_string()) }).retry(0).persist();
+    /// test.block_on(client.fetch_query(&ok)).unwrap();
+    /// let _ = test.block_on(client.fetch_query(&bad));
+    /// // The defaults: successful persisted queries only.
+    /// assert_eq!(client.dehydrate_with((), DehydrateOptions::new()).queries.len(), 1);
+    /// # }
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
@@ -120,6 +161,25 @@ impl DehydrateOptions {
     /// Dehydrates the queries for which `predicate` returns `true`, instead of the successful
     /// ones (the query must still be persistable). A panic in it is logged and counts as
     /// `false`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{DehydrateOptions, QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// for n in 1..=3u32 {
+    ///     let options = QueryOptions::new(key!("item", n), move || async move { Ok::<u32, String>(n) }).persist();
+    ///     test.block_on(client.fetch_query(&options)).unwrap();
+    /// }
+    /// client.pause(key!("item", 2));
+    /// // Only what is not paused.
+    /// let options = DehydrateOptions::new().should_dehydrate(|q| !q.fetch_status.eq(&pystackquery_core::FetchStatus::Paused));
+    /// assert_eq!(client.dehydrate_with(key!("item"), options).queries.len(), 2);
+    /// # }
+    /// ```
     #[must_use]
     pub fn should_dehydrate(
         mut self,
@@ -135,6 +195,26 @@ impl DehydrateOptions {
     /// The filter's other conditions and the predicate do not apply to them (they are
     /// records, not queries). Use it to carry a snapshot over from one run to the next when
     /// some keys may go unused in between. Default: `false`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{DehydrateOptions, QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let first = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<u32, String>(1) }).persist();
+    /// test.block_on(first.fetch_query(&options)).unwrap();
+    ///
+    /// // A second run hydrates the snapshot but never uses "n", then saves its own snapshot.
+    /// let second = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// second.hydrate(first.dehydrate(()));
+    /// assert!(second.dehydrate(()).queries.is_empty()); // "n" would be lost...
+    /// let carried = second.dehydrate_with((), DehydrateOptions::new().include_seeds(true));
+    /// assert_eq!(carried.queries.len(), 1); // ...unless seeds come along
+    /// # }
+    /// ```
     #[must_use]
     pub fn include_seeds(mut self, include: bool) -> Self {
         self.include_seeds = include;

@@ -55,6 +55,26 @@ pub struct TypeMismatch {
 
 impl<E> QueryError<E> {
     /// The query function's own error, if that is what this is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// #[derive(Debug, PartialEq)]
+    /// struct Http(u16);
+    /// impl std::fmt::Display for Http {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { write!(f, "HTTP {}", self.0) }
+    /// }
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("page"), || async { Err::<String, _>(Http(404)) }).retry(0);
+    /// let error = test.block_on(client.fetch_query(&options)).unwrap_err();
+    /// assert_eq!(error.failed(), Some(&Http(404))); // the function's own, typed error
+    /// # }
+    /// ```
     pub fn failed(&self) -> Option<&E> {
         match self {
             Self::Failed(e) => Some(e),

@@ -9,6 +9,27 @@ use crate::listeners::ListenerList;
 use crate::mutations::info::MutationInfo;
 
 /// Something that happened in a client's cache.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use std::sync::{Arc, Mutex};
+/// use pystackquery_core::{CacheEvent, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+///
+/// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+/// let removed = Arc::new(Mutex::new(Vec::new()));
+/// let log = removed.clone();
+/// let _subscription = client.subscribe_events(move |event| {
+///     if let CacheEvent::Removed(key) = event {
+///         log.lock().unwrap().push(key.clone()); // e.g. count evictions by key prefix
+///     }
+/// });
+/// client.set_query_data(key!("a"), 1u32).unwrap();
+/// client.remove_queries(key!("a"));
+/// assert_eq!(*removed.lock().unwrap(), [key!("a")]);
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CacheEvent {
@@ -57,6 +78,20 @@ impl EventHub {
 }
 
 /// Keeps a cache-event listener registered; dropping it unsubscribes.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use pystackquery_core::{QueryClient, QueryClientConfig, testing::TestRuntime};
+///
+/// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+/// // Keep it as long as the listener should run, e.g. in the struct that owns the metrics.
+/// struct Metrics { _events: pystackquery_core::EventSubscription }
+/// let metrics = Metrics { _events: client.subscribe_events(|_event| {}) };
+/// drop(metrics); // unsubscribed
+/// # }
+/// ```
 #[must_use = "dropping the subscription unsubscribes at once"]
 pub struct EventSubscription {
     hub: Weak<EventHub>,
@@ -65,6 +100,27 @@ pub struct EventSubscription {
 
 impl EventSubscription {
     /// Unsubscribes now (the same as dropping).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// let events = Arc::new(AtomicU32::new(0));
+    /// let count = events.clone();
+    /// let subscription = client.subscribe_events(move |_| { count.fetch_add(1, Ordering::SeqCst); });
+    /// client.set_query_data(key!("a"), 1u32).unwrap();
+    /// let seen = events.load(Ordering::SeqCst);
+    /// assert!(seen >= 1);
+    /// subscription.unsubscribe();
+    /// client.set_query_data(key!("b"), 2u32).unwrap();
+    /// assert_eq!(events.load(Ordering::SeqCst), seen); // nothing after unsubscribing
+    /// # }
+    /// ```
     pub fn unsubscribe(self) {}
 }
 

@@ -64,21 +64,82 @@ pub struct QueryFilter {
 
 impl QueryFilter {
     /// Every query.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryFilter, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("a"), 1u32).unwrap();
+    /// client.set_query_data(key!("b", 1), 2u32).unwrap();
+    /// assert_eq!(client.find_all(QueryFilter::all()).len(), 2);
+    /// assert_eq!(client.find_all(()).len(), 2); // the same: the empty key
+    /// # }
+    /// ```
     pub fn all() -> Self {
         Self::default()
     }
 
     /// The queries whose key starts with `prefix` (a key is a prefix of itself).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryFilter, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("todos"), 0u32).unwrap();
+    /// client.set_query_data(key!("todos", 1), 1u32).unwrap();
+    /// client.set_query_data(key!("users", 1), 2u32).unwrap();
+    /// assert_eq!(client.find_all(QueryFilter::prefix(key!("todos"))).len(), 2);
+    /// assert_eq!(client.find_all(key!("todos")).len(), 2); // a key converts to a prefix filter
+    /// # }
+    /// ```
     pub fn prefix(prefix: impl Into<QueryKey>) -> Self {
         Self { key: Some(prefix.into()), ..Self::default() }
     }
 
     /// The query with exactly this key, if it is cached.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryFilter, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("todos"), 0u32).unwrap();
+    /// client.set_query_data(key!("todos", 1), 1u32).unwrap();
+    /// let listed = client.find_all(QueryFilter::exact(key!("todos")));
+    /// assert_eq!(listed.len(), 1);
+    /// assert_eq!(listed[0].key, key!("todos"));
+    /// # }
+    /// ```
     pub fn exact(key: impl Into<QueryKey>) -> Self {
         Self { key: Some(key.into()), exact: true, ..Self::default() }
     }
 
     /// Only queries with at least one enabled observer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryFilter, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let shown = QueryOptions::new(key!("shown"), || async { Ok::<_, String>(1u32) });
+    /// let _subscription = client.watch(&shown).subscribe(|_| {});
+    /// client.set_query_data(key!("hidden"), 2u32).unwrap();
+    /// test.run_until_idle();
+    /// let active = client.find_all(QueryFilter::all().active());
+    /// assert_eq!(active.iter().map(|q| q.key.clone()).collect::<Vec<_>>(), [key!("shown")]);
+    /// # }
+    /// ```
     #[must_use]
     pub fn active(mut self) -> Self {
         self.activity = Activity::Active;
@@ -86,6 +147,24 @@ impl QueryFilter {
     }
 
     /// Only queries with no enabled observer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryFilter, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let shown = QueryOptions::new(key!("shown"), || async { Ok::<_, String>(1u32) });
+    /// let _subscription = client.watch(&shown).subscribe(|_| {});
+    /// client.set_query_data(key!("hidden"), 2u32).unwrap();
+    /// test.run_until_idle();
+    /// // Free memory held by what no screen shows.
+    /// assert_eq!(client.remove_queries(QueryFilter::all().inactive()), 1);
+    /// assert_eq!(client.cached_keys(), [key!("shown")]);
+    /// # }
+    /// ```
     #[must_use]
     pub fn inactive(mut self) -> Self {
         self.activity = Activity::Inactive;
@@ -93,6 +172,25 @@ impl QueryFilter {
     }
 
     /// Only stale queries (`true`) or only fresh ones (`false`); see [`QueryInfo::is_stale`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryFilter, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let config = QueryClientConfig::default().stale_time(Duration::from_secs(60));
+    /// let client = QueryClient::with_runtime(test.runtime(), config);
+    /// client.set_query_data(key!("fresh"), 1u32).unwrap();
+    /// client.set_query_data(key!("old"), 2u32).unwrap();
+    /// test.block_on(client.invalidate_queries(key!("old"), false));
+    /// let stale = client.find_all(QueryFilter::all().stale(true));
+    /// assert_eq!(stale.iter().map(|q| q.key.clone()).collect::<Vec<_>>(), [key!("old")]);
+    /// assert_eq!(client.find_all(QueryFilter::all().stale(false)).len(), 1);
+    /// # }
+    /// ```
     #[must_use]
     pub fn stale(mut self, stale: bool) -> Self {
         self.stale = Some(stale);
@@ -100,6 +198,22 @@ impl QueryFilter {
     }
 
     /// Only queries in this fetch status.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{FetchStatus, QueryClient, QueryClientConfig, QueryFilter, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("feed"), 1u32).unwrap();
+    /// client.set_query_data(key!("news"), 2u32).unwrap();
+    /// client.pause(key!("feed"));
+    /// let paused = client.find_all(QueryFilter::all().fetch_status(FetchStatus::Paused));
+    /// assert_eq!(paused.len(), 1);
+    /// assert_eq!(paused[0].key, key!("feed"));
+    /// # }
+    /// ```
     #[must_use]
     pub fn fetch_status(mut self, status: FetchStatus) -> Self {
         self.fetch_status = Some(status);
@@ -107,6 +221,23 @@ impl QueryFilter {
     }
 
     /// Only queries with a fetch in flight: `fetch_status(FetchStatus::Fetching)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryFilter, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("slow"), || async { Ok::<_, String>(1u32) });
+    /// let _subscription = client.watch(&options).subscribe(|_| {}); // starts a fetch
+    /// client.set_query_data(key!("idle"), 2u32).unwrap();
+    /// assert_eq!(client.find_all(QueryFilter::all().fetching()).len(), 1);
+    /// test.run_until_idle();
+    /// assert!(client.find_all(QueryFilter::all().fetching()).is_empty());
+    /// # }
+    /// ```
     #[must_use]
     pub fn fetching(self) -> Self {
         self.fetch_status(FetchStatus::Fetching)
@@ -114,6 +245,22 @@ impl QueryFilter {
 
     /// Only queries for which `predicate` returns `true`. A panic in it is logged and counts
     /// as `false`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryFilter, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("user", 1), "Ada".to_string()).unwrap();
+    /// client.set_query_data(key!("user", 2), 7u32).unwrap();
+    /// // Choose by anything a `QueryInfo` shows, here the data type.
+    /// let strings = QueryFilter::prefix(key!("user")).predicate(|q| q.type_name.ends_with("String"));
+    /// assert_eq!(client.remove_queries(strings), 1);
+    /// assert_eq!(client.cached_keys(), [key!("user", 2)]);
+    /// # }
+    /// ```
     #[must_use]
     pub fn predicate(
         mut self,

@@ -87,16 +87,57 @@ pub struct QueryInfo {
 
 impl QueryInfo {
     /// Whether the query has an enabled observer (TanStack's "active").
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1u32) });
+    /// let _subscription = client.watch(&options).subscribe(|_| {});
+    /// assert!(client.find(key!("n")).unwrap().is_active());
+    /// # }
+    /// ```
     pub fn is_active(&self) -> bool {
         self.active_observers > 0
     }
 
     /// Whether the query holds data.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("n"), 1u32).unwrap();
+    /// assert!(client.find(key!("n")).unwrap().has_data());
+    /// # }
+    /// ```
     pub fn has_data(&self) -> bool {
         self.has_data
     }
 
     /// Whether a fetch is in flight.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1u32) });
+    /// let _subscription = client.watch(&options).subscribe(|_| {});
+    /// assert!(client.find(key!("n")).unwrap().is_fetching());
+    /// test.run_until_idle();
+    /// assert!(!client.find(key!("n")).unwrap().is_fetching());
+    /// # }
+    /// ```
     pub fn is_fetching(&self) -> bool {
         self.fetch_status == FetchStatus::Fetching
     }

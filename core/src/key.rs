@@ -35,6 +35,16 @@ enum Repr {
 
 impl KeyPart {
     /// The string, if this part is one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::key;
+    ///
+    /// let k = key!("user", 42, true);
+    /// assert_eq!(k.parts()[0].as_str(), Some("user"));
+    /// assert_eq!(k.parts()[1].as_str(), None);
+    /// ```
     pub fn as_str(&self) -> Option<&str> {
         match &self.0 {
             Repr::Str(s) => Some(s),
@@ -43,6 +53,17 @@ impl KeyPart {
     }
 
     /// The integer, if this part is one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::key;
+    ///
+    /// let k = key!("user", 42, u64::MAX);
+    /// assert_eq!(k.parts()[1].as_int(), Some(42));
+    /// assert_eq!(k.parts()[2].as_int(), Some(i128::from(u64::MAX)));
+    /// assert_eq!(k.parts()[0].as_int(), None);
+    /// ```
     pub fn as_int(&self) -> Option<i128> {
         match self.0 {
             Repr::Int(i) => Some(i128::from(i)),
@@ -52,6 +73,16 @@ impl KeyPart {
     }
 
     /// The boolean, if this part is one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::key;
+    ///
+    /// let k = key!("todos", true);
+    /// assert_eq!(k.parts()[1].as_bool(), Some(true));
+    /// assert_eq!(k.parts()[0].as_bool(), None);
+    /// ```
     pub fn as_bool(&self) -> Option<bool> {
         match self.0 {
             Repr::Bool(b) => Some(b),
@@ -178,6 +209,17 @@ struct KeyInner {
 
 impl QueryKey {
     /// Builds a key from its parts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::{KeyPart, QueryKey, key};
+    ///
+    /// // Parts known only at run time, e.g. a path split on '/'.
+    /// let path = "repos/rust-lang/rust";
+    /// let k = QueryKey::from_parts(path.split('/').map(KeyPart::from));
+    /// assert_eq!(k, key!("repos", "rust-lang", "rust"));
+    /// ```
     pub fn from_parts<I, P>(parts: I) -> Self
     where
         I: IntoIterator<Item = P>,
@@ -197,28 +239,78 @@ impl QueryKey {
     }
 
     /// The parts of the key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::key;
+    ///
+    /// let k = key!("user", 7);
+    /// assert_eq!(k.parts().len(), 2);
+    /// assert_eq!(k.parts()[1].as_int(), Some(7));
+    /// ```
     pub fn parts(&self) -> &[KeyPart] {
         &self.0.parts
     }
 
     /// Number of parts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::key;
+    ///
+    /// assert_eq!(key!("user", 7).len(), 2);
+    /// assert_eq!(key!().len(), 0);
+    /// ```
     pub fn len(&self) -> usize {
         self.0.parts.len()
     }
 
     /// Whether the key has no parts (`()`), which as a filter matches every key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::{QueryKey, key};
+    ///
+    /// assert!(key!().is_empty());
+    /// assert!(QueryKey::from(()).is_empty()); // the empty key matches every query in a filter
+    /// assert!(!key!("a").is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.0.parts.is_empty()
     }
 
     /// Whether `self`'s parts are the first parts of `other`, compared part by part. A key is a
     /// prefix of itself.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::key;
+    ///
+    /// assert!(key!("todos").is_prefix_of(&key!("todos", 1)));
+    /// assert!(key!("todos", 1).is_prefix_of(&key!("todos", 1)));
+    /// assert!(!key!("todos", 1).is_prefix_of(&key!("todos")));
+    /// assert!(!key!("todo").is_prefix_of(&key!("todos"))); // parts, not characters
+    /// ```
     pub fn is_prefix_of(&self, other: &QueryKey) -> bool {
         other.0.parts.starts_with(&self.0.parts)
     }
 
     /// The string Python's `str()` gives for the same tuple, e.g. `('user', '123')`: the name
     /// under which persistent storage keeps this key's record.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::key;
+    ///
+    /// assert_eq!(key!("user", "123").storage_string(), "('user', '123')");
+    /// assert_eq!(key!("page", 2, true).storage_string(), "('page', 2, True)");
+    /// assert_eq!(key!("all").storage_string(), "('all',)");
+    /// ```
     pub fn storage_string(&self) -> &str {
         self.0.storage.get_or_init(|| {
             let mut out = String::with_capacity(16 * self.0.parts.len() + 2);

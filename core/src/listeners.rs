@@ -312,6 +312,23 @@ impl<S> fmt::Debug for ListenerList<S> {
 }
 
 /// Keeps a listener subscribed; dropping it unsubscribes.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, Subscription, key, testing::TestRuntime};
+///
+/// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+/// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1u32) }).enabled(false);
+/// let observer = client.watch(&options);
+/// // A screen keeps its subscriptions; closing the screen drops them.
+/// let screen: Vec<Subscription> = vec![observer.subscribe(|_| {}), observer.subscribe(|_| {})];
+/// assert_eq!(observer.subscriber_count(), 2);
+/// drop(screen);
+/// assert_eq!(observer.subscriber_count(), 0);
+/// # }
+/// ```
 #[must_use = "dropping the subscription unsubscribes at once"]
 pub struct Subscription {
     unsubscribe: Option<Box<dyn FnOnce() + Send + Sync>>,
@@ -323,6 +340,25 @@ impl Subscription {
     }
 
     /// Unsubscribes now (the same as dropping the subscription).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1u32) }).enabled(false);
+    /// let calls = Arc::new(AtomicU32::new(0));
+    /// let count = calls.clone();
+    /// let subscription = client.watch(&options).subscribe(move |_| { count.fetch_add(1, Ordering::SeqCst); });
+    /// subscription.unsubscribe();
+    /// client.set_query_data(key!("n"), 2u32).unwrap();
+    /// assert_eq!(calls.load(Ordering::SeqCst), 1); // only the initial state
+    /// # }
+    /// ```
     pub fn unsubscribe(mut self) {
         if let Some(f) = self.unsubscribe.take() {
             f();

@@ -27,22 +27,59 @@ pub struct Meta(Option<Arc<Value>>);
 
 impl Meta {
     /// Meta holding `value`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::Meta;
+    ///
+    /// let meta = Meta::new(serde_json::json!({ "owner": "search" }));
+    /// assert!(!meta.is_empty());
+    /// ```
     pub fn new(value: Value) -> Self {
         Self(Some(Arc::new(value)))
     }
 
     /// The value (`Value::Null` when none was set).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::Meta;
+    ///
+    /// assert_eq!(Meta::new(serde_json::json!([1, 2])).value()[1], 2);
+    /// assert!(Meta::default().value().is_null());
+    /// ```
     pub fn value(&self) -> &Value {
         static NULL: Value = Value::Null;
         self.0.as_deref().unwrap_or(&NULL)
     }
 
     /// The field `name`, when the meta is an object holding it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::Meta;
+    ///
+    /// let meta = Meta::from(serde_json::json!({ "retries_logged": true }));
+    /// assert_eq!(meta.get("retries_logged"), Some(&serde_json::json!(true)));
+    /// assert_eq!(meta.get("other"), None);
+    /// ```
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.value().get(name)
     }
 
     /// Whether no meta was set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::Meta;
+    ///
+    /// assert!(Meta::default().is_empty());
+    /// assert!(!Meta::new(serde_json::Value::Null).is_empty()); // set, even if null
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.0.is_none()
     }

@@ -4,6 +4,9 @@
 //! [`Timer`], held together in a cheap-to-clone [`Runtime`]. Adapter crates
 //! (`pystackquery-tokio`, `pystackquery-smol`, `pystackquery-async-std`) implement them in about
 //! a hundred lines each; tests use [`crate::testing::TestRuntime`] (feature `test-util`).
+//!
+//! To write an adapter for another executor, implement both traits on one type and wrap it
+//! with [`Runtime::from_adapter`], whose documentation has a complete one.
 
 use std::fmt;
 use std::future::Future;
@@ -16,6 +19,17 @@ use futures::future::RemoteHandle;
 
 /// A boxed, sendable future with no borrowed data: the unit of work the engine hands to a
 /// [`Spawner`], and the shape of every [`Timer`] sleep.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::runtime::BoxFuture;
+///
+/// let work: BoxFuture = Box::pin(async {});
+/// let answer: BoxFuture<u32> = Box::pin(async { 42 });
+/// futures::executor::block_on(work);
+/// assert_eq!(futures::executor::block_on(answer), 42);
+/// ```
 pub type BoxFuture<T = ()> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Runs futures in the background, fire and forget.
@@ -143,27 +157,125 @@ pub struct Runtime {
 
 impl Runtime {
     /// Pairs a spawner with a timer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::Arc;
+    /// use pystackquery_core::runtime::Runtime;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// // Spawner and timer may come from different places; here both from the test runtime.
+    /// let test = TestRuntime::new();
+    /// let parts = test.runtime();
+    /// let runtime = Runtime::new(Arc::clone(parts.spawner()), Arc::clone(parts.timer()));
+    /// assert_eq!(runtime.now(), parts.now());
+    /// # }
+    /// ```
     pub fn new(spawner: Arc<dyn Spawner>, timer: Arc<dyn Timer>) -> Self {
         Self { spawner, timer }
     }
 
     /// Builds a runtime from one value that is both spawner and timer (what adapters are).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use pystackquery_core::runtime::{BoxFuture, Runtime, Spawner, Timer};
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key};
+    ///
+    /// /// A whole adapter in one type: a thread per task, a thread per sleep (a demo, not a design).
+    /// #[derive(Debug)]
+    /// struct Threads;
+    ///
+    /// impl Spawner for Threads {
+    ///     fn spawn(&self, future: BoxFuture) {
+    ///         std::thread::spawn(move || futures::executor::block_on(future));
+    ///     }
+    /// }
+    ///
+    /// impl Timer for Threads {
+    ///     fn sleep_until(&self, deadline: Instant) -> BoxFuture {
+    ///         let (done, wait) = futures::channel::oneshot::channel::<()>();
+    ///         std::thread::spawn(move || {
+    ///             std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+    ///             let _ = done.send(());
+    ///         });
+    ///         Box::pin(async move { let _ = wait.await; })
+    ///     }
+    ///     fn now(&self) -> Instant {
+    ///         Instant::now()
+    ///     }
+    /// }
+    ///
+    /// let client = QueryClient::with_runtime(Runtime::from_adapter(Threads), QueryClientConfig::default());
+    /// let answer = QueryOptions::new(key!("answer"), || async { Ok::<_, String>(42) });
+    /// assert_eq!(futures::executor::block_on(client.fetch_query(&answer)).unwrap(), 42);
+    /// ```
     pub fn from_adapter<A: Spawner + Timer>(adapter: A) -> Self {
         let shared = Arc::new(adapter);
         Self { spawner: shared.clone(), timer: shared }
     }
 
     /// The spawner.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let runtime = test.runtime();
+    /// runtime.spawner().spawn(Box::pin(async {})); // the trait object itself
+    /// test.run_until_idle();
+    /// assert_eq!(test.live_tasks(), 0);
+    /// # }
+    /// ```
     pub fn spawner(&self) -> &Arc<dyn Spawner> {
         &self.spawner
     }
 
     /// The timer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let runtime = test.runtime();
+    /// let start = runtime.timer().now();
+    /// test.advance(Duration::from_secs(3));
+    /// assert_eq!(runtime.timer().now() - start, Duration::from_secs(3));
+    /// # }
+    /// ```
     pub fn timer(&self) -> &Arc<dyn Timer> {
         &self.timer
     }
 
     /// Starts `future` in the background, fire and forget.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let done = Arc::new(AtomicBool::new(false));
+    /// let flag = done.clone();
+    /// test.runtime().spawn(async move { flag.store(true, Ordering::SeqCst) });
+    /// test.run_until_idle();
+    /// assert!(done.load(Ordering::SeqCst));
+    /// # }
+    /// ```
     pub fn spawn<F>(&self, future: F)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -173,6 +285,18 @@ impl Runtime {
 
     /// Starts `future` in the background and returns a handle to its output. Dropping the
     /// handle cancels the future (this comes from `futures`, not from the runtime).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let handle = test.runtime().spawn_with_handle(async { 6 * 7 });
+    /// assert_eq!(test.block_on(handle), 42);
+    /// # }
+    /// ```
     pub fn spawn_with_handle<F>(&self, future: F) -> RemoteHandle<F::Output>
     where
         F: Future + Send + 'static,
@@ -186,22 +310,81 @@ impl Runtime {
     /// Sleeps for `duration` on this runtime's clock. Any duration is accepted: one that
     /// reaches past the latest representable `Instant` (such as [`Duration::MAX`]) gives a
     /// sleep that never completes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let runtime = test.runtime();
+    /// test.block_on(runtime.sleep(Duration::from_secs(10))); // virtual time: returns at once
+    /// assert_eq!(test.elapsed(), Duration::from_secs(10));
+    /// # }
+    /// ```
     pub fn sleep(&self, duration: Duration) -> BoxFuture {
         self.timer.sleep(duration)
     }
 
     /// Sleeps until `deadline` on this runtime's clock. Any instant is accepted: one the
     /// runtime's timer cannot represent gives a sleep that never completes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let runtime = test.runtime();
+    /// let deadline = runtime.now() + Duration::from_secs(2);
+    /// test.block_on(runtime.sleep_until(deadline));
+    /// assert_eq!(runtime.now(), deadline);
+    /// # }
+    /// ```
     pub fn sleep_until(&self, deadline: Instant) -> BoxFuture {
         self.timer.sleep_until(deadline)
     }
 
     /// The current monotonic instant.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let runtime = test.runtime();
+    /// let before = runtime.now();
+    /// test.advance(Duration::from_millis(1500));
+    /// assert_eq!(runtime.now().duration_since(before), Duration::from_millis(1500));
+    /// # }
+    /// ```
     pub fn now(&self) -> Instant {
         self.timer.now()
     }
 
     /// The current wall-clock time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let runtime = test.runtime();
+    /// let before = runtime.system_now();
+    /// test.advance(Duration::from_secs(60)); // the test clock moves the wall clock too
+    /// assert_eq!(runtime.system_now().duration_since(before).unwrap(), Duration::from_secs(60));
+    /// # }
+    /// ```
     pub fn system_now(&self) -> SystemTime {
         self.timer.system_now()
     }

@@ -37,6 +37,14 @@ pub enum FetchStatus {
 
 impl QueryStatus {
     /// The seed's name for the status (`"SUCCESS"`), as written to persistent storage.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::QueryStatus;
+    ///
+    /// assert_eq!(QueryStatus::Success.name(), "SUCCESS");
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             Self::Idle => "IDLE",
@@ -47,6 +55,15 @@ impl QueryStatus {
     }
 
     /// Parses [`name`](Self::name).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::QueryStatus;
+    ///
+    /// assert_eq!(QueryStatus::from_name("ERROR"), Some(QueryStatus::Error));
+    /// assert_eq!(QueryStatus::from_name("error"), None);
+    /// ```
     pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "IDLE" => Self::Idle,
@@ -60,6 +77,14 @@ impl QueryStatus {
 
 impl FetchStatus {
     /// The seed's name for the fetch status (`"IDLE"`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::FetchStatus;
+    ///
+    /// assert_eq!(FetchStatus::Fetching.name(), "FETCHING");
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             Self::Idle => "IDLE",
@@ -69,6 +94,15 @@ impl FetchStatus {
     }
 
     /// Parses [`name`](Self::name).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::FetchStatus;
+    ///
+    /// assert_eq!(FetchStatus::from_name("PAUSED"), Some(FetchStatus::Paused));
+    /// assert_eq!(FetchStatus::from_name("?"), None);
+    /// ```
     pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "IDLE" => Self::Idle,
@@ -127,34 +161,145 @@ pub struct QueryState<T, E> {
 
 impl<T, E> QueryState<T, E> {
     /// Never fetched (or reset).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::QueryState;
+    ///
+    /// let state: QueryState<u32, String> = QueryState::default();
+    /// assert!(state.is_idle());
+    /// ```
     pub fn is_idle(&self) -> bool {
         self.status == QueryStatus::Idle
     }
     /// First fetch in flight, no data yet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1u32) });
+    /// let observer = client.watch(&options);
+    /// let _subscription = observer.subscribe(|_| {});
+    /// assert!(observer.result().is_pending()); // first fetch started, no data yet
+    /// test.run_until_idle();
+    /// assert!(observer.result().is_success());
+    /// # }
+    /// ```
     pub fn is_pending(&self) -> bool {
         self.status == QueryStatus::Pending
     }
     /// Data available.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("n"), 1u32).unwrap();
+    /// assert!(client.get_query_state::<u32, String>(key!("n")).unwrap().unwrap().is_success());
+    /// # }
+    /// ```
     pub fn is_success(&self) -> bool {
         self.status == QueryStatus::Success
     }
     /// Last fetch failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("n"), || async { Err::<u32, _>("no".to_string()) }).retry(0);
+    /// let _ = test.block_on(client.fetch_query(&options));
+    /// let state = client.get_query_state::<u32, String>(key!("n")).unwrap().unwrap();
+    /// assert!(state.is_error() && state.error.is_some());
+    /// # }
+    /// ```
     pub fn is_error(&self) -> bool {
         self.status == QueryStatus::Error
     }
     /// A fetch is in flight.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("n"), 1u32).unwrap();
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(2u32) });
+    /// let observer = client.watch(&options);
+    /// let _subscription = observer.subscribe(|_| {}); // stale data: refetched in the background
+    /// let state = observer.result();
+    /// assert!(state.is_fetching() && state.is_success()); // data shown while it refetches
+    /// # }
+    /// ```
     pub fn is_fetching(&self) -> bool {
         self.fetch_status == FetchStatus::Fetching
     }
     /// Background fetching is paused.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("n"), 1u32).unwrap();
+    /// client.pause(key!("n"));
+    /// assert!(client.get_query_state::<u32, String>(key!("n")).unwrap().unwrap().is_paused());
+    /// # }
+    /// ```
     pub fn is_paused(&self) -> bool {
         self.fetch_status == FetchStatus::Paused
     }
     /// First fetch in flight: pending and fetching.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1u32) });
+    /// let observer = client.watch(&options);
+    /// let _subscription = observer.subscribe(|_| {});
+    /// assert!(observer.result().is_loading()); // show a spinner
+    /// test.run_until_idle();
+    /// assert!(!observer.result().is_loading());
+    /// # }
+    /// ```
     pub fn is_loading(&self) -> bool {
         self.is_pending() && self.is_fetching()
     }
     /// Data (fetched, set or placeholder) is available.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::QueryState;
+    ///
+    /// let mut state: QueryState<u32, String> = QueryState::default();
+    /// assert!(!state.has_data());
+    /// state.data = Some(1);
+    /// assert!(state.has_data());
+    /// ```
     pub fn has_data(&self) -> bool {
         self.data.is_some()
     }
@@ -188,6 +333,17 @@ impl<T, E> QueryState<T, E> {
     }
 
     /// Transforms the data, keeping everything else.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::QueryState;
+    ///
+    /// let mut state: QueryState<Vec<u32>, String> = QueryState::default();
+    /// state.data = Some(vec![1, 2, 3]);
+    /// let count = state.map(|items| items.len());
+    /// assert_eq!(count.data, Some(3));
+    /// ```
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> QueryState<U, E> {
         QueryState {
             status: self.status,

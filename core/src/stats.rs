@@ -70,6 +70,23 @@ pub struct CacheStats {
 
 impl CacheStats {
     /// The share of reads that were hits, from 0.0 to 1.0 (0.0 before any read).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1u32) }).stale_time(Duration::from_secs(60));
+    /// for _ in 0..4 {
+    ///     test.block_on(client.fetch_query(&options)).unwrap(); // a miss, then three hits
+    /// }
+    /// assert_eq!(client.cache_stats().hit_ratio(), 0.75);
+    /// # }
+    /// ```
     pub fn hit_ratio(&self) -> f64 {
         let reads = self.hits.saturating_add(self.misses);
         if reads == 0 { 0.0 } else { self.hits as f64 / reads as f64 }

@@ -49,6 +49,33 @@ use crate::runtime::{BoxFuture, Runtime, Spawner, Timer};
 const STALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A manual clock plus a deterministic executor. Cloning shares the same clock and queue.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::time::Duration;
+/// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+///
+/// // Stale-while-revalidate, tested in microseconds and the same on every run.
+/// let test = TestRuntime::new();
+/// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+/// let calls = Arc::new(AtomicU32::new(0));
+/// let counter = calls.clone();
+/// let options = QueryOptions::new(key!("v"), move || {
+///     let v = counter.fetch_add(1, Ordering::SeqCst) + 1;
+///     async move { Ok::<_, String>(v) }
+/// })
+/// .stale_time(Duration::from_secs(60));
+/// assert_eq!(test.block_on(client.fetch_query(&options)).unwrap(), 1);
+/// test.advance(Duration::from_secs(61));
+/// assert_eq!(test.block_on(client.fetch_query(&options)).unwrap(), 1, "stale, served at once");
+/// test.run_until_idle(); // the background revalidation
+/// assert_eq!(client.get_query_data::<u32>(key!("v")).unwrap(), Some(2));
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct TestRuntime {
     shared: Arc<Shared>,
@@ -79,6 +106,19 @@ struct Task {
 
 impl TestRuntime {
     /// A runtime whose clock starts now (virtual time then moves only on request).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig};
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// assert!(client.is_empty());
+    /// # }
+    /// ```
     pub fn new() -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -92,6 +132,21 @@ impl TestRuntime {
     }
 
     /// The [`Runtime`] to hand to a client.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig};
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// // Every `runtime()` shares the same clock and queue: two clients, one virtual time.
+    /// let a = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let b = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// assert_eq!(a.runtime().now(), b.runtime().now());
+    /// # }
+    /// ```
     pub fn runtime(&self) -> Runtime {
         Runtime::new(
             Arc::new(TestSpawner { shared: self.shared.clone() }),
@@ -100,21 +155,85 @@ impl TestRuntime {
     }
 
     /// Virtual time elapsed since the runtime was created.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// assert_eq!(test.elapsed(), Duration::ZERO);
+    /// test.advance(Duration::from_secs(5));
+    /// assert_eq!(test.elapsed(), Duration::from_secs(5));
+    /// # }
+    /// ```
     pub fn elapsed(&self) -> Duration {
         self.shared.lock().elapsed
     }
 
     /// Number of sleeps registered and not yet fired or dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("a"), 1u32).unwrap(); // unobserved: its garbage collection is due
+    /// test.run_until_idle();
+    /// assert!(test.pending_timers() > 0);
+    /// test.advance(Duration::from_secs(300));
+    /// assert!(client.is_empty());
+    /// # }
+    /// ```
     pub fn pending_timers(&self) -> usize {
         self.shared.lock().timers.len()
     }
 
     /// Number of spawned tasks that have not finished (pending ones included).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let runtime = test.runtime();
+    /// let timer = runtime.clone();
+    /// runtime.spawn(async move { timer.sleep(Duration::from_secs(1)).await });
+    /// assert_eq!(test.live_tasks(), 1);
+    /// test.advance(Duration::from_secs(1));
+    /// assert_eq!(test.live_tasks(), 0); // e.g. check that nothing leaks after a test
+    /// # }
+    /// ```
     pub fn live_tasks(&self) -> usize {
         self.shared.live_tasks.load(Ordering::SeqCst)
     }
 
     /// Runs spawned tasks until none is runnable. The clock does not move.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1u32) });
+    /// let _subscription = client.watch(&options).subscribe(|_| {}); // spawns a fetch
+    /// assert_eq!(client.get_query_data::<u32>(key!("n")).unwrap(), None);
+    /// test.run_until_idle(); // runs it, without moving the clock
+    /// assert_eq!(client.get_query_data::<u32>(key!("n")).unwrap(), Some(1));
+    /// # }
+    /// ```
     pub fn run_until_idle(&self) {
         while let Some(task) = self.shared.pop_ready() {
             task.run();
@@ -126,6 +245,25 @@ impl TestRuntime {
     ///
     /// The clock stops at ten thousand years past its start: a larger `duration` is clamped, so
     /// `advance(Duration::MAX)` fires every sleep that can fire and never overflows.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1u32) })
+    ///     .gc_time(Duration::from_secs(300));
+    /// test.block_on(client.fetch_query(&options)).unwrap();
+    /// test.advance(Duration::from_secs(299));
+    /// assert_eq!(client.len(), 1);
+    /// test.advance(Duration::from_secs(1)); // five minutes, in microseconds
+    /// assert_eq!(client.len(), 0);
+    /// # }
+    /// ```
     pub fn advance(&self, duration: Duration) {
         self.run_until_idle();
         let target = self.shared.lock().elapsed.saturating_add(duration).min(MAX_ELAPSED);
@@ -143,6 +281,22 @@ impl TestRuntime {
     ///
     /// If nothing can run, no timer is pending, and no other thread wakes a task within twenty
     /// seconds: the future can never complete, and a test should fail rather than hang.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let flaky = QueryOptions::new(key!("flaky"), || async { Err::<u32, _>("down".to_string()) });
+    /// // Three retries with the default backoff (1 s, 2 s, 4 s): the clock jumps over each sleep.
+    /// assert!(test.block_on(client.fetch_query(&flaky)).is_err());
+    /// assert_eq!(test.elapsed(), Duration::from_secs(7));
+    /// # }
+    /// ```
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         let mut future = pin!(future);
         let main = Arc::new(MainWaker { shared: Arc::downgrade(&self.shared) });

@@ -22,11 +22,34 @@ use pystackquery_core::Runtime;
 use pystackquery_core::runtime::{BoxFuture, Spawner, Timer};
 
 /// Spawns on async-std's global executor and sleeps with its timers.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions};
+/// use pystackquery_async_std::AsyncStdRuntime;
+///
+/// async_std::task::block_on(async {
+///     let client = QueryClient::with_runtime(AsyncStdRuntime.into_runtime(), QueryClientConfig::default());
+///     let options = QueryOptions::new(("greeting",), || async { Ok::<_, std::io::Error>("hello") });
+///     assert_eq!(client.fetch_query(&options).await.unwrap(), "hello");
+/// });
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AsyncStdRuntime;
 
 impl AsyncStdRuntime {
     /// Wraps this adapter in the engine's [`Runtime`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::{QueryClient, QueryClientConfig};
+    /// use pystackquery_async_std::AsyncStdRuntime;
+    ///
+    /// let client = QueryClient::with_runtime(AsyncStdRuntime.into_runtime(), QueryClientConfig::default());
+    /// assert!(client.is_empty());
+    /// ```
     pub fn into_runtime(self) -> Runtime {
         Runtime::from_adapter(self)
     }

@@ -23,6 +23,19 @@ use pystackquery_core::Runtime;
 use pystackquery_core::runtime::{BoxFuture, Spawner, Timer};
 
 /// Spawns on a smol executor and sleeps with `async-io` timers.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions};
+/// use pystackquery_smol::SmolRuntime;
+///
+/// smol::block_on(async {
+///     let client = QueryClient::with_runtime(SmolRuntime::global().into_runtime(), QueryClientConfig::default());
+///     let options = QueryOptions::new(("greeting",), || async { Ok::<_, std::io::Error>("hello") });
+///     assert_eq!(client.fetch_query(&options).await.unwrap(), "hello");
+/// });
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct SmolRuntime {
     executor: Option<Arc<smol::Executor<'static>>>,
@@ -30,16 +43,53 @@ pub struct SmolRuntime {
 
 impl SmolRuntime {
     /// Spawns on smol's global executor.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions};
+    /// use pystackquery_smol::SmolRuntime;
+    ///
+    /// let client = QueryClient::with_runtime(SmolRuntime::global().into_runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(("n",), || async { Ok::<_, std::io::Error>(1) });
+    /// assert_eq!(smol::block_on(client.fetch_query(&options)).unwrap(), 1);
+    /// ```
     pub fn global() -> Self {
         Self { executor: None }
     }
 
     /// Spawns on `executor`; you must drive it (e.g. `executor.run(...)` on some thread).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions};
+    /// use pystackquery_smol::SmolRuntime;
+    ///
+    /// let executor = Arc::new(smol::Executor::new());
+    /// let runtime = SmolRuntime::with_executor(executor.clone()).into_runtime();
+    /// let client = QueryClient::with_runtime(runtime, QueryClientConfig::default());
+    /// let options = QueryOptions::new(("n",), || async { Ok::<_, std::io::Error>(2) });
+    /// // This thread drives the executor while it waits for the answer.
+    /// let answer = smol::block_on(executor.run(client.fetch_query(&options)));
+    /// assert_eq!(answer.unwrap(), 2);
+    /// ```
     pub fn with_executor(executor: Arc<smol::Executor<'static>>) -> Self {
         Self { executor: Some(executor) }
     }
 
     /// Wraps this adapter in the engine's [`Runtime`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::{QueryClient, QueryClientConfig};
+    /// use pystackquery_smol::SmolRuntime;
+    ///
+    /// let client = QueryClient::with_runtime(SmolRuntime::default().into_runtime(), QueryClientConfig::default());
+    /// assert!(client.is_empty());
+    /// ```
     pub fn into_runtime(self) -> Runtime {
         Runtime::from_adapter(self)
     }

@@ -23,12 +23,40 @@ use pystackquery_core::runtime::{BoxFuture, Spawner, Timer};
 use tokio::runtime::Handle;
 
 /// Spawns on, and sleeps with, one tokio runtime.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::{QueryClient, QueryClientConfig};
+/// use pystackquery_tokio::TokioRuntime;
+///
+/// #[tokio::main]
+/// async fn serve() {
+///     // In an application: the runtime `#[tokio::main]` started.
+///     let runtime = TokioRuntime::current().expect("inside tokio").into_runtime();
+///     let client = QueryClient::with_runtime(runtime, QueryClientConfig::default());
+///     assert!(client.is_empty());
+/// }
+/// serve();
+/// ```
 #[derive(Clone, Debug)]
 pub struct TokioRuntime {
     handle: Handle,
 }
 
 /// Why a [`TokioRuntime`] could not be built.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_tokio::{TokioRuntime, TokioRuntimeError};
+///
+/// match TokioRuntime::current() {
+///     Ok(_) => unreachable!("no tokio runtime on this thread"),
+///     Err(TokioRuntimeError::NoCurrentRuntime) => {} // e.g. fall back to another runtime
+///     Err(error) => panic!("{error}"),
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TokioRuntimeError {
@@ -56,6 +84,24 @@ impl TokioRuntime {
     ///
     /// [`TokioRuntimeError::NoCurrentRuntime`] outside a tokio runtime;
     /// [`TokioRuntimeError::TimeDisabled`] if its time driver is off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions};
+    /// use pystackquery_tokio::{TokioRuntime, TokioRuntimeError};
+    ///
+    /// assert_eq!(TokioRuntime::current().unwrap_err(), TokioRuntimeError::NoCurrentRuntime);
+    ///
+    /// #[tokio::main(flavor = "current_thread")]
+    /// async fn inside_tokio() {
+    ///     let runtime = TokioRuntime::current().unwrap().into_runtime();
+    ///     let client = QueryClient::with_runtime(runtime, QueryClientConfig::default());
+    ///     let options = QueryOptions::new(("answer",), || async { Ok::<_, std::io::Error>(42) });
+    ///     assert_eq!(client.fetch_query(&options).await.unwrap(), 42);
+    /// }
+    /// inside_tokio();
+    /// ```
     pub fn current() -> Result<Self, TokioRuntimeError> {
         let handle = Handle::try_current().map_err(|_| TokioRuntimeError::NoCurrentRuntime)?;
         Self::from_handle(handle)
@@ -74,6 +120,18 @@ impl TokioRuntime {
     /// # Errors
     ///
     /// [`TokioRuntimeError::TimeDisabled`] if the runtime has no time driver.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_tokio::{TokioRuntime, TokioRuntimeError};
+    ///
+    /// // A runtime built without its time driver is refused instead of panicking later.
+    /// let no_timer = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// assert_eq!(TokioRuntime::from_handle(no_timer.handle().clone()).unwrap_err(), TokioRuntimeError::TimeDisabled);
+    /// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// assert!(TokioRuntime::from_handle(rt.handle().clone()).is_ok());
+    /// ```
     pub fn from_handle(handle: Handle) -> Result<Self, TokioRuntimeError> {
         let probe = {
             let _context = handle.enter();
@@ -84,11 +142,33 @@ impl TokioRuntime {
     }
 
     /// The handle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_tokio::TokioRuntime;
+    ///
+    /// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// let adapter = TokioRuntime::from_handle(rt.handle().clone()).unwrap();
+    /// assert_eq!(adapter.handle().id(), rt.handle().id());
+    /// ```
     pub fn handle(&self) -> &Handle {
         &self.handle
     }
 
     /// Wraps this adapter in the engine's [`Runtime`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::{QueryClient, QueryClientConfig};
+    /// use pystackquery_tokio::TokioRuntime;
+    ///
+    /// let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    /// let runtime = TokioRuntime::from_handle(rt.handle().clone()).unwrap().into_runtime();
+    /// let client = QueryClient::with_runtime(runtime, QueryClientConfig::default());
+    /// assert!(client.is_empty());
+    /// ```
     pub fn into_runtime(self) -> Runtime {
         Runtime::from_adapter(self)
     }

@@ -71,6 +71,22 @@ impl QueryClient {
     /// chooses are dropped too, unless the filter has other conditions (activity, staleness,
     /// fetch status, a predicate: they describe cached queries, which seeds are not). They
     /// are not counted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryFilter, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("todos", 1), "write docs".to_string()).unwrap();
+    /// client.set_query_data(key!("todos", 2), "ship".to_string()).unwrap();
+    /// client.set_query_data(key!("user"), "Ada".to_string()).unwrap();
+    /// assert_eq!(client.remove_queries(QueryFilter::exact(key!("todos", 2))), 1);
+    /// assert_eq!(client.remove_queries(key!("todos")), 1); // a key is a prefix filter
+    /// assert_eq!(client.cached_keys(), [key!("user")]);
+    /// # }
+    /// ```
     pub fn remove_queries(&self, filter: impl Into<QueryFilter>) -> usize {
         let filter = filter.into();
         if !filter.needs_info() {
@@ -203,6 +219,22 @@ impl QueryClient {
     /// the L2 records of the persisted ones. A fetch in flight is cancelled; active queries
     /// (with an enabled observer) fetch again at once, as TanStack's `resetQueries` does.
     /// Returns the number reset.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1u32) });
+    /// test.block_on(client.fetch_query(&options)).unwrap();
+    /// assert_eq!(client.reset_queries(key!("n")), 1);
+    /// let state = client.get_query_state::<u32, String>(key!("n")).unwrap().unwrap();
+    /// assert!(state.is_idle() && state.data.is_none()); // still cached, as if never fetched
+    /// # }
+    /// ```
     pub fn reset_queries(&self, filter: impl Into<QueryFilter>) -> usize {
         let entries = self.ctx.select(&filter.into());
         for entry in &entries {
@@ -217,6 +249,20 @@ impl QueryClient {
     ///
     /// As with [`remove_queries`](Self::remove_queries), fetches in flight are cancelled and
     /// observers attach to new queries for their keys.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("a"), 1u32).unwrap();
+    /// client.set_query_data(key!("b"), 2u32).unwrap();
+    /// client.clear();
+    /// assert!(client.is_empty());
+    /// # }
+    /// ```
     pub fn clear(&self) {
         self.ctx.seeds.remove_matching(None);
         let removed = self.ctx.cache.remove_matching(None);
@@ -228,6 +274,22 @@ impl QueryClient {
 
     /// Pauses background fetching (stale refetches, polling) for `key`; its fetch status shows
     /// [`crate::FetchStatus::Paused`]. Returns whether the key is cached.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{FetchStatus, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// assert!(!client.pause(key!("feed")), "not cached");
+    /// client.set_query_data(key!("feed"), vec![1u32]).unwrap();
+    /// assert!(client.pause(key!("feed")));
+    /// let state = client.get_query_state::<Vec<u32>, String>(key!("feed")).unwrap().unwrap();
+    /// assert_eq!(state.fetch_status, FetchStatus::Paused);
+    /// assert!(client.resume(key!("feed"), false));
+    /// # }
+    /// ```
     pub fn pause(&self, key: impl Into<QueryKey>) -> bool {
         let key = key.into();
         match self.ctx.cache.get(&key, self.ctx.stamp()) {
@@ -241,6 +303,23 @@ impl QueryClient {
 
     /// Resumes background fetching for `key`; with `refetch`, fetches at once. Returns whether
     /// the key is cached.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("feed"), || async { Ok::<_, String>(2u32) });
+    /// test.block_on(client.fetch_query(&options)).unwrap();
+    /// client.pause(key!("feed"));
+    /// assert!(client.resume(key!("feed"), true)); // and refetch now
+    /// test.run_until_idle();
+    /// assert_eq!(client.cache_stats().fetches, 2);
+    /// # }
+    /// ```
     pub fn resume(&self, key: impl Into<QueryKey>, refetch: bool) -> bool {
         let key = key.into();
         match self.ctx.cache.get(&key, self.ctx.stamp()) {

@@ -20,6 +20,21 @@ impl QueryClient {
     /// # Errors
     ///
     /// [`TypeMismatch`] when the key holds another type than `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// assert_eq!(client.get_query_data::<String>(key!("user", 1)).unwrap(), None);
+    /// client.set_query_data(key!("user", 1), "Ada".to_string()).unwrap();
+    /// assert_eq!(client.get_query_data::<String>(key!("user", 1)).unwrap().as_deref(), Some("Ada"));
+    /// // Asking for another type is an error, not a panic.
+    /// assert!(client.get_query_data::<u32>(key!("user", 1)).is_err());
+    /// # }
+    /// ```
     pub fn get_query_data<T>(&self, key: impl Into<QueryKey>) -> Result<Option<T>, TypeMismatch>
     where
         T: Clone + Send + Sync + 'static,
@@ -37,6 +52,29 @@ impl QueryClient {
     /// # Errors
     ///
     /// [`TypeMismatch`] when the key is in memory with another type than `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::Arc;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    /// use pystackquery_core::storage::MemoryStorage;
+    ///
+    /// let test = TestRuntime::new();
+    /// let storage = Arc::new(MemoryStorage::new()); // shared by two clients
+    /// let config = || QueryClientConfig::default().storage(storage.clone());
+    /// let first = QueryClient::with_runtime(test.runtime(), config());
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<u32, String>(7) }).persist();
+    /// test.block_on(async {
+    ///     first.fetch_query(&options).await.unwrap();
+    ///     first.flush_storage().await;
+    ///     let second = QueryClient::with_runtime(test.runtime(), config());
+    ///     assert_eq!(second.get_query_data::<u32>(key!("n")).unwrap(), None); // memory only
+    ///     assert_eq!(second.get_query_data_async::<u32>(key!("n")).await.unwrap(), Some(7)); // from L2
+    /// });
+    /// # }
+    /// ```
     pub async fn get_query_data_async<T>(
         &self,
         key: impl Into<QueryKey>,
@@ -77,6 +115,23 @@ impl QueryClient {
     ///
     /// [`TypeMismatch`] when the key holds another data type than `T` (a cached error of
     /// another type than `E` shows as [`QueryError::TypeMismatch`](crate::QueryError::TypeMismatch) inside the state).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1u32) });
+    /// test.block_on(client.fetch_query(&options)).unwrap();
+    /// let state = client.get_query_state::<u32, String>(key!("n")).unwrap().unwrap();
+    /// assert!(state.is_success() && !state.is_fetching());
+    /// assert_eq!((state.data, state.data_update_count), (Some(1), 1));
+    /// assert!(client.get_query_state::<u32, String>(key!("other")).unwrap().is_none());
+    /// # }
+    /// ```
     pub fn get_query_state<T, E>(
         &self,
         key: impl Into<QueryKey>,
@@ -98,6 +153,24 @@ impl QueryClient {
     /// # Errors
     ///
     /// [`TypeMismatch`] when the key holds another type than `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("user", 1), "Ada".to_string()).unwrap();
+    /// // Set data counts as just fetched: fresh for the options' stale time.
+    /// let options = QueryOptions::new(key!("user", 1), || async { Ok::<_, String>("fetched".to_string()) })
+    ///     .stale_time(Duration::from_secs(60));
+    /// assert_eq!(test.block_on(client.fetch_query(&options)).unwrap(), "Ada");
+    /// assert_eq!(client.cache_stats().fetches, 0);
+    /// # }
+    /// ```
     pub fn set_query_data<T>(&self, key: impl Into<QueryKey>, data: T) -> Result<(), TypeMismatch>
     where
         T: Clone + Send + Sync + 'static,
@@ -117,6 +190,28 @@ impl QueryClient {
     /// # Errors
     ///
     /// [`TypeMismatch`] when the key holds another type than `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("todos"), vec!["write docs".to_string()]).unwrap();
+    /// let todos = client
+    ///     .update_query_data(key!("todos"), |old: Option<&Vec<String>>| {
+    ///         let mut todos = old.cloned().unwrap_or_default();
+    ///         todos.push("ship".to_string());
+    ///         todos
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(todos, ["write docs", "ship"]);
+    /// // A missing key starts from `None`.
+    /// let visits = client.update_query_data(key!("visits"), |n: Option<&u32>| n.copied().unwrap_or(0) + 1);
+    /// assert_eq!(visits.unwrap(), 1);
+    /// # }
+    /// ```
     pub fn update_query_data<T>(
         &self,
         key: impl Into<QueryKey>,
@@ -184,6 +279,21 @@ impl QueryClient {
     /// `update(key, old)`, as [`set_query_data`](Self::set_query_data) does for one (TanStack's
     /// `setQueriesData`); `update` returning `None` leaves that query as it is. `update` runs
     /// with no lock held. Returns the keys written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("price", "a"), 10u32).unwrap();
+    /// client.set_query_data(key!("price", "b"), 20u32).unwrap();
+    /// let written = client.set_queries_data(key!("price"), |_key, old: Option<&u32>| old.map(|p| p * 2));
+    /// assert_eq!(written, [key!("price", "a"), key!("price", "b")]);
+    /// assert_eq!(client.get_query_data::<u32>(key!("price", "b")).unwrap(), Some(40));
+    /// # }
+    /// ```
     pub fn set_queries_data<T>(
         &self,
         filter: impl Into<QueryFilter>,

@@ -35,6 +35,31 @@ impl QueryClient {
     /// The fetch's error after its retries ([`QueryError::Failed`]), a panic in the query
     /// function ([`QueryError::Panicked`]), or a key cached with another data type
     /// ([`QueryError::TypeMismatch`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryError, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let user = QueryOptions::new(key!("user", 42), || async { Ok::<_, String>("Ada".to_string()) })
+    ///     .stale_time(Duration::from_secs(60));
+    /// test.block_on(async {
+    ///     assert_eq!(client.fetch_query(&user).await.unwrap(), "Ada"); // fetched
+    ///     assert_eq!(client.fetch_query(&user).await.unwrap(), "Ada"); // fresh: from memory
+    /// });
+    /// assert_eq!(client.cache_stats().fetches, 1);
+    ///
+    /// // The query function's error comes back typed, after its retries.
+    /// let down = QueryOptions::new(key!("down"), || async { Err::<u32, _>("503".to_string()) }).retry(0);
+    /// let error = test.block_on(client.fetch_query(&down)).unwrap_err();
+    /// assert!(matches!(error, QueryError::Failed(_)));
+    /// assert_eq!(error.failed().map(String::as_str), Some("503"));
+    /// # }
+    /// ```
     pub async fn fetch_query<T, E>(&self, options: &QueryOptions<T, E>) -> Result<T, QueryError<E>>
     where
         T: Clone + Send + Sync + 'static,
@@ -136,6 +161,22 @@ impl QueryClient {
     /// # Errors
     ///
     /// As [`fetch_query`](Self::fetch_query), for the fetch of a key without data.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("config"), || async { Ok::<_, String>(2u32) });
+    /// client.set_query_data(key!("config"), 1u32).unwrap(); // stale at once (stale_time 0)
+    /// // Any data is good enough: no fetch, not even in the background.
+    /// assert_eq!(test.block_on(client.ensure_query_data(&options)).unwrap(), 1);
+    /// assert_eq!(client.cache_stats().fetches, 0);
+    /// # }
+    /// ```
     pub async fn ensure_query_data<T, E>(
         &self,
         options: &QueryOptions<T, E>,
@@ -243,6 +284,20 @@ impl QueryClient {
 
     /// Warms the cache: fetches when the key has no data or stale data, and swallows errors
     /// (logged at `debug`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let report = QueryOptions::new(key!("report"), || async { Ok::<_, String>(vec![1, 2, 3]) });
+    /// test.block_on(client.prefetch_query(&report)); // nothing to unwrap: errors are swallowed
+    /// assert_eq!(client.get_query_data::<Vec<i32>>(key!("report")).unwrap(), Some(vec![1, 2, 3]));
+    /// # }
+    /// ```
     pub async fn prefetch_query<T, E>(&self, options: &QueryOptions<T, E>)
     where
         T: Clone + Send + Sync + 'static,

@@ -205,6 +205,26 @@ impl QueryClient {
 
     /// How many hydrated records are waiting for their key's first use with persisting
     /// options (see [`hydrate`](Self::hydrate)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{DehydratedQuery, DehydratedState, QueryClient, QueryClientConfig, QueryOptions, key};
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let source = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<u32, String>(5) }).persist();
+    /// test.block_on(source.fetch_query(&options)).unwrap();
+    ///
+    /// let target = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// target.hydrate(source.dehydrate(()));
+    /// assert_eq!(target.pending_seeds(), 1); // waiting for the key's first use
+    /// assert_eq!(test.block_on(target.fetch_query(&options)).unwrap(), 5);
+    /// assert_eq!(target.pending_seeds(), 0);
+    /// # }
+    /// ```
     pub fn pending_seeds(&self) -> usize {
         self.ctx.seeds.len()
     }

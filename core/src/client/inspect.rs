@@ -44,6 +44,21 @@ impl QueryClient {
 
     /// A snapshot of the query cached under exactly `key`, if any (TanStack's
     /// `queryCache.find` with an exact key).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryStatus, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("user", 1), "Ada".to_string()).unwrap();
+    /// let info = client.find(key!("user", 1)).unwrap();
+    /// assert_eq!(info.status, QueryStatus::Success);
+    /// assert!(info.has_data && info.observers == 0);
+    /// assert!(client.find(key!("user")).is_none()); // exact key, not a prefix
+    /// # }
+    /// ```
     pub fn find(&self, key: impl Into<QueryKey>) -> Option<QueryInfo> {
         let key = key.into();
         self.ctx.cache.lookup(&key).map(|entry| entry.info(&self.ctx))

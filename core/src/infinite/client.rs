@@ -22,6 +22,27 @@ impl QueryClient {
     /// # Errors
     ///
     /// As [`fetch_query`](Self::fetch_query).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{InfiniteQueryOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// // Pages of three items from a cursor; the last page is short.
+    /// let items = InfiniteQueryOptions::new(
+    ///     key!("items"),
+    ///     0u32,
+    ///     |cx| async move { Ok::<_, String>((cx.page_param..(cx.page_param + 3).min(7)).collect::<Vec<u32>>()) },
+    ///     |last: &Vec<u32>, _all, cursor, _params| (last.len() == 3).then(|| cursor + 3),
+    /// );
+    /// let data = test.block_on(client.fetch_infinite_query(&items)).unwrap();
+    /// assert_eq!(data.pages, [vec![0, 1, 2]]); // the first page only
+    /// assert!(client.has_next_page(&items));
+    /// # }
+    /// ```
     pub async fn fetch_infinite_query<Pg, P, E>(
         &self,
         options: &InfiniteQueryOptions<Pg, P, E>,
@@ -135,6 +156,28 @@ impl QueryClient {
     /// lock held; a panic in it reads as `false` (and is logged). `false` when the key is not
     /// cached or holds another type. Not a use of the key (its place in the eviction order
     /// stays).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{InfiniteQueryOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let two_pages = InfiniteQueryOptions::new(
+    ///     key!("two"),
+    ///     1u32,
+    ///     |cx| async move { Ok::<_, String>(cx.page_param) },
+    ///     |_last, _all, page, _params| (*page < 2).then(|| page + 1),
+    /// );
+    /// assert!(!client.has_next_page(&two_pages)); // no data yet
+    /// test.block_on(client.fetch_infinite_query(&two_pages)).unwrap();
+    /// assert!(client.has_next_page(&two_pages));
+    /// test.block_on(client.fetch_next_page(&two_pages)).unwrap();
+    /// assert!(!client.has_next_page(&two_pages)); // e.g. hide the "more" button
+    /// # }
+    /// ```
     pub fn has_next_page<Pg, P, E>(&self, options: &InfiniteQueryOptions<Pg, P, E>) -> bool
     where
         Pg: Clone + Send + Sync + 'static,
@@ -147,6 +190,27 @@ impl QueryClient {
     /// Whether the query's current data has a previous page, as
     /// [`has_next_page`](Self::has_next_page) with `get_previous_page_param` (`false` without
     /// one).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{InfiniteQueryOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let forward_only = InfiniteQueryOptions::new(
+    ///     key!("log"),
+    ///     0u32,
+    ///     |cx| async move { Ok::<_, String>(cx.page_param) },
+    ///     |_, _, page, _| Some(page + 1),
+    /// );
+    /// test.block_on(client.fetch_infinite_query(&forward_only)).unwrap();
+    /// assert!(!client.has_previous_page(&forward_only)); // no get_previous_page_param
+    /// let both = forward_only.get_previous_page_param(|_, _, page, _| page.checked_sub(1));
+    /// assert!(!client.has_previous_page(&both)); // page 0 has none before it
+    /// # }
+    /// ```
     pub fn has_previous_page<Pg, P, E>(&self, options: &InfiniteQueryOptions<Pg, P, E>) -> bool
     where
         Pg: Clone + Send + Sync + 'static,
@@ -158,6 +222,30 @@ impl QueryClient {
 
     /// An observer of the infinite query (see [`InfiniteQueryObserver`]). Nothing happens
     /// until its first subscription.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{InfiniteQueryOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let feed = InfiniteQueryOptions::new(
+    ///     key!("feed"),
+    ///     1u32,
+    ///     |cx| async move { Ok::<_, String>(format!("post {}", cx.page_param)) },
+    ///     |_, _, page, _| Some(page + 1),
+    /// );
+    /// let observer = client.watch_infinite(&feed);
+    /// let _subscription = observer.subscribe(|state| {
+    ///     if let Some(data) = &state.data { let _rendered = data.pages.join("\n"); }
+    /// });
+    /// test.run_until_idle();
+    /// let state = test.block_on(observer.fetch_next_page()); // "load more"
+    /// assert_eq!(state.data.unwrap().pages, ["post 1", "post 2"]);
+    /// # }
+    /// ```
     pub fn watch_infinite<Pg, P, E>(
         &self,
         options: &InfiniteQueryOptions<Pg, P, E>,

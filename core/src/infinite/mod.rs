@@ -95,6 +95,25 @@ impl<Pg, P> InfiniteData<Pg, P> {
 }
 
 /// Which way a page is fetched: after the last page, or before the first.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use pystackquery_core::{InfiniteQueryOptions, PageDirection, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+///
+/// let test = TestRuntime::new();
+/// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+/// let log = InfiniteQueryOptions::new(key!("log"), 0i32, |cx| async move {
+///     let arrow = if cx.direction == PageDirection::Backward { "up" } else { "down" };
+///     Ok::<_, String>(format!("{arrow} {}", cx.page_param))
+/// }, |_, _, p, _| Some(p + 1))
+/// .get_previous_page_param(|_, _, p, _| Some(p - 1));
+/// test.block_on(client.fetch_infinite_query(&log)).unwrap();
+/// let data = test.block_on(client.fetch_previous_page(&log)).unwrap();
+/// assert_eq!(data.pages, ["up -1", "down 0"]);
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PageDirection {
     /// The next page (and every page of a first fetch or a refetch).
@@ -105,6 +124,23 @@ pub enum PageDirection {
 
 /// What an infinite query's page function receives: the key, the page's param and direction,
 /// the fetch's cancellation signal, and the query's meta.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use pystackquery_core::{InfiniteQueryOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+///
+/// let test = TestRuntime::new();
+/// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+/// let search = InfiniteQueryOptions::new(key!("search", "rust"), 1u32, |cx| async move {
+///     // The key says what to fetch; the param, which page.
+///     let term = cx.key.parts()[1].as_str().unwrap_or_default().to_string();
+///     Ok::<_, String>(format!("{term}, page {}", cx.page_param))
+/// }, |_, _, p, _| Some(p + 1));
+/// assert_eq!(test.block_on(client.fetch_infinite_query(&search)).unwrap().pages, ["rust, page 1"]);
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct PageContext<P> {

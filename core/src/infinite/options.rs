@@ -71,6 +71,31 @@ where
     /// `page_fn`. `get_next_page_param(last_page, all_pages, last_param, all_params)` gives the
     /// param of the page after the last one, or `None` when there is none; it is never called
     /// without pages.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{InfiniteQueryOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// // A page is a `Vec` of items plus the cursor of the next page, as many APIs return.
+    /// let posts = InfiniteQueryOptions::new(
+    ///     key!("posts"),
+    ///     None::<String>, // the first page has no cursor
+    ///     |cx| async move {
+    ///         let next = if cx.page_param.is_none() { Some("c2".to_string()) } else { None };
+    ///         Ok::<_, String>((vec![format!("after {:?}", cx.page_param)], next))
+    ///     },
+    ///     |last, _all_pages, _last_cursor, _all_cursors| last.1.clone().map(Some),
+    /// );
+    /// test.block_on(client.fetch_infinite_query(&posts)).unwrap();
+    /// let data = test.block_on(client.fetch_next_page(&posts)).unwrap();
+    /// assert_eq!(data.page_params, [None, Some("c2".to_string())]);
+    /// assert!(!client.has_next_page(&posts));
+    /// # }
+    /// ```
     pub fn new<K, F, Fut, N>(
         key: K,
         initial_page_param: P,
@@ -98,6 +123,22 @@ where
     /// Enables backward paging: `get_previous_page_param(first_page, all_pages, first_param,
     /// all_params)` gives the param of the page before the first one, or `None` when there is
     /// none. Without it there is never a previous page.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{InfiniteQueryOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let pages = InfiniteQueryOptions::new(key!("p"), 5u32, |cx| async move { Ok::<_, String>(cx.page_param) }, |_, _, p, _| Some(p + 1))
+    ///     .get_previous_page_param(|_first, _all, first_param, _params| first_param.checked_sub(1));
+    /// test.block_on(client.fetch_infinite_query(&pages)).unwrap();
+    /// let data = test.block_on(client.fetch_previous_page(&pages)).unwrap();
+    /// assert_eq!(data.pages, [4, 5]);
+    /// # }
+    /// ```
     #[must_use]
     pub fn get_previous_page_param(
         self,
@@ -143,6 +184,22 @@ where
     /// next page), instead of as many as are cached (TanStack's `pages` option of
     /// `fetchInfiniteQuery`). It stays with these options: an invalidation or a poll that
     /// refetches with them fetches as many. Page fetches are not affected.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{InfiniteQueryOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// // Prefetch the first three pages of a list at once.
+    /// let list = InfiniteQueryOptions::new(key!("list"), 0u32, |cx| async move { Ok::<_, String>(cx.page_param) }, |_, _, p, _| Some(p + 1))
+    ///     .pages(3);
+    /// let data = test.block_on(client.fetch_infinite_query(&list)).unwrap();
+    /// assert_eq!(data.pages, [0, 1, 2]);
+    /// # }
+    /// ```
     #[must_use]
     pub fn pages(self, pages: usize) -> Self {
         self.edit_pager(|p| p.pages = Some(pages))
@@ -166,12 +223,34 @@ where
     }
 
     /// See [`QueryOptions::stale_time`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::{InfiniteQueryOptions, key};
+    ///
+    /// let _feed = InfiniteQueryOptions::new(key!("feed"), 0u32, |cx| async move { Ok::<_, String>(cx.page_param) }, |_, _, p, _| Some(p + 1))
+    ///     .stale_time(Duration::from_secs(30))
+    ///     .gc_time(Duration::from_secs(600))
+    ///     .retry(1);
+    /// ```
     #[must_use]
     pub fn stale_time(self, duration: Duration) -> Self {
         self.edit(|o| o.stale_time(duration))
     }
 
     /// See [`QueryOptions::gc_time`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::{InfiniteQueryOptions, key};
+    ///
+    /// let _feed = InfiniteQueryOptions::new(key!("feed"), 0u32, |cx| async move { Ok::<_, String>(cx.page_param) }, |_, _, p, _| Some(p + 1))
+    ///     .gc_time(Duration::from_secs(600)); // keep scrolled pages ten minutes after leaving the screen
+    /// ```
     #[must_use]
     pub fn gc_time(self, duration: Duration) -> Self {
         self.edit(|o| o.gc_time(duration))
@@ -179,36 +258,113 @@ where
 
     /// See [`QueryOptions::retry`]. A retry of a refetch of every page resumes at the page
     /// that failed; a retry of a page fetch fetches the same page.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::{InfiniteQueryOptions, key};
+    ///
+    /// let _feed = InfiniteQueryOptions::new(key!("feed"), 0u32, |cx| async move { Ok::<_, String>(cx.page_param) }, |_, _, p, _| Some(p + 1))
+    ///     .retry(2);
+    /// ```
     #[must_use]
     pub fn retry(self, retries: u32) -> Self {
         self.edit(|o| o.retry(retries))
     }
 
     /// See [`QueryOptions::retry_delay`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pystackquery_core::{InfiniteQueryOptions, key};
+    ///
+    /// let _feed = InfiniteQueryOptions::new(key!("feed"), 0u32, |cx| async move { Ok::<_, String>(cx.page_param) }, |_, _, p, _| Some(p + 1))
+    ///     .retry_delay(|attempt| Duration::from_millis(200 << attempt));
+    /// ```
     #[must_use]
     pub fn retry_delay(self, delay: impl Fn(u32) -> Duration + Send + Sync + 'static) -> Self {
         self.edit(|o| o.retry_delay(delay))
     }
 
     /// See [`QueryOptions::enabled`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{InfiniteQueryOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let search = InfiniteQueryOptions::new(key!("search", ""), 0u32, |cx| async move { Ok::<_, String>(cx.page_param) }, |_, _, p, _| Some(p + 1))
+    ///     .enabled(false); // an empty search box: don't fetch
+    /// let _subscription = client.watch_infinite(&search).subscribe(|_| {});
+    /// test.run_until_idle();
+    /// assert_eq!(client.cache_stats().fetches, 0);
+    /// # }
+    /// ```
     #[must_use]
     pub fn enabled(self, enabled: bool) -> Self {
         self.edit(|o| o.enabled(enabled))
     }
 
     /// See [`QueryOptions::refetch_interval`]: each poll refetches every page.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{InfiniteQueryOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let feed = InfiniteQueryOptions::new(key!("feed"), 0u32, |cx| async move { Ok::<_, String>(cx.page_param) }, |_, _, p, _| Some(p + 1))
+    ///     .refetch_interval(Duration::from_secs(60));
+    /// let _subscription = client.watch_infinite(&feed).subscribe(|_| {});
+    /// test.advance(Duration::from_secs(60));
+    /// assert_eq!(client.cache_stats().fetches, 2); // the first fetch, then one poll
+    /// # }
+    /// ```
     #[must_use]
     pub fn refetch_interval(self, interval: Duration) -> Self {
         self.edit(|o| o.refetch_interval(interval))
     }
 
     /// See [`QueryOptions::meta`]; every page's [`PageContext::meta`] carries it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{InfiniteQueryOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let feed = InfiniteQueryOptions::new(key!("feed"), 0u32, |cx| async move {
+    ///     Ok::<_, String>(cx.meta.get("size").and_then(|v| v.as_u64()).unwrap_or(10))
+    /// }, |_, _, p, _| Some(p + 1))
+    /// .meta(serde_json::json!({ "size": 25 }));
+    /// assert_eq!(test.block_on(client.fetch_infinite_query(&feed)).unwrap().pages, [25]);
+    /// # }
+    /// ```
     #[must_use]
     pub fn meta(self, meta: impl Into<Meta>) -> Self {
         self.edit(|o| o.meta(meta))
     }
 
     /// The key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::{InfiniteQueryOptions, key};
+    ///
+    /// let feed = InfiniteQueryOptions::new(key!("feed", 1), 0u32, |cx| async move { Ok::<_, String>(cx.page_param) }, |_, _, p, _| Some(p + 1));
+    /// assert_eq!(feed.key(), &key!("feed", 1));
+    /// ```
     pub fn key(&self) -> &QueryKey {
         self.options.key()
     }
@@ -257,6 +413,28 @@ where
     E: fmt::Display + Send + Sync + 'static,
 {
     /// See [`QueryOptions::persist`]: the record's `data` holds `pages` and `pageParams`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{InfiniteQueryOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    /// use pystackquery_core::storage::MemoryStorage;
+    /// use std::sync::Arc;
+    ///
+    /// let test = TestRuntime::new();
+    /// let storage = Arc::new(MemoryStorage::new());
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default().storage(storage.clone()));
+    /// let feed = InfiniteQueryOptions::new(key!("feed"), 0u32, |cx| async move { Ok::<_, String>(cx.page_param) }, |_, _, p, _| Some(p + 1))
+    ///     .persist();
+    /// test.block_on(async {
+    ///     client.fetch_infinite_query(&feed).await.unwrap();
+    ///     client.flush_storage().await;
+    /// });
+    /// let record = storage.peek("('feed',)").unwrap();
+    /// assert!(record.contains("\"pageParams\": [0]"));
+    /// # }
+    /// ```
     #[must_use]
     pub fn persist(self) -> Self {
         self.edit(QueryOptions::persist)

@@ -103,6 +103,26 @@ impl<C> MutationContext<C> {
     /// # Errors
     ///
     /// [`TypeMismatch`] when the key holds another type than `T`; nothing is written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("profile", "name"), "Ada".to_string()).unwrap();
+    /// let rename = MutationOptions::with_context(|_name: String, cx| async move {
+    ///     // Readers already see the new name while the request runs.
+    ///     let shown = cx.client.get_query_data::<String>(key!("profile", "name")).unwrap();
+    ///     Ok::<_, String>(shown)
+    /// })
+    /// .on_mutate(|name: &String, cx| cx.set_optimistic(key!("profile", "name"), name.clone()).unwrap());
+    /// let shown = test.block_on(client.mutate(&rename, "Grace".to_string())).unwrap();
+    /// assert_eq!(shown.as_deref(), Some("Grace"));
+    /// # }
+    /// ```
     pub fn set_optimistic<T>(&self, key: impl Into<QueryKey>, data: T) -> Result<(), TypeMismatch>
     where
         T: Clone + Send + Sync + 'static,
@@ -118,6 +138,26 @@ impl<C> MutationContext<C> {
     /// # Errors
     ///
     /// [`TypeMismatch`] when the key holds another type than `T`; nothing is written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("likes"), 10u32).unwrap();
+    /// let like = MutationOptions::new(|_post: u32| async { Err::<(), _>("offline".to_string()) })
+    ///     .retry(0)
+    ///     .on_mutate(|_post: &u32, cx| {
+    ///         cx.update_optimistic(key!("likes"), |n: Option<&u32>| n.map(|n| n + 1)).unwrap();
+    ///     })
+    ///     .on_error(|_error, _post, cx| cx.rollback());
+    /// assert!(test.block_on(client.mutate(&like, 7)).is_err());
+    /// assert_eq!(client.get_query_data::<u32>(key!("likes")).unwrap(), Some(10)); // rolled back
+    /// # }
+    /// ```
     pub fn update_optimistic<T>(
         &self,
         key: impl Into<QueryKey>,
@@ -166,6 +206,28 @@ impl<C> MutationContext<C> {
     /// Restores what this run's optimistic writes replaced, newest first, as confirmed data
     /// (persisted again); a key that had no data is emptied in memory (its L2 record, which
     /// the optimistic write never touched, stays). Only the first call restores.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("a"), 1u32).unwrap();
+    /// let swap = MutationOptions::new(|_: ()| async { Err::<(), _>("conflict".to_string()) })
+    ///     .retry(0)
+    ///     .on_mutate(|_: &(), cx| {
+    ///         cx.set_optimistic(key!("a"), 2u32).unwrap();
+    ///         cx.set_optimistic(key!("b"), 3u32).unwrap(); // "b" had no data
+    ///     })
+    ///     .on_error(|_error, _input, cx| cx.rollback());
+    /// assert!(test.block_on(client.mutate(&swap, ())).is_err());
+    /// assert_eq!(client.get_query_data::<u32>(key!("a")).unwrap(), Some(1));
+    /// assert_eq!(client.get_query_data::<u32>(key!("b")).unwrap(), None);
+    /// # }
+    /// ```
     pub fn rollback(&self) {
         for write in self.writes.take_for_rollback().into_iter().rev() {
             write.restore(self.ctx());

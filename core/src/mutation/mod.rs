@@ -48,6 +48,54 @@ pub use state::{MutationState, MutationStatus};
 /// assert_eq!((state.status, state.data, state.variables), (MutationStatus::Success, Some(42), Some(21)));
 /// # }
 /// ```
+///
+/// ## Optimistic update with rollback
+///
+/// `on_mutate` shows the expected result at once with
+/// [`MutationContext::update_optimistic`] (or [`set_optimistic`](MutationContext::set_optimistic)):
+/// every reader and observer sees it while the request runs, but it reaches L2 storage only if
+/// the mutation succeeds. `on_error` puts back what it replaced with
+/// [`MutationContext::rollback`]; `on_settled` invalidates the key so that the server's answer
+/// replaces the guess either way.
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use std::sync::{Arc, Mutex};
+/// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, QueryOptions, key};
+/// use pystackquery_core::testing::TestRuntime;
+///
+/// let test = TestRuntime::new();
+/// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+/// let todos = QueryOptions::new(key!("todos"), || async { Ok::<_, String>(vec!["write docs".to_string()]) });
+/// let observer = client.watch(&todos);
+/// let shown = Arc::new(Mutex::new(Vec::new()));
+/// let log = shown.clone();
+/// let _subscription = observer.subscribe(move |s| log.lock().unwrap().push(s.data.clone().unwrap_or_default()));
+/// test.run_until_idle(); // the observer fetched the list
+///
+/// // The server rejects the new item.
+/// let add = client.mutation(
+///     MutationOptions::new(|_title: String| async { Err::<(), _>("server said no".to_string()) })
+///         .retry(0)
+///         .on_mutate(|title: &String, cx| {
+///             cx.update_optimistic(key!("todos"), |old: Option<&Vec<String>>| {
+///                 Some([old.cloned().unwrap_or_default(), vec![title.clone()]].concat())
+///             })
+///             .unwrap();
+///         })
+///         .on_error(|_error, _title, cx| cx.rollback())
+///         .on_settled_async(|_data, _error, _title, cx| async move {
+///             cx.client.invalidate_queries(key!("todos"), true).await;
+///         }),
+/// );
+/// assert!(test.block_on(add.mutate("ship".to_string())).is_err());
+/// assert!(add.state().is_error());
+///
+/// let shown = shown.lock().unwrap();
+/// assert!(shown.contains(&vec!["write docs".to_string(), "ship".to_string()])); // the guess, at once
+/// assert_eq!(shown.last().unwrap(), &vec!["write docs".to_string()]); // rolled back
+/// # }
+/// ```
 pub struct Mutation<I, T, E, C = ()> {
     shared: Arc<MutationShared<I, T, E, C>>,
 }
@@ -93,11 +141,49 @@ where
     }
 
     /// The current state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let divide = client.mutation(MutationOptions::new(|n: u32| async move {
+    ///     if n == 0 { Err("division by zero".to_string()) } else { Ok(100 / n) }
+    /// }));
+    /// assert!(divide.state().is_idle());
+    /// let _ = test.block_on(divide.mutate(0));
+    /// let state = divide.state();
+    /// assert!(state.is_error());
+    /// assert_eq!(state.error.unwrap().failed().map(String::as_str), Some("division by zero"));
+    /// # }
+    /// ```
     pub fn state(&self) -> MutationState<I, T, E, C> {
         self.shared.state.lock().state.clone()
     }
 
     /// Calls `listener` on every state change until the subscription is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::{Arc, Mutex};
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let save = client.mutation(MutationOptions::new(|s: String| async move { Ok::<_, String>(s.len()) }));
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// let subscription = save.subscribe(move |state| log.lock().unwrap().push((state.status, state.data)));
+    /// test.block_on(save.mutate("hello".to_string())).unwrap();
+    /// drop(subscription); // no more calls
+    /// assert_eq!(seen.lock().unwrap().last(), Some(&(pystackquery_core::MutationStatus::Success, Some(5))));
+    /// # }
+    /// ```
     pub fn subscribe(
         &self,
         listener: impl Fn(&MutationState<I, T, E, C>) + Send + Sync + 'static,
@@ -111,6 +197,23 @@ where
 
     /// Back to idle. A run in flight goes on (and stays in the mutation cache) but no longer
     /// changes this handle's state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let save = client.mutation(MutationOptions::new(|n: u32| async move { Ok::<_, String>(n) }));
+    /// test.block_on(save.mutate(1)).unwrap();
+    /// assert!(save.state().is_success());
+    /// save.reset(); // e.g. when a form is closed
+    /// let state = save.state();
+    /// assert!(state.is_idle() && state.data.is_none() && state.variables.is_none());
+    /// # }
+    /// ```
     pub fn reset(&self) {
         self.shared.update(None, |slot| {
             slot.run = 0;
@@ -137,6 +240,28 @@ where
     /// # Errors
     ///
     /// The function's error after its retries, a panic, or [`QueryError::Cancelled`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let add = MutationOptions::new(|title: String| async move { Ok::<_, String>(title) })
+    ///     .on_success(|title, _input, cx| {
+    ///         cx.client.update_query_data(key!("todos"), |old: Option<&Vec<String>>| {
+    ///             let mut todos = old.cloned().unwrap_or_default();
+    ///             todos.push(title.clone());
+    ///             todos
+    ///         }).unwrap();
+    ///     });
+    /// let add = client.mutation(add);
+    /// assert_eq!(test.block_on(add.mutate("write docs".to_string())).unwrap(), "write docs");
+    /// assert_eq!(client.get_query_data::<Vec<String>>(key!("todos")).unwrap().unwrap(), ["write docs"]);
+    /// # }
+    /// ```
     pub async fn mutate(&self, input: I) -> Result<T, QueryError<E>> {
         let shared = &self.shared;
         let ctx = shared.client.ctx.clone();

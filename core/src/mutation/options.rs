@@ -116,6 +116,23 @@ where
     E: Send + Sync + 'static,
 {
     /// A mutation calling `mutation_fn`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// // The function takes one input (use a tuple or struct for several) and returns a future.
+    /// let transfer = MutationOptions::new(|(from, to, amount): (String, String, u64)| async move {
+    ///     Ok::<_, String>(format!("{amount} from {from} to {to}"))
+    /// });
+    /// let done = test.block_on(client.mutate(&transfer, ("a".into(), "b".into(), 5))).unwrap();
+    /// assert_eq!(done, "5 from a to b");
+    /// # }
+    /// ```
     pub fn new<F, Fut>(mutation_fn: F) -> Self
     where
         F: Fn(I) -> Fut + Send + Sync + 'static,
@@ -177,6 +194,27 @@ where
     /// If it panics, the mutation function is not called and the run fails with
     /// [`QueryError::Panicked`] ("mutation on_mutate callback panicked: ..."); as in TanStack
     /// Query, `on_error` and `on_settled` still run, with no `on_mutate_result`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("balance"), 100i64).unwrap();
+    /// let pay = MutationOptions::new(|amount: i64| async move { Ok::<_, String>(amount) })
+    ///     // Returns the balance before the payment: `on_mutate_result` in the other callbacks.
+    ///     .on_mutate(|_amount: &i64, cx| cx.client.get_query_data::<i64>(key!("balance")).unwrap())
+    ///     .on_success(|amount, _input, cx| {
+    ///         let before = cx.on_mutate_result.flatten().unwrap_or(0);
+    ///         cx.client.set_query_data(key!("balance"), before - amount).unwrap();
+    ///     });
+    /// test.block_on(client.mutate(&pay, 30)).unwrap();
+    /// assert_eq!(client.get_query_data::<i64>(key!("balance")).unwrap(), Some(70));
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_mutate<C>(
         self,
@@ -192,6 +230,28 @@ where
 
     /// The async form of [`on_mutate`](Self::on_mutate); a panic while the future is created or
     /// polled is handled the same way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("todos"), vec!["a".to_string()]).unwrap();
+    /// let add = MutationOptions::new(|title: String| async move { Ok::<_, String>(title) })
+    ///     .on_mutate_async(|title: String, cx| async move {
+    ///         // Stop a refetch in flight from overwriting the optimistic write, then write it.
+    ///         cx.client.cancel_queries(key!("todos")).await;
+    ///         cx.update_optimistic(key!("todos"), |old: Option<&Vec<String>>| {
+    ///             old.map(|todos| [todos.clone(), vec![title.clone()]].concat())
+    ///         }).unwrap();
+    ///     });
+    /// test.block_on(client.mutate(&add, "b".to_string())).unwrap();
+    /// assert_eq!(client.get_query_data::<Vec<String>>(key!("todos")).unwrap().unwrap(), ["a", "b"]);
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_mutate_async<C, Fut>(
         self,
@@ -243,6 +303,24 @@ where
     C: Clone + Send + Sync + 'static,
 {
     /// Called with the data, the input and the context after a success.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let create = MutationOptions::new(|name: String| async move { Ok::<_, String>((7u32, name)) })
+    ///     .on_success(|(id, name), _input, cx| {
+    ///         // Put the server's answer in the cache: no refetch needed.
+    ///         cx.client.set_query_data(key!("user", *id), name.clone()).unwrap();
+    ///     });
+    /// test.block_on(client.mutate(&create, "Ada".to_string())).unwrap();
+    /// assert_eq!(client.get_query_data::<String>(key!("user", 7)).unwrap().as_deref(), Some("Ada"));
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_success(
         self,
@@ -256,6 +334,25 @@ where
 
     /// The async form of [`on_success`](Self::on_success); the run settles once its future has
     /// finished.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("todos"), 0u32).unwrap();
+    /// let add = MutationOptions::new(|_title: String| async { Ok::<_, String>(()) })
+    ///     .on_success_async(|_data, _title, cx| async move {
+    ///         // The run settles only after this invalidation.
+    ///         cx.client.invalidate_queries(key!("todos"), false).await;
+    ///     });
+    /// test.block_on(client.mutate(&add, "write".to_string())).unwrap();
+    /// assert!(client.find(key!("todos")).unwrap().is_invalidated);
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_success_async<Fut: Future<Output = ()> + Send + 'static>(
         mut self,
@@ -267,6 +364,27 @@ where
 
     /// Called with the error, the input and the context after a failure (after the retries),
     /// a panic, or an `on_mutate` panic.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::{Arc, Mutex};
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let toast = Arc::new(Mutex::new(None));
+    /// let shown = toast.clone();
+    /// let save = MutationOptions::new(|_: u32| async { Err::<(), _>("quota exceeded".to_string()) })
+    ///     .retry(0)
+    ///     .on_error(move |error, input, _cx| {
+    ///         *shown.lock().unwrap() = Some(format!("saving {input} failed: {error}"));
+    ///     });
+    /// assert!(test.block_on(client.mutate(&save, 3)).is_err());
+    /// assert!(toast.lock().unwrap().as_deref().unwrap().starts_with("saving 3 failed"));
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_error(
         self,
@@ -279,6 +397,26 @@ where
     }
 
     /// The async form of [`on_error`](Self::on_error).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("todos"), 1u32).unwrap();
+    /// let save = MutationOptions::new(|_: u32| async { Err::<(), _>("conflict".to_string()) })
+    ///     .retry(0)
+    ///     .on_error_async(|_error, _input, cx| async move {
+    ///         // The server has something else: mark our copy stale.
+    ///         cx.client.invalidate_queries(key!("todos"), false).await;
+    ///     });
+    /// assert!(test.block_on(client.mutate(&save, 2)).is_err());
+    /// assert!(client.find(key!("todos")).unwrap().is_invalidated);
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_error_async<Fut: Future<Output = ()> + Send + 'static>(
         mut self,
@@ -289,6 +427,27 @@ where
     }
 
     /// Called after `on_success` or `on_error`, with the data or the error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let settled = Arc::new(AtomicU32::new(0));
+    /// let count = settled.clone();
+    /// let save = MutationOptions::new(|n: u32| async move { if n > 0 { Ok(n) } else { Err("zero".to_string()) } })
+    ///     .retry(0)
+    ///     .on_settled(move |_data, _error, _input, _cx| { count.fetch_add(1, Ordering::SeqCst); });
+    /// let _ = test.block_on(client.mutate(&save, 1));
+    /// let _ = test.block_on(client.mutate(&save, 0));
+    /// assert_eq!(settled.load(Ordering::SeqCst), 2); // after a success and after a failure
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_settled(
         self,
@@ -301,6 +460,27 @@ where
     }
 
     /// The async form of [`on_settled`](Self::on_settled).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, QueryOptions, RefetchType, key};
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let todos = QueryOptions::new(key!("todos"), || async { Ok::<_, String>(vec!["from server"]) });
+    /// let add = MutationOptions::new(|_title: &'static str| async { Ok::<_, String>(()) })
+    ///     .on_settled_async(|_data, _error, _title, cx| async move {
+    ///         // Whatever happened, refetch the list (even if nobody observes it).
+    ///         cx.client.invalidate_queries(key!("todos"), RefetchType::All).await;
+    ///     });
+    /// test.block_on(client.fetch_query(&todos)).unwrap();
+    /// test.block_on(client.mutate(&add, "write")).unwrap();
+    /// assert_eq!(client.cache_stats().fetches, 2); // the first fetch, then the refetch
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_settled_async<Fut: Future<Output = ()> + Send + 'static>(
         mut self,
@@ -341,6 +521,17 @@ where
     }
 
     /// The mutation key, if one was set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::{MutationOptions, key};
+    ///
+    /// let options = MutationOptions::new(|n: u32| async move { Ok::<_, String>(n) });
+    /// assert_eq!(options.key(), None);
+    /// let options = options.mutation_key(key!("orders", "place"));
+    /// assert_eq!(options.key(), Some(&key!("orders", "place")));
+    /// ```
     pub fn key(&self) -> Option<&QueryKey> {
         self.mutation_key.as_ref()
     }
@@ -386,6 +577,23 @@ where
     /// How long a settled run stays in the client's mutation cache (where
     /// [`QueryClient::find_mutations`](crate::QueryClient::find_mutations) lists it). Default:
     /// the client's `gc_time` (5 minutes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let ping = MutationOptions::new(|_: ()| async { Ok::<_, String>(()) }).gc_time(Duration::from_secs(10));
+    /// test.block_on(client.mutate(&ping, ())).unwrap();
+    /// assert_eq!(client.find_mutations(()).len(), 1); // listed while settled...
+    /// test.advance(Duration::from_secs(10));
+    /// assert!(client.find_mutations(()).is_empty()); // ...for gc_time
+    /// # }
+    /// ```
     #[must_use]
     pub fn gc_time(mut self, duration: Duration) -> Self {
         self.gc_time = Some(duration);
@@ -393,6 +601,22 @@ where
     }
 
     /// Free-form information for the callbacks (in their context's `meta`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let save = MutationOptions::with_context(|_: (), cx| async move {
+    ///     Ok::<_, String>(cx.meta.get("audit").and_then(|v| v.as_bool()).unwrap_or(false))
+    /// })
+    /// .meta(serde_json::json!({ "audit": true }));
+    /// assert!(test.block_on(client.mutate(&save, ())).unwrap());
+    /// # }
+    /// ```
     #[must_use]
     pub fn meta(mut self, meta: impl Into<Meta>) -> Self {
         self.meta = Some(meta.into());
@@ -402,6 +626,28 @@ where
     /// Retries after a failed attempt. Default: the
     /// [`MutationDefaults`](crate::MutationDefaults) registered for a prefix of the
     /// [`mutation_key`](Self::mutation_key), else 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let attempts = Arc::new(AtomicU32::new(0));
+    /// let count = attempts.clone();
+    /// let send = MutationOptions::new(move |_: ()| {
+    ///     let n = count.fetch_add(1, Ordering::SeqCst);
+    ///     async move { if n == 0 { Err("timeout".to_string()) } else { Ok(n) } }
+    /// })
+    /// .retry(1); // only for idempotent writes
+    /// assert_eq!(test.block_on(client.mutate(&send, ())).unwrap(), 1);
+    /// assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    /// # }
+    /// ```
     #[must_use]
     pub fn retry(mut self, retries: u32) -> Self {
         self.retry = Some(retries);
@@ -411,6 +657,23 @@ where
     /// Delay before retry `attempt`. Default: the registered
     /// [`MutationDefaults`](crate::MutationDefaults)', else
     /// [`default_retry_delay`](crate::default_retry_delay).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let send = MutationOptions::new(|_: ()| async { Err::<(), _>("busy".to_string()) })
+    ///     .retry(2)
+    ///     .retry_delay(|_attempt| Duration::from_secs(2));
+    /// assert!(test.block_on(client.mutate(&send, ())).is_err());
+    /// assert_eq!(test.elapsed(), Duration::from_secs(4));
+    /// # }
+    /// ```
     #[must_use]
     pub fn retry_delay(mut self, delay: impl Fn(u32) -> Duration + Send + Sync + 'static) -> Self {
         self.retry_delay = Some(Arc::new(delay));
@@ -418,6 +681,23 @@ where
     }
 
     /// Retry only errors for which `predicate(attempt, &error)` holds. Default: all.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let send = MutationOptions::new(|_: ()| async { Err::<(), _>(422u16) }) // an HTTP status
+    ///     .retry(3)
+    ///     .retry_if(|_attempt, status| *status >= 500); // a 4xx would fail again
+    /// assert!(test.block_on(client.mutate(&send, ())).is_err());
+    /// assert_eq!(test.elapsed(), Duration::ZERO); // not retried
+    /// # }
+    /// ```
     #[must_use]
     pub fn retry_if(mut self, predicate: impl Fn(u32, &E) -> bool + Send + Sync + 'static) -> Self {
         self.retry_if = Some(Arc::new(predicate));

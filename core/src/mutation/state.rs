@@ -11,6 +11,26 @@ pub use crate::mutations::info::MutationStatus;
 ///
 /// While the callbacks of a run (`on_success`, `on_error`, `on_settled`) run, the status is
 /// still [`MutationStatus::Pending`]; it changes once they have finished, as in TanStack Query.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use pystackquery_core::{MutationOptions, MutationStatus, QueryClient, QueryClientConfig, testing::TestRuntime};
+///
+/// let test = TestRuntime::new();
+/// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+/// let save = client.mutation(
+///     MutationOptions::new(|name: String| async move { Ok::<_, String>(name.len()) })
+///         .on_mutate(|_name: &String, _cx| "draft-1"), // becomes `context`
+/// );
+/// test.block_on(save.mutate("Ada".to_string())).unwrap();
+/// let state = save.state();
+/// assert_eq!(state.status, MutationStatus::Success);
+/// assert_eq!((state.data, state.variables.as_deref(), state.context), (Some(3), Some("Ada"), Some("draft-1")));
+/// assert!(state.submitted_at.is_some() && state.settled_at.is_some());
+/// # }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct MutationState<I, T, E, C = ()> {
@@ -38,18 +58,75 @@ pub struct MutationState<I, T, E, C = ()> {
 
 impl<I, T, E, C> MutationState<I, T, E, C> {
     /// Not run yet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::MutationState;
+    ///
+    /// let state: MutationState<u32, u32, String> = MutationState::default();
+    /// assert!(state.is_idle());
+    /// ```
     pub fn is_idle(&self) -> bool {
         self.status == MutationStatus::Idle
     }
     /// Running.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let save = client.mutation(MutationOptions::new(|n: u32| async move { Ok::<_, String>(n) }));
+    /// let observed = save.clone();
+    /// let _subscription = save.subscribe(move |state| {
+    ///     if state.is_pending() {
+    ///         assert_eq!(state.variables, Some(5)); // e.g. disable the form while it saves
+    ///     }
+    /// });
+    /// test.block_on(save.mutate(5)).unwrap();
+    /// assert!(!observed.state().is_pending());
+    /// # }
+    /// ```
     pub fn is_pending(&self) -> bool {
         self.status == MutationStatus::Pending
     }
     /// Last run succeeded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let save = client.mutation(MutationOptions::new(|n: u32| async move { Ok::<_, String>(n) }));
+    /// test.block_on(save.mutate(1)).unwrap();
+    /// assert!(save.state().is_success());
+    /// # }
+    /// ```
     pub fn is_success(&self) -> bool {
         self.status == MutationStatus::Success
     }
     /// Last run failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let save = client.mutation(MutationOptions::new(|_: u32| async { Err::<(), _>("no".to_string()) }).retry(0));
+    /// let _ = test.block_on(save.mutate(1));
+    /// assert!(save.state().is_error());
+    /// # }
+    /// ```
     pub fn is_error(&self) -> bool {
         self.status == MutationStatus::Error
     }

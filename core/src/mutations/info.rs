@@ -13,6 +13,22 @@ use crate::key::QueryKey;
 use crate::storage::record::unix_seconds;
 
 /// The status of a mutation.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::{MutationState, MutationStatus};
+///
+/// let state: MutationState<u32, u32, String> = MutationState::default();
+/// let label = match state.status {
+///     MutationStatus::Idle => "Save",
+///     MutationStatus::Pending => "Saving...",
+///     MutationStatus::Success => "Saved",
+///     MutationStatus::Error => "Retry",
+///     _ => "Save", // the enum is `#[non_exhaustive]`
+/// };
+/// assert_eq!(label, "Save");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum MutationStatus {
@@ -29,6 +45,14 @@ pub enum MutationStatus {
 
 impl MutationStatus {
     /// The status's name (`"PENDING"`), as the query statuses are named.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::MutationStatus;
+    ///
+    /// assert_eq!(MutationStatus::Pending.name(), "PENDING");
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             Self::Idle => "IDLE",
@@ -45,6 +69,24 @@ impl MutationStatus {
 /// Every [`Mutation::mutate`](crate::Mutation::mutate) and
 /// [`QueryClient::mutate`](crate::QueryClient::mutate) call is one run, with its own id. Runs
 /// stay listed until `gc_time` after they settle.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use pystackquery_core::{MutationOptions, MutationStatus, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+///
+/// let test = TestRuntime::new();
+/// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+/// let upload = MutationOptions::new(|_: ()| async { Ok::<_, String>(()) })
+///     .mutation_key(key!("upload"))
+///     .scope("uploads");
+/// test.block_on(client.mutate(&upload, ())).unwrap();
+/// let info = &client.find_mutations(())[0];
+/// assert_eq!((info.mutation_key.clone(), info.scope.as_deref()), (Some(key!("upload")), Some("uploads")));
+/// assert_eq!(info.status, MutationStatus::Success);
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MutationInfo {
@@ -133,22 +175,84 @@ pub struct MutationFilter {
 
 impl MutationFilter {
     /// Every run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationFilter, MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let ping = MutationOptions::new(|_: ()| async { Ok::<_, String>(()) });
+    /// test.block_on(client.mutate(&ping, ())).unwrap();
+    /// assert_eq!(client.find_mutations(MutationFilter::all()).len(), 1);
+    /// # }
+    /// ```
     pub fn all() -> Self {
         Self::default()
     }
 
     /// Runs whose mutation key starts with `prefix`; the empty key matches every run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationFilter, MutationOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let add = MutationOptions::new(|_: ()| async { Ok::<_, String>(()) }).mutation_key(key!("todos", "add"));
+    /// let other = MutationOptions::new(|_: ()| async { Ok::<_, String>(()) }).mutation_key(key!("users", "add"));
+    /// test.block_on(client.mutate(&add, ())).unwrap();
+    /// test.block_on(client.mutate(&other, ())).unwrap();
+    /// assert_eq!(client.find_mutations(MutationFilter::prefix(key!("todos"))).len(), 1);
+    /// # }
+    /// ```
     pub fn prefix(prefix: impl Into<QueryKey>) -> Self {
         let key = prefix.into();
         Self { key: (!key.is_empty()).then_some(key), ..Self::default() }
     }
 
     /// Runs whose mutation key is exactly `key`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationFilter, MutationOptions, QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let add = MutationOptions::new(|_: ()| async { Ok::<_, String>(()) }).mutation_key(key!("todos", "add"));
+    /// test.block_on(client.mutate(&add, ())).unwrap();
+    /// assert_eq!(client.find_mutations(MutationFilter::exact(key!("todos"))).len(), 0);
+    /// assert_eq!(client.find_mutations(MutationFilter::exact(key!("todos", "add"))).len(), 1);
+    /// # }
+    /// ```
     pub fn exact(key: impl Into<QueryKey>) -> Self {
         Self { key: Some(key.into()), exact: true, ..Self::default() }
     }
 
     /// Only runs in this status.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationFilter, MutationOptions, MutationStatus, QueryClient, QueryClientConfig};
+    /// use pystackquery_core::testing::TestRuntime;
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let check = MutationOptions::new(|n: u32| async move { if n > 0 { Ok(n) } else { Err("zero".to_string()) } });
+    /// test.block_on(client.mutate(&check, 1)).unwrap();
+    /// let _ = test.block_on(client.mutate(&check, 0));
+    /// let ok = client.find_mutations(MutationFilter::all().status(MutationStatus::Success));
+    /// assert_eq!(ok.len(), 1);
+    /// # }
+    /// ```
     #[must_use]
     pub fn status(mut self, status: MutationStatus) -> Self {
         self.status = Some(status);
@@ -156,6 +260,21 @@ impl MutationFilter {
     }
 
     /// Only runs for which `predicate` returns `true`; a panic in it counts as `false`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{MutationFilter, MutationOptions, QueryClient, QueryClientConfig, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let flaky = MutationOptions::new(|_: ()| async { Err::<(), _>("busy".to_string()) }).retry(2);
+    /// let _ = test.block_on(client.mutate(&flaky, ()));
+    /// let retried = client.find_mutations(MutationFilter::all().predicate(|m| m.failure_count > 1));
+    /// assert_eq!(retried.len(), 1);
+    /// # }
+    /// ```
     #[must_use]
     pub fn predicate(
         mut self,

@@ -175,6 +175,24 @@ where
     /// [`QueryObserver`]); a panic in it is reported as a [`QueryError::Panicked`] in the
     /// state, not propagated, and the state keeps the last value it returned. Call it before
     /// subscribing; [`set_options`](Self::set_options) keeps it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let user = QueryOptions::new(key!("user", 1), || async { Ok::<_, String>(("Ada".to_string(), 36u32)) });
+    /// let name = client.watch(&user).select(|(name, _age): &(String, u32)| name.clone());
+    /// let _subscription = name.subscribe(|_| {});
+    /// test.run_until_idle();
+    /// assert_eq!(name.result().data.as_deref(), Some("Ada"));
+    /// // The cache keeps the whole value.
+    /// assert_eq!(client.get_query_data::<(String, u32)>(key!("user", 1)).unwrap().unwrap().1, 36);
+    /// # }
+    /// ```
     pub fn select<S2>(
         self,
         select: impl Fn(&T) -> S2 + Send + Sync + 'static,
@@ -191,6 +209,27 @@ where
     ///
     /// On an observer whose client has been dropped, the listener gets the last state once and
     /// nothing is attached or fetched.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::{Arc, Mutex};
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, QueryStatus, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("todos"), || async { Ok::<_, String>(3u32) });
+    /// let observer = client.watch(&options);
+    /// let statuses = Arc::new(Mutex::new(Vec::new()));
+    /// let log = statuses.clone();
+    /// let subscription = observer.subscribe(move |state| log.lock().unwrap().push(state.status));
+    /// test.run_until_idle();
+    /// assert_eq!(*statuses.lock().unwrap(), [QueryStatus::Pending, QueryStatus::Success]);
+    /// subscription.unsubscribe(); // or drop it
+    /// assert_eq!(observer.subscriber_count(), 0);
+    /// # }
+    /// ```
     pub fn subscribe(
         &self,
         listener: impl Fn(&QueryState<S, E>) + Send + Sync + 'static,
@@ -222,6 +261,21 @@ where
     }
 
     /// The current state (with `select` and placeholder applied).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("n"), 1u32).unwrap();
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(2u32) });
+    /// let observer = client.watch(&options);
+    /// assert_eq!(observer.result().data, Some(1)); // readable without subscribing
+    /// # }
+    /// ```
     pub fn result(&self) -> QueryState<S, E> {
         let current = {
             let inner = self.shared.lock();
@@ -234,12 +288,48 @@ where
     }
 
     /// Number of active subscriptions.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let client = QueryClient::with_runtime(TestRuntime::new().runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1u32) }).enabled(false);
+    /// let observer = client.watch(&options);
+    /// let first = observer.subscribe(|_| {});
+    /// let _second = observer.subscribe(|_| {});
+    /// assert_eq!(observer.subscriber_count(), 2);
+    /// drop(first);
+    /// assert_eq!(observer.subscriber_count(), 1);
+    /// # }
+    /// ```
     pub fn subscriber_count(&self) -> usize {
         self.shared.listeners.len()
     }
 
     /// Fetches now, whether or not the data is stale (joining a fetch already in flight), and
     /// returns the resulting state. Works when the query is disabled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// // Disabled: nothing fetches until asked (e.g. a "load" button).
+    /// let options = QueryOptions::new(key!("report"), || async { Ok::<_, String>("ready") }).enabled(false);
+    /// let observer = client.watch(&options);
+    /// let _subscription = observer.subscribe(|_| {});
+    /// test.run_until_idle();
+    /// assert!(observer.result().is_idle());
+    /// let state = test.block_on(observer.refetch());
+    /// assert_eq!(state.data, Some("ready"));
+    /// # }
+    /// ```
     pub async fn refetch(&self) -> QueryState<S, E> {
         let ctx = &self.shared.ctx;
         let options = self.shared.lock().options.clone();
@@ -263,6 +353,26 @@ where
     /// then the newest state whenever it is polled after a change. A slow consumer skips
     /// intermediate states; memory does not grow with the number it missed. Dropping the
     /// stream unsubscribes. It ends once the client is dropped (see [`QueryStream`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use futures::StreamExt;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("price"), || async { Ok::<_, String>(10u32) });
+    /// let mut prices = client.watch(&options).stream();
+    /// test.block_on(async {
+    ///     assert!(prices.next().await.unwrap().is_pending()); // the current state first
+    ///     assert_eq!(prices.next().await.unwrap().data, Some(10));
+    ///     client.set_query_data(key!("price"), 11u32).unwrap();
+    ///     assert_eq!(prices.next().await.unwrap().data, Some(11));
+    /// });
+    /// # }
+    /// ```
     pub fn stream(&self) -> QueryStream<S, E> {
         let slot = Arc::new(StreamSlot { latest: Mutex::new(None), waker: AtomicWaker::new() });
         let writer = slot.clone();

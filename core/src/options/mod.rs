@@ -86,6 +86,21 @@ where
     E: fmt::Display + Send + Sync + 'static,
 {
     /// Options for `key`, fetched by `query_fn`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let id = 42;
+    /// // The closure captures what it needs; each call returns a new future.
+    /// let user = QueryOptions::new(key!("user", id), move || async move { Ok::<_, String>(format!("user {id}")) });
+    /// assert_eq!(test.block_on(client.fetch_query(&user)).unwrap(), "user 42");
+    /// # }
+    /// ```
     pub fn new<K, F, Fut>(key: K, query_fn: F) -> Self
     where
         K: Into<QueryKey>,
@@ -177,12 +192,51 @@ where
     }
 
     /// How long fetched data counts as fresh. Default: the client's (itself 0: always stale).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("rates"), || async { Ok::<_, String>(1.1f64) })
+    ///     .stale_time(Duration::from_secs(60));
+    /// test.block_on(client.fetch_query(&options)).unwrap();
+    /// test.advance(Duration::from_secs(59));
+    /// test.block_on(client.fetch_query(&options)).unwrap(); // fresh: no fetch
+    /// assert_eq!(client.cache_stats().fetches, 1);
+    /// test.advance(Duration::from_secs(1));
+    /// test.block_on(client.fetch_query(&options)).unwrap(); // stale: returned, refetched behind
+    /// test.run_until_idle();
+    /// assert_eq!(client.cache_stats().fetches, 2);
+    /// # }
+    /// ```
     #[must_use]
     pub fn stale_time(self, duration: Duration) -> Self {
         self.edit(|o| o.stale_time = Some(duration))
     }
 
     /// How long an unobserved query stays cached. Default: the client's (itself 5 minutes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("search", "rust"), || async { Ok::<_, String>(vec![1, 2]) })
+    ///     .gc_time(Duration::from_secs(10));
+    /// test.block_on(client.fetch_query(&options)).unwrap();
+    /// test.advance(Duration::from_secs(11)); // unobserved for longer than gc_time
+    /// assert!(client.find(key!("search", "rust")).is_none());
+    /// # }
+    /// ```
     #[must_use]
     pub fn gc_time(self, duration: Duration) -> Self {
         self.edit(|o| o.gc_time = Some(duration))
@@ -195,6 +249,22 @@ where
     /// itself 24 hours). `Duration::ZERO` keeps the query out of storage; ten years or more
     /// (such as `Duration::MAX`) writes records without expiry. Only matters with
     /// [`persist`](Self::persist).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::QueryOptions;
+    ///
+    /// // Memory keeps the query five minutes after its last observer; storage keeps it a week.
+    /// let options = QueryOptions::new(("catalog",), || async { Ok::<_, String>(vec!["tea".to_string()]) })
+    ///     .gc_time(Duration::from_secs(300))
+    ///     .persist_max_age(Duration::from_secs(7 * 24 * 3600))
+    ///     .persist();
+    /// assert!(options.is_persisted());
+    /// # }
+    /// ```
     #[must_use]
     pub fn persist_max_age(self, max_age: Duration) -> Self {
         self.edit(|o| o.persist_max_age = Some(max_age))
@@ -205,12 +275,54 @@ where
     /// `Duration::ZERO` means never (as a falsy interval does in TanStack Query), and so does a
     /// period too long to represent. A tick that falls while the previous fetch is still
     /// running is skipped, not replayed, so polling never fires fetches in a burst.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("status"), || async { Ok::<_, String>("up") })
+    ///     .refetch_interval(Duration::from_secs(30));
+    /// let subscription = client.watch(&options).subscribe(|_| {}); // polling runs while observed
+    /// test.advance(Duration::from_secs(90));
+    /// assert_eq!(client.cache_stats().fetches, 4); // at 0, 30, 60 and 90 s
+    /// drop(subscription);
+    /// test.advance(Duration::from_secs(90));
+    /// assert_eq!(client.cache_stats().fetches, 4);
+    /// # }
+    /// ```
     #[must_use]
     pub fn refetch_interval(self, interval: Duration) -> Self {
         self.edit(|o| o.refetch_interval = Some(interval))
     }
 
     /// Retries after a failed first attempt. Default: the client's (itself 3).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let calls = Arc::new(AtomicU32::new(0));
+    /// let count = calls.clone();
+    /// let options = QueryOptions::new(key!("flaky"), move || {
+    ///     let n = count.fetch_add(1, Ordering::SeqCst);
+    ///     async move { if n < 2 { Err("timeout".to_string()) } else { Ok(n) } }
+    /// })
+    /// .retry(2);
+    /// assert_eq!(test.block_on(client.fetch_query(&options)).unwrap(), 2); // third attempt
+    /// assert_eq!(calls.load(Ordering::SeqCst), 3);
+    /// # }
+    /// ```
     #[must_use]
     pub fn retry(self, retries: u32) -> Self {
         self.edit(|o| o.retry = Some(retries))
@@ -218,6 +330,23 @@ where
 
     /// Delay before retry `attempt` (0-based). Default: the client's (itself
     /// [`default_retry_delay`](crate::default_retry_delay): 1 s doubling, capped at 30 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("down"), || async { Err::<u32, _>("503".to_string()) })
+    ///     .retry(3)
+    ///     .retry_delay(|attempt| Duration::from_millis(100) * (attempt + 1)); // 100, 200, 300 ms
+    /// assert!(test.block_on(client.fetch_query(&options)).is_err());
+    /// assert_eq!(test.elapsed(), Duration::from_millis(600));
+    /// # }
+    /// ```
     #[must_use]
     pub fn retry_delay(self, delay: impl Fn(u32) -> Duration + Send + Sync + 'static) -> Self {
         self.edit(|o| o.retry_delay = Some(Arc::new(delay)))
@@ -225,6 +354,27 @@ where
 
     /// Retry only errors for which `predicate(attempt, &error)` is true. Default: retry every
     /// error (a panic is never retried).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// #[derive(Debug)]
+    /// enum ApiError { NotFound, Unavailable }
+    /// impl std::fmt::Display for ApiError {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { write!(f, "{self:?}") }
+    /// }
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("user", 9), || async { Err::<String, _>(ApiError::NotFound) })
+    ///     .retry_if(|_attempt, error| matches!(error, ApiError::Unavailable)); // a 404 won't change
+    /// assert!(test.block_on(client.fetch_query(&options)).is_err());
+    /// assert_eq!(test.elapsed(), std::time::Duration::ZERO); // no retry delay was slept
+    /// # }
+    /// ```
     #[must_use]
     pub fn retry_if(self, predicate: impl Fn(u32, &E) -> bool + Send + Sync + 'static) -> Self {
         self.edit(|o| o.retry_if = Some(Arc::new(predicate)))
@@ -232,6 +382,24 @@ where
 
     /// Whether observers fetch automatically. Default: `true`. `fetch_query` and an
     /// observer's explicit `refetch` fetch either way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let user_id: Option<u32> = None; // not known yet
+    /// let options = QueryOptions::new(key!("user", "me"), || async { Ok::<_, String>("Ada") })
+    ///     .enabled(user_id.is_some());
+    /// let _subscription = client.watch(&options).subscribe(|_| {});
+    /// test.run_until_idle();
+    /// assert_eq!(client.cache_stats().fetches, 0);
+    /// assert_eq!(test.block_on(client.fetch_query(&options)).unwrap(), "Ada"); // explicit: fetches
+    /// # }
+    /// ```
     #[must_use]
     pub fn enabled(self, enabled: bool) -> Self {
         self.edit(|o| o.enabled = enabled)
@@ -240,24 +408,106 @@ where
     /// Cancels a fetch started with these options once nobody wants its result: every caller
     /// awaiting it has dropped its future and the query has no observer. Default: `false`, a
     /// fetch runs to completion and is cached even if every caller has gone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let runtime = test.runtime();
+    /// let options = QueryOptions::new(key!("search", "r"), move || {
+    ///     let sleep = runtime.sleep(Duration::from_secs(5));
+    ///     async move { sleep.await; Ok::<_, String>(vec!["rust"]) }
+    /// })
+    /// .cancel_when_unobserved(true);
+    /// let request = test.runtime().spawn_with_handle({
+    ///     let (client, options) = (client.clone(), options.clone());
+    ///     async move { client.fetch_query(&options).await }
+    /// });
+    /// test.run_until_idle();
+    /// drop(request); // the user typed another letter: nobody wants this result any more
+    /// test.advance(Duration::from_secs(5));
+    /// assert_eq!(client.get_query_data::<Vec<&str>>(key!("search", "r")).unwrap(), None);
+    /// # }
+    /// ```
     #[must_use]
     pub fn cancel_when_unobserved(self, cancel: bool) -> Self {
         self.edit(|o| o.cancel_when_unobserved = cancel)
     }
 
     /// Called with the data after each successful fetch. A panic in it is caught and logged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::{Arc, Mutex};
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = log.clone();
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(5u32) })
+    ///     .on_success(move |n| sink.lock().unwrap().push(format!("loaded {n}")));
+    /// test.block_on(client.fetch_query(&options)).unwrap();
+    /// assert_eq!(*log.lock().unwrap(), ["loaded 5"]);
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_success(self, callback: impl Fn(&T) + Send + Sync + 'static) -> Self {
         self.edit(|o| o.on_success = Some(Arc::new(callback)))
     }
 
     /// Called with the error after each failed fetch (retries exhausted).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::{Arc, Mutex};
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let errors = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = errors.clone();
+    /// let options = QueryOptions::new(key!("n"), || async { Err::<u32, _>("down".to_string()) })
+    ///     .retry(0)
+    ///     .on_error(move |error| sink.lock().unwrap().push(error.failed().cloned()));
+    /// assert!(test.block_on(client.fetch_query(&options)).is_err());
+    /// assert_eq!(*errors.lock().unwrap(), [Some("down".to_string())]);
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_error(self, callback: impl Fn(&QueryError<E>) + Send + Sync + 'static) -> Self {
         self.edit(|o| o.on_error = Some(Arc::new(callback)))
     }
 
     /// Called after each fetch, successful or not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let settled = Arc::new(AtomicU32::new(0));
+    /// let count = settled.clone();
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1u32) })
+    ///     .on_settled(move |_data, _error| { count.fetch_add(1, Ordering::SeqCst); });
+    /// test.block_on(client.fetch_query(&options)).unwrap();
+    /// assert_eq!(settled.load(Ordering::SeqCst), 1);
+    /// # }
+    /// ```
     #[must_use]
     pub fn on_settled(
         self,
@@ -293,16 +543,53 @@ where
     }
 
     /// The key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryOptions, key};
+    ///
+    /// let options = QueryOptions::new(key!("user", 42), || async { Ok::<_, String>(()) });
+    /// assert_eq!(options.key(), &key!("user", 42));
+    /// # }
+    /// ```
     pub fn key(&self) -> &QueryKey {
         &self.inner.key
     }
 
     /// Whether observers fetch automatically.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryOptions, key};
+    ///
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1) });
+    /// assert!(options.is_enabled());
+    /// assert!(!options.enabled(false).is_enabled());
+    /// # }
+    /// ```
     pub fn is_enabled(&self) -> bool {
         self.inner.enabled
     }
 
     /// The refetch interval, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{QueryOptions, key};
+    ///
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1) });
+    /// assert_eq!(options.refetch_interval_value(), None);
+    /// let polled = options.refetch_interval(Duration::from_secs(5));
+    /// assert_eq!(polled.refetch_interval_value(), Some(Duration::from_secs(5)));
+    /// # }
+    /// ```
     pub fn refetch_interval_value(&self) -> Option<Duration> {
         self.inner.refetch_interval
     }
@@ -342,6 +629,18 @@ where
 
 impl<T, E> QueryOptions<T, E> {
     /// Whether [`persist`](Self::persist) was called.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryOptions, key};
+    ///
+    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1u32) });
+    /// assert!(!options.is_persisted());
+    /// assert!(options.persist().is_persisted());
+    /// # }
+    /// ```
     pub fn is_persisted(&self) -> bool {
         self.inner.codec.is_some()
     }

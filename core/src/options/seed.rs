@@ -48,6 +48,26 @@ where
     /// [`is_placeholder`](crate::QueryState::is_placeholder) set; never cached as fetched data
     /// and never persisted. Default: none. Replaces a
     /// [`placeholder_data_fn`](Self::placeholder_data_fn).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("posts"), || async { Ok::<_, String>(vec!["first post"]) })
+    ///     .placeholder_data(vec![]);
+    /// let observer = client.watch(&options);
+    /// let _subscription = observer.subscribe(|_| {});
+    /// let state = observer.result(); // the fetch has not run yet
+    /// assert!(state.is_placeholder && state.data == Some(vec![]));
+    /// test.run_until_idle();
+    /// assert_eq!(observer.result().data, Some(vec!["first post"]));
+    /// assert_eq!(client.get_query_data::<Vec<&str>>(key!("posts")).unwrap(), Some(vec!["first post"]));
+    /// # }
+    /// ```
     #[must_use]
     pub fn placeholder_data(self, data: T) -> Self {
         self.edit(|o| o.placeholder = Some(Placeholder::Value(data)))
@@ -161,6 +181,28 @@ where
 
     /// As [`initial_data`](Self::initial_data), computed by `make` when the query is seeded
     /// (only then). A panic in `make` seeds nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// client.set_query_data(key!("todos"), vec![(1u32, "write".to_string()), (2, "ship".to_string())]).unwrap();
+    /// // Seed one todo's query from the list already cached.
+    /// let list = client.clone();
+    /// let todo = QueryOptions::new(key!("todo", 2), || async { Ok::<_, String>("fetched".to_string()) })
+    ///     .initial_data_fn(move || {
+    ///         let todos = list.get_query_data::<Vec<(u32, String)>>(key!("todos")).unwrap().unwrap_or_default();
+    ///         todos.into_iter().find(|(id, _)| *id == 2).map(|(_, title)| title).unwrap_or_default()
+    ///     })
+    ///     .stale_time(Duration::from_secs(60));
+    /// assert_eq!(test.block_on(client.fetch_query(&todo)).unwrap(), "ship");
+    /// # }
+    /// ```
     #[must_use]
     pub fn initial_data_fn(self, make: impl Fn() -> T + Send + Sync + 'static) -> Self {
         self.edit(|o| o.initial_data = Some(InitialData::Fn(Arc::new(make))))
@@ -168,6 +210,26 @@ where
 
     /// When the initial data was current (wall clock), which decides whether it is fresh or
     /// stale. Default: the moment it is seeded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::{Duration, SystemTime};
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+    ///
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    /// let options = QueryOptions::new(key!("config"), || async { Ok::<_, String>("fetched") })
+    ///     .initial_data("bundled")
+    ///     .initial_data_updated_at(SystemTime::now() - Duration::from_secs(3600)) // built an hour ago
+    ///     .stale_time(Duration::from_secs(60));
+    /// // Seeded, but already stale: returned, and revalidated in the background.
+    /// assert_eq!(test.block_on(client.fetch_query(&options)).unwrap(), "bundled");
+    /// test.run_until_idle();
+    /// assert_eq!(client.get_query_data::<&str>(key!("config")).unwrap(), Some("fetched"));
+    /// # }
+    /// ```
     #[must_use]
     pub fn initial_data_updated_at(self, at: std::time::SystemTime) -> Self {
         self.edit(|o| o.initial_data_updated_at = Some(at))

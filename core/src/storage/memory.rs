@@ -47,6 +47,17 @@ impl Slot {
 
 impl MemoryStorage {
     /// An empty store.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::QueryClientConfig;
+    /// use pystackquery_core::storage::MemoryStorage;
+    ///
+    /// let storage = MemoryStorage::new();
+    /// assert!(storage.is_empty());
+    /// let _config = QueryClientConfig::default().storage(storage);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
@@ -57,34 +68,109 @@ impl MemoryStorage {
     }
 
     /// The live value under `key`, read synchronously.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::storage::MemoryStorage;
+    ///
+    /// let storage = MemoryStorage::new();
+    /// storage.insert("('user', 1)", r#"{"status": "SUCCESS"}"#);
+    /// assert_eq!(storage.peek("('user', 1)").as_deref(), Some(r#"{"status": "SUCCESS"}"#));
+    /// assert_eq!(storage.peek("('user', 2)"), None);
+    /// ```
     pub fn peek(&self, key: &str) -> Option<String> {
         let now = Instant::now();
         self.lock().get(key).filter(|slot| slot.live(now)).map(|slot| slot.value.clone())
     }
 
     /// Stores `value` under `key` without expiry, synchronously.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use pystackquery_core::{QueryClient, QueryClientConfig, key, testing::TestRuntime};
+    /// use pystackquery_core::storage::MemoryStorage;
+    /// use std::sync::Arc;
+    ///
+    /// // Seed the store with a record, as another process would have written it.
+    /// let storage = Arc::new(MemoryStorage::new());
+    /// storage.insert("('n',)", r#"{"status": "SUCCESS", "fetch_status": "IDLE", "data": 5, "error": null}"#);
+    /// let test = TestRuntime::new();
+    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default().storage(storage));
+    /// assert_eq!(test.block_on(client.get_query_data_async::<u32>(key!("n"))).unwrap(), Some(5));
+    /// # }
+    /// ```
     pub fn insert(&self, key: impl Into<String>, value: impl Into<String>) {
         self.lock().insert(key.into(), Slot { value: value.into(), expires_at: None });
     }
 
     /// The time to live left for `key`, if it has one and is live.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// use std::time::Duration;
+    /// use pystackquery_core::storage::{MemoryStorage, StorageBackend};
+    ///
+    /// let storage = MemoryStorage::new();
+    /// futures::executor::block_on(storage.set("('a',)", "{}", Some(Duration::from_secs(60)))).unwrap();
+    /// assert!(storage.ttl("('a',)").unwrap() <= Duration::from_secs(60));
+    /// storage.insert("('b',)", "{}");
+    /// assert_eq!(storage.ttl("('b',)"), None); // no expiry
+    /// # }
+    /// ```
     pub fn ttl(&self, key: &str) -> Option<Duration> {
         let now = Instant::now();
         self.lock().get(key).and_then(|slot| slot.expires_at).map(|at| at - now)
     }
 
     /// Number of live entries.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::storage::MemoryStorage;
+    ///
+    /// let storage = MemoryStorage::new();
+    /// storage.insert("a", "1");
+    /// storage.insert("b", "2");
+    /// assert_eq!(storage.len(), 2);
+    /// ```
     pub fn len(&self) -> usize {
         let now = Instant::now();
         self.lock().values().filter(|slot| slot.live(now)).count()
     }
 
     /// Whether there is no live entry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::storage::MemoryStorage;
+    ///
+    /// assert!(MemoryStorage::new().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The live keys, in no particular order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::storage::MemoryStorage;
+    ///
+    /// let storage = MemoryStorage::new();
+    /// storage.insert("('a',)", "{}");
+    /// storage.insert("('b',)", "{}");
+    /// let mut keys = storage.keys();
+    /// keys.sort();
+    /// assert_eq!(keys, ["('a',)", "('b',)"]);
+    /// ```
     pub fn keys(&self) -> Vec<String> {
         let now = Instant::now();
         self.lock().iter().filter(|(_, slot)| slot.live(now)).map(|(k, _)| k.clone()).collect()

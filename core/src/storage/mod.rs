@@ -59,6 +59,18 @@ pub(crate) use writer::L2Op;
 
 /// A boxed future borrowing from the backend and its arguments, as returned by
 /// [`StorageBackend`]'s methods.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::storage::{StorageError, StorageFuture};
+///
+/// // A backend method's body: an `async` block, boxed.
+/// fn get<'a>(key: &'a str) -> StorageFuture<'a, Option<String>> {
+///     Box::pin(async move { if key.is_empty() { Err(StorageError::backend("empty key")) } else { Ok(None) } })
+/// }
+/// assert_eq!(futures::executor::block_on(get("('a',)")).unwrap(), None);
+/// ```
 pub type StorageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'a>>;
 
 /// A key-value store for serialized query states (the L2 tier).
@@ -159,6 +171,20 @@ pub trait StorageBackend: Send + Sync + 'static {
 }
 
 /// The answer of [`StorageBackend::try_lock`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use pystackquery_core::storage::{LockOutcome, MemoryStorage, StorageBackend};
+///
+/// let storage = MemoryStorage::new();
+/// futures::executor::block_on(async {
+///     let first = storage.try_lock("('n',)", "worker-1", Duration::from_secs(30)).await.unwrap();
+///     let second = storage.try_lock("('n',)", "worker-2", Duration::from_secs(30)).await.unwrap();
+///     assert_eq!((first, second), (LockOutcome::Acquired, LockOutcome::Held));
+/// });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LockOutcome {
@@ -207,6 +233,24 @@ impl<S: StorageBackend + ?Sized> StorageBackend for std::sync::Arc<S> {
 }
 
 /// Why a storage call failed.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::storage::{MemoryStorage, StorageBackend, StorageError};
+///
+/// // A backend reports what went wrong; the client counts it and moves on (memory keeps working).
+/// fn check(result: Result<Option<String>, StorageError>) -> &'static str {
+///     match result {
+///         Ok(Some(_)) => "hit",
+///         Ok(None) => "miss",
+///         Err(StorageError::Unavailable(_)) => "store down",
+///         Err(_) => "store error",
+///     }
+/// }
+/// let storage = MemoryStorage::new();
+/// assert_eq!(check(futures::executor::block_on(storage.get("('n',)"))), "miss");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StorageError {
@@ -229,17 +273,46 @@ pub enum StorageError {
 
 impl StorageError {
     /// An [`Unavailable`](Self::Unavailable) error from any error value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::storage::StorageError;
+    ///
+    /// let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    /// let error = StorageError::unavailable(refused); // the store cannot be reached
+    /// assert!(matches!(error, StorageError::Unavailable(_)));
+    /// ```
     pub fn unavailable(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         Self::Unavailable(error.into())
     }
 
     /// A [`Backend`](Self::Backend) error from any error value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::storage::StorageError;
+    ///
+    /// let error = StorageError::backend("READONLY You can't write against a read only replica");
+    /// assert!(matches!(error, StorageError::Backend(_)));
+    /// ```
     pub fn backend(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         Self::Backend(error.into())
     }
 
     /// An [`InvalidRecord`](Self::InvalidRecord) error from any error value (such as a
     /// [`std::string::FromUtf8Error`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::storage::StorageError;
+    ///
+    /// let bytes = vec![0xff, 0xfe];
+    /// let error = String::from_utf8(bytes).map_err(StorageError::invalid_record).unwrap_err();
+    /// assert!(matches!(error, StorageError::InvalidRecord(_)));
+    /// ```
     pub fn invalid_record(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         Self::InvalidRecord(error.into())
     }
@@ -248,6 +321,26 @@ impl StorageError {
 /// What the client's L2 tier has done since the client was built, from
 /// [`QueryClient::storage_stats`](crate::QueryClient::storage_stats). Its `Display` shows every
 /// counter on one line; it serializes (serde) as an object with the field names.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
+/// use pystackquery_core::storage::MemoryStorage;
+///
+/// let test = TestRuntime::new();
+/// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default().storage(MemoryStorage::new()));
+/// let n = QueryOptions::new(key!("n"), || async { Ok::<u32, String>(1) }).persist();
+/// test.block_on(async {
+///     client.fetch_query(&n).await.unwrap(); // a cold key: one hydration read, a miss
+///     client.flush_storage().await;
+/// });
+/// let stats = client.storage_stats();
+/// assert_eq!((stats.hydrations, stats.misses, stats.writes), (1, 1, 1));
+/// println!("{stats}"); // every counter on one line, e.g. for a log
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct StorageStats {

@@ -57,6 +57,16 @@ pub struct Record<T> {
 }
 
 /// Why a record could not be read or written.
+///
+/// # Examples
+///
+/// ```
+/// use pystackquery_core::storage::{Record, RecordError};
+///
+/// let error = Record::<u32>::from_json(r#"{"status": "SUCCESS", "fetch_status": "IDLE", "data": "x"}"#).unwrap_err();
+/// assert!(matches!(error, RecordError::Data { type_name: "u32", .. }));
+/// assert!(matches!(Record::<u32>::from_json("[]").unwrap_err(), RecordError::Malformed(_)));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecordError {
@@ -95,6 +105,16 @@ impl<T: Serialize> Record<T> {
     ///
     /// [`RecordError::Encode`] when `T`'s serializer fails (for example a map whose keys are
     /// not strings).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::storage::Record;
+    ///
+    /// let record: Record<String> = Record::from_json(r#"{"status": "SUCCESS", "fetch_status": "IDLE", "data": "café", "error": null}"#).unwrap();
+    /// let text = record.to_json().unwrap();
+    /// assert!(text.contains(r#""data": "caf\u00e9""#)); // non-ASCII escaped, as Python writes it
+    /// ```
     pub fn to_json(&self) -> Result<String, RecordError> {
         let out = RecordOut {
             status: self.status.name(),
@@ -117,6 +137,16 @@ impl<T: DeserializeOwned> Record<T> {
     ///
     /// A [`RecordError`] saying what is wrong: not a JSON object, an unknown status, or data
     /// that does not decode as `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pystackquery_core::storage::Record;
+    ///
+    /// assert!(Record::<u32>::from_json(r#"{"status": "SUCCESS", "fetch_status": "IDLE", "data": 1}"#).is_ok());
+    /// assert!(Record::<u32>::from_json(r#"{"status": "DONE", "fetch_status": "IDLE"}"#).is_err()); // unknown status
+    /// assert!(Record::<u32>::from_json(r#"{"status": "SUCCESS", "fetch_status": "IDLE", "data": "x"}"#).is_err()); // not a u32
+    /// ```
     pub fn from_json(text: &str) -> Result<Self, RecordError> {
         // serde's derive would also read the fields from a JSON array; a record is an object.
         if !text.trim_start().starts_with('{') {
