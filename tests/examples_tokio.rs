@@ -1,6 +1,7 @@
 //! The tokio examples' behaviour, through the functions their `main`s call: the axum service
 //! over real loopback HTTP, the dashboard rendered headless on tokio's paused clock, and the
-//! two Redis roles against a throwaway `redis-server` (skipped when it is not installed).
+//! two Redis roles against a throwaway `redis-server` (skipped when it is not installed); and
+//! the offline `benchmark`, for what it counts.
 #![allow(clippy::unwrap_used, clippy::print_stdout, unreachable_pub)]
 
 #[allow(dead_code)]
@@ -313,5 +314,28 @@ fn redis_integration_program_runs_two_processes() {
         ] {
             assert!(out.lines().any(|l| l == line), "missing {line:?} in:\n{out}");
         }
+    }
+}
+
+/// The offline benchmark: its numbers are timings, but what it counts is behaviour.
+#[cfg(feature = "sqlite")]
+#[test]
+fn benchmark_program_counts_what_the_library_does() {
+    if let Some(out) = run_example("benchmark", &[]) {
+        let value = |label: &str| {
+            out.lines()
+                .find(|l| l.trim_start().starts_with(label))
+                .map(|l| l[l.find(label).unwrap() + label.len()..].trim().to_string())
+        };
+        assert_eq!(value("Without a cache, fetches:").as_deref(), Some("10"), "{out}");
+        assert_eq!(
+            value("pystackquery fetches:").as_deref(),
+            Some("1"),
+            "one fetch for ten: {out}"
+        );
+        assert_eq!(value("Background refetches triggered:").as_deref(), Some("1"), "{out}");
+        assert_eq!(value("Observer transitions:").as_deref(), Some("PENDING -> SUCCESS"), "{out}");
+        assert_eq!(value("functions called with L2 (expect 0):").as_deref(), Some("0"), "{out}");
+        assert_eq!(value("L2 hits:").as_deref(), Some("1000"), "{out}");
     }
 }
