@@ -58,7 +58,8 @@ const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 /// # std::fs::create_dir_all(&dir).unwrap();
 /// let storage = SqliteStorage::open(dir.join("cache.db"))?;
 /// let config = QueryClientConfig::default().storage(storage);
-/// # let _ = config;
+/// # drop(config);
+/// # std::fs::remove_dir_all(&dir).ok();
 /// # Ok::<(), pystackquery::storage::StorageError>(())
 /// ```
 ///
@@ -190,7 +191,8 @@ impl SqliteStorage {
     /// # std::fs::create_dir_all(&dir).unwrap();
     /// let path = dir.join("cache.db");
     /// let storage = SqliteStorage::open_with_busy_timeout(path, Duration::from_millis(50))?;
-    /// # let _ = storage;
+    /// # drop(storage);
+    /// # std::fs::remove_dir_all(&dir).ok();
     /// # Ok::<(), pystackquery::storage::StorageError>(())
     /// ```
     pub fn open_with_busy_timeout(
