@@ -19,6 +19,7 @@ use crate::mutations::info::MutationInfo;
 use crate::retryer::{Outcome, Retryer, default_retry_delay};
 use crate::sync::Mutex;
 
+mod callbacks;
 mod context;
 mod options;
 mod state;
