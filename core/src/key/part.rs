@@ -6,7 +6,8 @@ use std::fmt::{self, Write as _};
 
 use super::python::write_python_str;
 
-/// One part of a [`QueryKey`]: a string, an integer or a boolean, as in a Python tuple key.
+/// One part of a [`QueryKey`](super::QueryKey): a string, an integer or a boolean, as in a
+/// Python tuple key.
 ///
 /// Integers cover `i64` and `u64` (a `u64` above `i64::MAX` stays exact). Parts order by kind
 /// (booleans, then integers, then strings) and then by value; the order only matters for the

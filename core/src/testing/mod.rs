@@ -12,6 +12,9 @@
 //! Here: [`TestRuntime`] and its shared state; the executor (tasks, wakers, spawner) is in
 //! `executor`, the timer and its sleeps in `clock`.
 //!
+//! [`Spawner`]: crate::runtime::Spawner
+//! [`Timer`]: crate::runtime::Timer
+//!
 //! # Examples
 //!
 //! ```
