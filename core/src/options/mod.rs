@@ -1,4 +1,7 @@
-//! Per-query options ([`QueryOptions`]) and client defaults ([`QueryClientConfig`]).
+//! Per-query options: [`QueryOptions`], its shared `OptionsInner`, construction and the general
+//! builders (freshness, gc, refetch interval, enabled, cancellation, meta). The other groups
+//! have their own files: `retry`, `callbacks`, `persist`, `seed` (placeholder and initial
+//! data) and `behavior` (the fetch behaviour hook).
 
 use std::fmt;
 use std::future::Future;
@@ -11,9 +14,12 @@ use crate::key::QueryKey;
 use crate::meta::Meta;
 use crate::retryer::{RetryDelayFn, RetryIfFn};
 use crate::runtime::BoxFuture;
-use crate::storage::record::{Codec, CodecFn};
+use crate::storage::record::CodecFn;
 
 mod behavior;
+mod callbacks;
+mod persist;
+mod retry;
 mod seed;
 
 pub(crate) use behavior::{Attempt, Behavior, FetchTag};
@@ -242,34 +248,6 @@ where
         self.edit(|o| o.gc_time = Some(duration))
     }
 
-    /// How long this query's L2 record lives, apart from how long the query stays in memory
-    /// ([`gc_time`](Self::gc_time)): the record's time to live in storage, and the oldest
-    /// (by its `data_updated_at`) a record may be to be restored. Default: the client's
-    /// ([`QueryClientConfig::persist_max_age`](crate::QueryClientConfig::persist_max_age),
-    /// itself 24 hours). `Duration::ZERO` keeps the query out of storage; ten years or more
-    /// (such as `Duration::MAX`) writes records without expiry. Only matters with
-    /// [`persist`](Self::persist).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(feature = "test-util")] {
-    /// use std::time::Duration;
-    /// use pystackquery_core::QueryOptions;
-    ///
-    /// // Memory keeps the query five minutes after its last observer; storage keeps it a week.
-    /// let options = QueryOptions::new(("catalog",), || async { Ok::<_, String>(vec!["tea".to_string()]) })
-    ///     .gc_time(Duration::from_secs(300))
-    ///     .persist_max_age(Duration::from_secs(7 * 24 * 3600))
-    ///     .persist();
-    /// assert!(options.is_persisted());
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn persist_max_age(self, max_age: Duration) -> Self {
-        self.edit(|o| o.persist_max_age = Some(max_age))
-    }
-
     /// Refetch this often while the query has an enabled observer. Default: never.
     ///
     /// `Duration::ZERO` means never (as a falsy interval does in TanStack Query), and so does a
@@ -298,86 +276,6 @@ where
     #[must_use]
     pub fn refetch_interval(self, interval: Duration) -> Self {
         self.edit(|o| o.refetch_interval = Some(interval))
-    }
-
-    /// Retries after a failed first attempt. Default: the client's (itself 3).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(feature = "test-util")] {
-    /// use std::sync::atomic::{AtomicU32, Ordering};
-    /// use std::sync::Arc;
-    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
-    ///
-    /// let test = TestRuntime::new();
-    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
-    /// let calls = Arc::new(AtomicU32::new(0));
-    /// let count = calls.clone();
-    /// let options = QueryOptions::new(key!("flaky"), move || {
-    ///     let n = count.fetch_add(1, Ordering::SeqCst);
-    ///     async move { if n < 2 { Err("timeout".to_string()) } else { Ok(n) } }
-    /// })
-    /// .retry(2);
-    /// assert_eq!(test.block_on(client.fetch_query(&options)).unwrap(), 2); // third attempt
-    /// assert_eq!(calls.load(Ordering::SeqCst), 3);
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn retry(self, retries: u32) -> Self {
-        self.edit(|o| o.retry = Some(retries))
-    }
-
-    /// Delay before retry `attempt` (0-based). Default: the client's (itself
-    /// [`default_retry_delay`](crate::default_retry_delay): 1 s doubling, capped at 30 s).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(feature = "test-util")] {
-    /// use std::time::Duration;
-    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
-    ///
-    /// let test = TestRuntime::new();
-    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
-    /// let options = QueryOptions::new(key!("down"), || async { Err::<u32, _>("503".to_string()) })
-    ///     .retry(3)
-    ///     .retry_delay(|attempt| Duration::from_millis(100) * (attempt + 1)); // 100, 200, 300 ms
-    /// assert!(test.block_on(client.fetch_query(&options)).is_err());
-    /// assert_eq!(test.elapsed(), Duration::from_millis(600));
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn retry_delay(self, delay: impl Fn(u32) -> Duration + Send + Sync + 'static) -> Self {
-        self.edit(|o| o.retry_delay = Some(Arc::new(delay)))
-    }
-
-    /// Retry only errors for which `predicate(attempt, &error)` is true. Default: retry every
-    /// error (a panic is never retried).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(feature = "test-util")] {
-    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
-    ///
-    /// #[derive(Debug)]
-    /// enum ApiError { NotFound, Unavailable }
-    /// impl std::fmt::Display for ApiError {
-    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { write!(f, "{self:?}") }
-    /// }
-    ///
-    /// let test = TestRuntime::new();
-    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
-    /// let options = QueryOptions::new(key!("user", 9), || async { Err::<String, _>(ApiError::NotFound) })
-    ///     .retry_if(|_attempt, error| matches!(error, ApiError::Unavailable)); // a 404 won't change
-    /// assert!(test.block_on(client.fetch_query(&options)).is_err());
-    /// assert_eq!(test.elapsed(), std::time::Duration::ZERO); // no retry delay was slept
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn retry_if(self, predicate: impl Fn(u32, &E) -> bool + Send + Sync + 'static) -> Self {
-        self.edit(|o| o.retry_if = Some(Arc::new(predicate)))
     }
 
     /// Whether observers fetch automatically. Default: `true`. `fetch_query` and an
@@ -437,83 +335,6 @@ where
     #[must_use]
     pub fn cancel_when_unobserved(self, cancel: bool) -> Self {
         self.edit(|o| o.cancel_when_unobserved = cancel)
-    }
-
-    /// Called with the data after each successful fetch. A panic in it is caught and logged.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(feature = "test-util")] {
-    /// use std::sync::{Arc, Mutex};
-    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
-    ///
-    /// let test = TestRuntime::new();
-    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
-    /// let log = Arc::new(Mutex::new(Vec::new()));
-    /// let sink = log.clone();
-    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(5u32) })
-    ///     .on_success(move |n| sink.lock().unwrap().push(format!("loaded {n}")));
-    /// test.block_on(client.fetch_query(&options)).unwrap();
-    /// assert_eq!(*log.lock().unwrap(), ["loaded 5"]);
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn on_success(self, callback: impl Fn(&T) + Send + Sync + 'static) -> Self {
-        self.edit(|o| o.on_success = Some(Arc::new(callback)))
-    }
-
-    /// Called with the error after each failed fetch (retries exhausted).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(feature = "test-util")] {
-    /// use std::sync::{Arc, Mutex};
-    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
-    ///
-    /// let test = TestRuntime::new();
-    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
-    /// let errors = Arc::new(Mutex::new(Vec::new()));
-    /// let sink = errors.clone();
-    /// let options = QueryOptions::new(key!("n"), || async { Err::<u32, _>("down".to_string()) })
-    ///     .retry(0)
-    ///     .on_error(move |error| sink.lock().unwrap().push(error.failed().cloned()));
-    /// assert!(test.block_on(client.fetch_query(&options)).is_err());
-    /// assert_eq!(*errors.lock().unwrap(), [Some("down".to_string())]);
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn on_error(self, callback: impl Fn(&QueryError<E>) + Send + Sync + 'static) -> Self {
-        self.edit(|o| o.on_error = Some(Arc::new(callback)))
-    }
-
-    /// Called after each fetch, successful or not.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(feature = "test-util")] {
-    /// use std::sync::atomic::{AtomicU32, Ordering};
-    /// use std::sync::Arc;
-    /// use pystackquery_core::{QueryClient, QueryClientConfig, QueryOptions, key, testing::TestRuntime};
-    ///
-    /// let test = TestRuntime::new();
-    /// let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
-    /// let settled = Arc::new(AtomicU32::new(0));
-    /// let count = settled.clone();
-    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1u32) })
-    ///     .on_settled(move |_data, _error| { count.fetch_add(1, Ordering::SeqCst); });
-    /// test.block_on(client.fetch_query(&options)).unwrap();
-    /// assert_eq!(settled.load(Ordering::SeqCst), 1);
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn on_settled(
-        self,
-        callback: impl Fn(Option<&T>, Option<&QueryError<E>>) + Send + Sync + 'static,
-    ) -> Self {
-        self.edit(|o| o.on_settled = Some(Arc::new(callback)))
     }
 
     /// Free-form information handed to the query function in its
@@ -592,57 +413,6 @@ where
     /// ```
     pub fn refetch_interval_value(&self) -> Option<Duration> {
         self.inner.refetch_interval
-    }
-}
-
-impl<T, E> QueryOptions<T, E>
-where
-    T: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static,
-    E: fmt::Display + Send + Sync + 'static,
-{
-    /// Keeps this query in the client's L2 storage as well as in memory (see
-    /// [`crate::storage`]). Without storage configured on the client this does nothing.
-    /// Default: memory only.
-    ///
-    /// Persistence is opt-in per query because Rust cannot ask at run time whether a type
-    /// implements `Serialize`: queries whose data cannot be serialized simply never call this,
-    /// and share the client with persisted ones. Any use of a key with persisting options
-    /// (fetch, prefetch, observer) marks the key persisted, so `set_query_data` and
-    /// invalidation of that key are written too.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use pystackquery_core::QueryOptions;
-    ///
-    /// let options = QueryOptions::new(("user", 1), || async {
-    ///     Ok::<_, std::io::Error>(vec!["Ada".to_string()])
-    /// })
-    /// .persist();
-    /// assert!(options.is_persisted());
-    /// ```
-    #[must_use]
-    pub fn persist(self) -> Self {
-        self.edit(|o| o.codec = Some(Codec::<T>::serde as CodecFn<T>))
-    }
-}
-
-impl<T, E> QueryOptions<T, E> {
-    /// Whether [`persist`](Self::persist) was called.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(feature = "test-util")] {
-    /// use pystackquery_core::{QueryOptions, key};
-    ///
-    /// let options = QueryOptions::new(key!("n"), || async { Ok::<_, String>(1u32) });
-    /// assert!(!options.is_persisted());
-    /// assert!(options.persist().is_persisted());
-    /// # }
-    /// ```
-    pub fn is_persisted(&self) -> bool {
-        self.inner.codec.is_some()
     }
 }
 

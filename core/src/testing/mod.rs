@@ -9,6 +9,12 @@
 //! gives the same answer on every run, and a 300-second garbage-collection test takes
 //! microseconds.
 //!
+//! Here: [`TestRuntime`] and its shared state; the executor (tasks, wakers, spawner) is in
+//! `executor`, the timer and its sleeps in `clock`.
+//!
+//! [`Spawner`]: crate::runtime::Spawner
+//! [`Timer`]: crate::runtime::Timer
+//!
 //! # Examples
 //!
 //! ```
@@ -34,15 +40,19 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::future::Future;
-use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::task::{ArcWake, waker_ref};
+use crate::runtime::Runtime;
 
-use crate::runtime::{BoxFuture, Runtime, Spawner, Timer};
+mod clock;
+mod executor;
+
+use clock::{MAX_ELAPSED, TestTimer};
+use executor::{MainWaker, Task, TestSpawner};
 
 /// How long [`TestRuntime::block_on`] waits for a wake-up from another thread when no task is
 /// runnable and no timer is pending, before it declares the test stalled.
@@ -96,12 +106,6 @@ struct State {
     next_timer: u64,
     ready: VecDeque<Arc<Task>>,
     main_woken: bool,
-}
-
-struct Task {
-    future: Mutex<Option<BoxFuture>>,
-    queued: AtomicBool,
-    shared: Weak<Shared>,
 }
 
 impl TestRuntime {
@@ -393,142 +397,5 @@ impl Shared {
 
     fn now(&self) -> Instant {
         self.base + self.lock().elapsed
-    }
-}
-
-impl Task {
-    fn run(self: Arc<Self>) {
-        self.queued.store(false, Ordering::SeqCst);
-        let mut slot = self.future.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(mut future) = slot.take() else {
-            return;
-        };
-        let waker = waker_ref(&self);
-        let mut cx = Context::from_waker(&waker);
-        match future.as_mut().poll(&mut cx) {
-            Poll::Pending => *slot = Some(future),
-            Poll::Ready(()) => {
-                drop(future);
-                if let Some(shared) = self.shared.upgrade() {
-                    shared.live_tasks.fetch_sub(1, Ordering::SeqCst);
-                }
-            }
-        }
-    }
-}
-
-impl ArcWake for Task {
-    fn wake_by_ref(arc_self: &Arc<Self>) {
-        if arc_self.queued.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        if let Some(shared) = arc_self.shared.upgrade() {
-            shared.lock().ready.push_back(arc_self.clone());
-            shared.wakeup.notify_all();
-        }
-    }
-}
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        let pending = self.future.get_mut().map(|f| f.is_some()).unwrap_or(false);
-        if pending && let Some(shared) = self.shared.upgrade() {
-            shared.live_tasks.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-}
-
-struct MainWaker {
-    shared: Weak<Shared>,
-}
-
-impl std::task::Wake for MainWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.lock().main_woken = true;
-            shared.wakeup.notify_all();
-        }
-    }
-}
-
-struct TestSpawner {
-    shared: Arc<Shared>,
-}
-
-impl Spawner for TestSpawner {
-    fn spawn(&self, future: BoxFuture) {
-        self.shared.live_tasks.fetch_add(1, Ordering::SeqCst);
-        let task = Arc::new(Task {
-            future: Mutex::new(Some(future)),
-            queued: AtomicBool::new(true),
-            shared: Arc::downgrade(&self.shared),
-        });
-        self.shared.lock().ready.push_back(task);
-        self.shared.wakeup.notify_all();
-    }
-}
-
-struct TestTimer {
-    shared: Arc<Shared>,
-}
-
-impl Timer for TestTimer {
-    fn sleep_until(&self, deadline: Instant) -> BoxFuture {
-        Box::pin(Sleep { shared: self.shared.clone(), deadline, id: None })
-    }
-
-    fn now(&self) -> Instant {
-        self.shared.now()
-    }
-
-    fn system_now(&self) -> SystemTime {
-        self.shared.base_system + self.shared.lock().elapsed
-    }
-}
-
-/// How far the manual clock can move: far enough for any test, near enough that `Instant` and
-/// `SystemTime` arithmetic on it never overflows.
-const MAX_ELAPSED: Duration = Duration::from_secs(10_000 * 365 * 24 * 3600);
-
-struct Sleep {
-    shared: Arc<Shared>,
-    deadline: Instant,
-    id: Option<u64>,
-}
-
-impl Future for Sleep {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let shared = self.shared.clone();
-        let mut state = shared.lock();
-        if shared.base + state.elapsed >= self.deadline {
-            if let Some(id) = self.id.take() {
-                state.timers.remove(&(self.deadline, id));
-            }
-            return Poll::Ready(());
-        }
-        let id = match self.id {
-            Some(id) => id,
-            None => {
-                let id = state.next_timer;
-                state.next_timer += 1;
-                self.id = Some(id);
-                id
-            }
-        };
-        state.timers.insert((self.deadline, id), cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-impl Drop for Sleep {
-    fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            self.shared.lock().timers.remove(&(self.deadline, id));
-        }
     }
 }
