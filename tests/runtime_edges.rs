@@ -166,3 +166,48 @@ mod tokio_adapter {
         assert!(hook_is_ours(), "building TokioRuntimes replaced the process's panic hook");
     }
 }
+
+/// The test runtime owns its tasks as tokio does: a task pending on a future that stores no
+/// waker (here a mutation whose function never answers) stays pending instead of being dropped
+/// (which a mutation would report as cancelled); dropping the runtime drops it, and a runtime
+/// handle used after that spawns nothing.
+#[test]
+fn the_test_runtime_keeps_a_task_that_stores_no_waker_until_it_is_dropped() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use pystackquery::{MutationOptions, MutationStatus, QueryClient, QueryClientConfig};
+
+    struct Flag(Arc<AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    let test = TestRuntime::new();
+    let client = QueryClient::with_runtime(test.runtime(), QueryClientConfig::default());
+    let mutation = client
+        .mutation(MutationOptions::new(|_: u8| futures::future::pending::<Result<u8, String>>()));
+    let run = mutation.clone();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = Flag(dropped.clone());
+    let runtime = test.runtime();
+    runtime.spawn(Box::pin(async move {
+        let _flag = flag;
+        let _ = run.mutate(1).await;
+    }));
+    test.run_until_idle();
+    assert_eq!(mutation.state().status, MutationStatus::Pending, "{:?}", mutation.state());
+    assert!(!dropped.load(Ordering::SeqCst), "the pending task is kept");
+
+    drop(test);
+    assert!(dropped.load(Ordering::SeqCst), "dropping the runtime drops its tasks");
+    assert_eq!(mutation.state().status, MutationStatus::Error, "the run reports it was cancelled");
+    let late = Arc::new(AtomicBool::new(false));
+    let late_flag = Flag(late.clone());
+    runtime.spawn(Box::pin(async move {
+        let _flag = late_flag;
+    }));
+    assert!(late.load(Ordering::SeqCst), "a spawn after shutdown is dropped at once");
+}

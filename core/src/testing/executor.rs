@@ -12,6 +12,7 @@ use super::Shared;
 use crate::runtime::{BoxFuture, Spawner};
 
 pub(super) struct Task {
+    id: u64,
     future: Mutex<Option<BoxFuture>>,
     queued: AtomicBool,
     shared: Weak<Shared>,
@@ -30,11 +31,25 @@ impl Task {
             Poll::Pending => *slot = Some(future),
             Poll::Ready(()) => {
                 drop(future);
+                drop(slot);
                 if let Some(shared) = self.shared.upgrade() {
                     shared.live_tasks.fetch_sub(1, Ordering::SeqCst);
+                    let own = shared.lock().tasks.remove(&self.id);
+                    drop(own);
                 }
             }
         }
+    }
+
+    /// Drops the task's future, if it has not finished (the runtime is shutting down).
+    pub(super) fn shut_down(&self) {
+        let future = self.future.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if future.is_some()
+            && let Some(shared) = self.shared.upgrade()
+        {
+            shared.live_tasks.fetch_sub(1, Ordering::SeqCst);
+        }
+        drop(future);
     }
 }
 
@@ -81,13 +96,25 @@ pub(super) struct TestSpawner {
 
 impl Spawner for TestSpawner {
     fn spawn(&self, future: BoxFuture) {
+        let mut state = self.shared.lock();
+        if state.shut_down {
+            // As a real executor after shutdown: the task never runs.
+            drop(state);
+            drop(future);
+            return;
+        }
         self.shared.live_tasks.fetch_add(1, Ordering::SeqCst);
+        let id = state.next_task;
+        state.next_task += 1;
         let task = Arc::new(Task {
+            id,
             future: Mutex::new(Some(future)),
             queued: AtomicBool::new(true),
             shared: Arc::downgrade(&self.shared),
         });
-        self.shared.lock().ready.push_back(task);
+        state.tasks.insert(id, task.clone());
+        state.ready.push_back(task);
+        drop(state);
         self.shared.wakeup.notify_all();
     }
 }

@@ -37,7 +37,7 @@
 //! assert!(done.load(Ordering::SeqCst));
 //! ```
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::pin;
@@ -106,6 +106,13 @@ struct State {
     next_timer: u64,
     ready: VecDeque<Arc<Task>>,
     main_woken: bool,
+    /// Every task spawned and not finished, by id: like a real executor, the runtime owns its
+    /// tasks, so a task that is pending with no waker stored anywhere stays alive (and pending)
+    /// until it finishes or the runtime is dropped.
+    tasks: HashMap<u64, Arc<Task>>,
+    next_task: u64,
+    /// The `TestRuntime` was dropped: spawns are refused (dropped at once).
+    shut_down: bool,
 }
 
 impl TestRuntime {
@@ -381,6 +388,22 @@ impl fmt::Debug for TestRuntime {
             .field("pending_timers", &self.pending_timers())
             .field("live_tasks", &self.live_tasks())
             .finish()
+    }
+}
+
+impl Drop for TestRuntime {
+    /// Shuts the runtime down as tokio's does: the tasks still pending are dropped (outside the
+    /// lock: their `Drop` may use the runtime), and later spawns are refused.
+    fn drop(&mut self) {
+        let (tasks, ready) = {
+            let mut state = self.shared.lock();
+            state.shut_down = true;
+            (std::mem::take(&mut state.tasks), std::mem::take(&mut state.ready))
+        };
+        drop(ready);
+        for (_, task) in tasks {
+            task.shut_down();
+        }
     }
 }
 
