@@ -227,15 +227,19 @@ impl QueryClient {
                     &mut initial,
                     &mut effects,
                 );
-                // The query takes the options it was last read with (TanStack's `build`),
-                // whatever the answer: a listing's staleness and a bulk refetch of a query
-                // served from a restored record follow them. (The hit path leaves them.)
-                QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);
+                // A query without options (new, or served from a restored record) takes these
+                // whatever the answer, as TanStack's `build` creates a query with them: a
+                // listing's staleness and a bulk refetch follow them. One that has some (an
+                // observer's) keeps them unless this read fetches. (The hit path leaves them.)
+                if g.fetcher().is_none() {
+                    QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);
+                }
                 let now = self.ctx.runtime.now();
                 match g.state.data.as_ref().map(clone_data) {
                     Some(data) => {
                         let stale = QueryCell::is_stale(&g, now, stale_time);
                         if stale && wait_for_stale {
+                            QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);
                             Plan::Wait(cell.join_or_begin(
                                 &mut g,
                                 &self.ctx,
@@ -244,6 +248,7 @@ impl QueryClient {
                             ))
                         } else {
                             if stale && QueryCell::current_fetch(&g).is_none() && !g.paused {
+                                QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);
                                 let _ = cell.join_or_begin(
                                     &mut g,
                                     &self.ctx,
@@ -254,12 +259,15 @@ impl QueryClient {
                             Plan::Data(data)
                         }
                     }
-                    None => Plan::Wait(cell.join_or_begin(
-                        &mut g,
-                        &self.ctx,
-                        &options.inner,
-                        &mut effects,
-                    )),
+                    None => {
+                        QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);
+                        Plan::Wait(cell.join_or_begin(
+                            &mut g,
+                            &self.ctx,
+                            &options.inner,
+                            &mut effects,
+                        ))
+                    }
                 }
             };
             effects.run(&self.ctx, key);
