@@ -4,9 +4,12 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{Counter, Harness};
+use pystackquery::testing::TestRuntime;
 use pystackquery::{QueryFilter, QueryKey, QueryOptions, key};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -46,3 +49,16 @@ async fn a_read_without_a_fetch_keeps_the_observed_options(h: Harness) {
 }
 
 runtime_suite!(a_read_without_a_fetch_keeps_the_observed_options);
+
+/// Dropping one handle of a test runtime (a clone) does not shut it down: spawns still run.
+#[test]
+fn dropping_a_clone_of_the_test_runtime_leaves_it_running() {
+    let test = TestRuntime::new();
+    drop(test.clone());
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    test.runtime().spawn(async move { flag.store(true, Ordering::SeqCst) });
+    test.run_until_idle();
+    assert!(ran.load(Ordering::SeqCst), "the task ran");
+    assert_eq!(test.live_tasks(), 0);
+}

@@ -89,6 +89,13 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Clone)]
 pub struct TestRuntime {
     shared: Arc<Shared>,
+    /// Shared by the clones: the runtime shuts down when the last handle is dropped.
+    _owner: Arc<Owner>,
+}
+
+/// Shuts the runtime down when the last [`TestRuntime`] handle goes.
+struct Owner {
+    shared: Arc<Shared>,
 }
 
 struct Shared {
@@ -111,7 +118,7 @@ struct State {
     /// until it finishes or the runtime is dropped.
     tasks: HashMap<u64, Arc<Task>>,
     next_task: u64,
-    /// The `TestRuntime` was dropped: spawns are refused (dropped at once).
+    /// The last `TestRuntime` handle was dropped: spawns are refused (dropped at once).
     shut_down: bool,
 }
 
@@ -131,15 +138,14 @@ impl TestRuntime {
     /// # }
     /// ```
     pub fn new() -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                base: Instant::now(),
-                base_system: SystemTime::now(),
-                state: Mutex::new(State::default()),
-                wakeup: Condvar::new(),
-                live_tasks: AtomicUsize::new(0),
-            }),
-        }
+        let shared = Arc::new(Shared {
+            base: Instant::now(),
+            base_system: SystemTime::now(),
+            state: Mutex::new(State::default()),
+            wakeup: Condvar::new(),
+            live_tasks: AtomicUsize::new(0),
+        });
+        Self { _owner: Arc::new(Owner { shared: shared.clone() }), shared }
     }
 
     /// The [`Runtime`] to hand to a client.
@@ -391,9 +397,10 @@ impl fmt::Debug for TestRuntime {
     }
 }
 
-impl Drop for TestRuntime {
-    /// Shuts the runtime down as tokio's does: the tasks still pending are dropped (outside the
-    /// lock: their `Drop` may use the runtime), and later spawns are refused.
+impl Drop for Owner {
+    /// Shuts the runtime down as tokio's does, once its last handle (clones included) is
+    /// dropped: the tasks still pending are dropped (outside the lock: their `Drop` may use
+    /// the runtime), and later spawns are refused.
     fn drop(&mut self) {
         let (tasks, ready) = {
             let mut state = self.shared.lock();
