@@ -30,8 +30,10 @@ impl Task {
         match future.as_mut().poll(&mut cx) {
             Poll::Pending => *slot = Some(future),
             Poll::Ready(()) => {
-                drop(future);
+                // The future's lock first: its `Drop` may drop the last runtime handle, whose
+                // shutdown locks every task's future, this one's included.
                 drop(slot);
+                drop(future);
                 if let Some(shared) = self.shared.upgrade() {
                     shared.live_tasks.fetch_sub(1, Ordering::SeqCst);
                     let own = shared.lock().tasks.remove(&self.id);
