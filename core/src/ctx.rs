@@ -253,6 +253,16 @@ impl Ctx {
         self.since_base(self.runtime.now())
     }
 
+    /// `at` as signed nanoseconds from the clock base (earlier instants are negative; a
+    /// restored record's freshness may predate the client), saturating.
+    pub(crate) fn nanos(&self, at: Instant) -> i64 {
+        match at.checked_duration_since(self.base) {
+            Some(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
+            None => i64::try_from(self.base.duration_since(at).as_nanos())
+                .map_or(i64::MIN + 1, |before| -before),
+        }
+    }
+
     pub(crate) fn since_base(&self, now: Instant) -> u64 {
         // Saturates after 584 years.
         u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)

@@ -70,7 +70,9 @@ impl QueryClient {
         // allocation. Anything else (a miss, stale data to revalidate, hydration, a type
         // mismatch) takes the general path below.
         let now = self.ctx.runtime.now();
-        let stamp = Stamp::new(self.ctx.since_base(now));
+        let now = self.ctx.nanos(now);
+        // Before the clock base only on a clock that runs backwards: the oldest stamp.
+        let stamp = Stamp::new(u64::try_from(now).unwrap_or(0));
         // A hit is counted by the store, under the shard lock it holds anyway (a panicking
         // `Clone` of cached data is still an answer from memory): no shared atomic here.
         let quick = self.ctx.cache.peek_with(
@@ -234,7 +236,7 @@ impl QueryClient {
                 if g.fetcher().is_none() {
                     QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);
                 }
-                let now = self.ctx.runtime.now();
+                let now = self.ctx.nanos(self.ctx.runtime.now());
                 match g.state.data.as_ref().map(clone_data) {
                     Some(data) => {
                         let stale = QueryCell::is_stale(&g, now, stale_time);
@@ -330,7 +332,8 @@ impl QueryClient {
         }
         let needs_fetch = {
             let g = cell.lock();
-            g.state.data.is_none() || QueryCell::is_stale(&g, self.ctx.runtime.now(), stale_time)
+            g.state.data.is_none()
+                || QueryCell::is_stale(&g, self.ctx.nanos(self.ctx.runtime.now()), stale_time)
         };
         self.ctx.stats.add(if needs_fetch || hydration_waited { Stat::Miss } else { Stat::Hit });
         if needs_fetch {

@@ -21,43 +21,49 @@ pub(crate) enum GcVerdict {
     Remove,
 }
 
-/// Per-query gc state: 24 bytes, no allocation.
+/// Per-query gc state: 16 bytes, no allocation. The query's own gc time is a [`GcTime`], kept
+/// apart (an idle query that never had options has none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Removable {
     /// When this query may be removed; [`NEVER`] when it may not.
     gc_at: u64,
     /// The time of this query's entry in the gc heap; [`NEVER`] when it has none.
     gc_queued: u64,
-    /// The query's own gc time (saturated), or [`NEVER`] when unset (the client default
-    /// applies).
-    gc_time: u64,
+}
+
+/// A query's own gc time (saturated), or unset (the client default applies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GcTime(u64);
+
+impl GcTime {
+    pub(crate) const fn unset() -> Self {
+        Self(NEVER)
+    }
+
+    /// The gc time, or `default` when unset.
+    pub(crate) fn get(self, default: Duration) -> Duration {
+        if self.0 == NEVER { default } else { Duration::from_nanos(self.0) }
+    }
+
+    pub(crate) fn is_set(self) -> bool {
+        self.0 != NEVER
+    }
+
+    pub(crate) fn set(&mut self, gc_time: Duration) {
+        // 584 years and more all mean "never"; NEVER itself is kept for "unset".
+        self.0 = u64::try_from(gc_time.as_nanos()).unwrap_or(FOREVER).min(FOREVER);
+    }
 }
 
 impl Removable {
     pub(crate) const fn new() -> Self {
-        Self { gc_at: NEVER, gc_queued: NEVER, gc_time: NEVER }
-    }
-
-    /// The query's gc time, or `default` when it has none.
-    pub(crate) fn gc_time(&self, default: Duration) -> Duration {
-        if self.gc_time == NEVER { default } else { Duration::from_nanos(self.gc_time) }
-    }
-
-    /// Whether the query has a gc time of its own.
-    pub(crate) fn has_gc_time(&self) -> bool {
-        self.gc_time != NEVER
-    }
-
-    pub(crate) fn set_gc_time(&mut self, gc_time: Duration) {
-        // 584 years and more all mean "never"; NEVER itself is kept for "unset".
-        self.gc_time = u64::try_from(gc_time.as_nanos()).unwrap_or(FOREVER).min(FOREVER);
+        Self { gc_at: NEVER, gc_queued: NEVER }
     }
 
     /// The query became idle at `now`: it may be removed `gc_time` later (a time too large to
     /// represent means never). Returns the time to push onto the gc heap, when the heap holds
     /// no entry for it at or before that time.
-    pub(crate) fn schedule(&mut self, now: u64, default: Duration) -> Option<u64> {
-        let gc_time = self.gc_time(default);
+    pub(crate) fn schedule(&mut self, now: u64, gc_time: Duration) -> Option<u64> {
         let at = u64::try_from(gc_time.as_nanos())
             .ok()
             .filter(|&d| d < FOREVER)
@@ -107,7 +113,7 @@ impl Removable {
 mod tests {
     use std::time::Duration;
 
-    use super::{GcVerdict, NEVER, Removable};
+    use super::{GcTime, GcVerdict, NEVER, Removable};
 
     const MIN: Duration = Duration::from_secs(60);
 
@@ -124,8 +130,11 @@ mod tests {
         let mut r = Removable::new();
         assert!(r.schedule(0, MIN).is_some());
         assert_eq!(r.schedule(10, MIN), None, "the heap entry at 60 s is re-queued when due");
-        r.set_gc_time(Duration::from_secs(1));
-        assert_eq!(r.schedule(20, MIN), Some(20 + 1_000_000_000), "an earlier time is pushed");
+        assert_eq!(
+            r.schedule(20, Duration::from_secs(1)),
+            Some(20 + 1_000_000_000),
+            "an earlier time is pushed"
+        );
     }
 
     #[test]
@@ -149,16 +158,17 @@ mod tests {
 
     #[test]
     fn gc_times_too_large_mean_never_and_unset_means_the_default() {
+        let mut own = GcTime::unset();
+        assert!(!own.is_set());
+        assert_eq!(own.get(MIN), MIN);
+        own.set(Duration::MAX);
+        assert!(own.is_set());
         let mut r = Removable::new();
-        assert!(!r.has_gc_time());
-        assert_eq!(r.gc_time(MIN), MIN);
-        r.set_gc_time(Duration::MAX);
-        assert!(r.has_gc_time());
-        assert_eq!(r.schedule(1, MIN), None, "never: nothing to queue");
-        assert_eq!(r.schedule(0, MIN), None, "never, even on a clock that reads zero");
+        assert_eq!(r.schedule(1, own.get(MIN)), None, "never: nothing to queue");
+        assert_eq!(r.schedule(0, own.get(MIN)), None, "never, even on a clock that reads zero");
         assert!(!r.cancel(), "and no removal pending");
         assert_eq!(r.check(true, NEVER - 1), GcVerdict::Keep);
-        r.set_gc_time(Duration::ZERO);
-        assert_eq!(r.schedule(7, MIN), Some(7));
+        own.set(Duration::ZERO);
+        assert_eq!(r.schedule(7, own.get(MIN)), Some(7));
     }
 }

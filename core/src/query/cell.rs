@@ -2,7 +2,7 @@
 //! (writes, invalidation, reset, pause and resume).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::effects::{Effects, Notice};
 use super::extra::Extra;
@@ -17,6 +17,9 @@ use crate::listeners::Callback;
 use crate::state::{FetchStatus, QueryStatus, RawState, next_data_id};
 use crate::sync::{Mutex, MutexGuard};
 
+/// [`CellInner::fresh_at`] of data that is stale whatever the stale time.
+pub(crate) const NOT_FRESH: i64 = i64::MIN;
+
 /// The cached query for one key, with data of type `T`.
 pub(crate) struct QueryCell<T> {
     pub(crate) key: QueryKey,
@@ -25,9 +28,9 @@ pub(crate) struct QueryCell<T> {
 
 pub(crate) struct CellInner<T> {
     pub(crate) state: RawState<T>,
-    /// Monotonic instant the data became fresh; `None` when stale (invalidated, restored as
-    /// stale, or no data).
-    pub(crate) fresh_at: Option<Instant>,
+    /// When the data became fresh, in signed nanoseconds from the client's clock base
+    /// ([`Ctx::nanos`]); [`NOT_FRESH`] when stale (invalidated, restored as stale, or no data).
+    pub(crate) fresh_at: i64,
     /// Advanced by every write that must not be overwritten by an older fetch.
     pub(crate) generation: u64,
     /// Advanced by every state change; listeners drop notices older than one they have seen.
@@ -59,7 +62,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             key,
             inner: Mutex::new(CellInner {
                 state: RawState::default(),
-                fresh_at: None,
+                fresh_at: NOT_FRESH,
                 generation: 0,
                 version: 0,
                 paused: false,
@@ -121,11 +124,9 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     }
 
     /// Whether the data is stale at `now` for `stale_time`.
-    pub(crate) fn is_stale(g: &CellInner<T>, now: Instant, stale_time: Duration) -> bool {
-        match g.fresh_at {
-            Some(at) => now.saturating_duration_since(at) >= stale_time,
-            None => true,
-        }
+    /// `now` is signed nanoseconds from the clock base ([`Ctx::nanos`]).
+    pub(crate) fn is_stale(g: &CellInner<T>, now: i64, stale_time: Duration) -> bool {
+        stale_at(g.fresh_at, now, stale_time)
     }
 
     /// What a `fetch_query` may do at once without starting anything: return fresh data (or
@@ -133,7 +134,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
     /// fetch in flight for a key with no data yet.
     pub(crate) fn quick_answer(
         g: &CellInner<T>,
-        now: Instant,
+        now: i64,
         stale_time: Duration,
     ) -> Option<QuickAnswer<T>> {
         if g.detached {
@@ -194,7 +195,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         }
         g.state.is_invalidated = false;
         g.state.data_update_count = g.state.data_update_count.saturating_add(1);
-        g.fresh_at = Some(ctx.runtime.now());
+        g.fresh_at = ctx.nanos(ctx.runtime.now());
         g.unconfirmed = false;
     }
 
@@ -274,7 +275,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 return None;
             }
             g.generation += 1;
-            g.fresh_at = None;
+            g.fresh_at = NOT_FRESH;
             g.state.is_invalidated = true;
             Self::changed(&mut g, &mut effects);
             if local {
@@ -304,7 +305,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         {
             let mut g = self.lock();
             g.generation += 1;
-            g.fresh_at = None;
+            g.fresh_at = NOT_FRESH;
             let old = std::mem::take(&mut g.state);
             effects.discard_state(old);
             g.unconfirmed = false;
@@ -365,4 +366,15 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             let _ = fetcher.start(self, ctx);
         }
     }
+}
+
+/// Whether data fresh since `fresh_at` is stale at `now` for `stale_time` (both in signed
+/// nanoseconds from the clock base; [`NOT_FRESH`]: always stale).
+pub(crate) fn stale_at(fresh_at: i64, now: i64, stale_time: Duration) -> bool {
+    if fresh_at == NOT_FRESH {
+        return true;
+    }
+    // An instant after `now` (not expected of a monotonic clock) counts as no time at all.
+    let elapsed = u64::try_from(now.saturating_sub(fresh_at)).unwrap_or(0);
+    Duration::from_nanos(elapsed) >= stale_time
 }

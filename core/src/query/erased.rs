@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::cell::QueryCell;
+use super::cell::{NOT_FRESH, QueryCell, stale_at};
 use crate::cache::Stored;
 use crate::ctx::{Ctx, ErasedQuery};
 use crate::dehydrate::{HydrateOutcome, Snapshot};
@@ -120,11 +120,11 @@ impl<T: Clone + Send + Sync + 'static> ErasedQuery for QueryCell<T> {
             };
             let has_data = s.data.is_some();
             let own = g.fetcher().and_then(|f| f.stale_time());
-            (info, own, g.fresh_at.filter(|_| has_data), s.error().cloned())
+            (info, own, if has_data { g.fresh_at } else { NOT_FRESH }, s.error().cloned())
         };
         // Resolving defaults and formatting the error (user `Display`) happen after the lock.
         let stale_time = ctx.stale_time(&self.key, own_stale_time);
-        info.is_stale = fresh_at.is_none_or(|at| now.saturating_duration_since(at) >= stale_time);
+        info.is_stale = stale_at(fresh_at, ctx.nanos(now), stale_time);
         if info.has_data {
             info.age = info.data_updated_at.map(|at| wall.duration_since(at).unwrap_or_default());
         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::cell::CellInner;
 use super::fetch::{FetchSlot, Fetcher};
 use super::hydrate::HydrationStep;
+use crate::gc::removable::GcTime;
 use crate::listeners::Listeners;
 use crate::state::RawState;
 use crate::storage::record::CodecFn;
@@ -34,6 +35,9 @@ pub(crate) struct Extra<T> {
     pub(crate) persist_max_age: Option<Duration>,
     /// The gate of the key's one L2 read, once it has started.
     pub(crate) hydration: Option<HydrationStep>,
+    /// The gc time of the options that last fetched or read the key (else the client's, or
+    /// its prefix defaults').
+    pub(crate) gc_time: GcTime,
 }
 
 impl<T> Extra<T> {
@@ -48,6 +52,7 @@ impl<T> Extra<T> {
             codec: None,
             persist_max_age: None,
             hydration: None,
+            gc_time: GcTime::unset(),
         }
     }
 
@@ -62,6 +67,7 @@ impl<T> Extra<T> {
             && self.codec.is_none()
             && self.persist_max_age.is_none()
             && self.hydration.is_none()
+            && !self.gc_time.is_set()
     }
 }
 
@@ -115,6 +121,11 @@ impl<T> CellInner<T> {
 
     pub(crate) fn persist_max_age(&self) -> Option<Duration> {
         self.x_ref()?.persist_max_age
+    }
+
+    /// The query's own gc time, or `default`.
+    pub(crate) fn gc_time(&self, default: Duration) -> Duration {
+        self.x_ref().map_or(default, |x| x.gc_time.get(default))
     }
 
     pub(crate) fn hydration(&self) -> Option<&HydrationStep> {

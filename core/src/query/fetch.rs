@@ -239,7 +239,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                 older.forward(slot.clone());
             }
         }
-        g.removal.set_gc_time(ctx.gc_time(&options.key, options.gc_time));
+        g.x().gc_time.set(ctx.gc_time(&options.key, options.gc_time));
         Self::cancel_gc(g, effects);
         if g.state.data.is_none() {
             g.state.status = QueryStatus::Pending;

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use futures::FutureExt;
 use futures::future::Shared;
 
-use super::cell::{CellInner, QueryCell};
+use super::cell::{CellInner, NOT_FRESH, QueryCell};
 use super::dehydrate::decode_seed;
 use super::effects::Effects;
 use crate::coherence::{Announce, CoherenceOp};
@@ -156,8 +156,9 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             g.hydrated = true;
             return None;
         }
-        if !g.removal.has_gc_time() {
-            g.removal.set_gc_time(ctx.gc_time(&options.key, options.gc_time));
+        let x = g.x();
+        if !x.gc_time.is_set() {
+            x.gc_time.set(ctx.gc_time(&options.key, options.gc_time));
         }
         let l2 = l2.map(|l2| (l2, max_age));
         let read = hydrate(Arc::downgrade(self), Arc::downgrade(ctx), l2, codec(), seed);
@@ -226,8 +227,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         g.state.is_invalidated = false;
         g.state.data_update_count = g.state.data_update_count.saturating_add(1);
         g.fresh_at = match now.duration_since(at) {
-            Ok(age) => ctx.runtime.now().checked_sub(age),
-            Err(_) => None, // from the future: stale
+            Ok(age) => ago(ctx, age),
+            Err(_) => NOT_FRESH, // from the future: stale
         };
         Self::changed(g, effects);
         true
@@ -285,17 +286,14 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             f.fetch_failure_count = record.fetch_failure_count;
             effects.discard_error(std::mem::replace(&mut f.fetch_failure_reason, reason));
         }
-        // Age by the wall clock; a record from the future, or older than this machine's
-        // monotonic clock can express, is stale.
-        g.fresh_at = record.data_updated_at.and_then(|at| {
-            let age = match ctx.runtime.system_now().duration_since(at) {
-                Ok(age) => age,
+        // Age by the wall clock; a record from the future is stale.
+        g.fresh_at =
+            match record.data_updated_at.map(|at| ctx.runtime.system_now().duration_since(at)) {
+                Some(Ok(age)) => ago(ctx, age),
                 // Float seconds round to within a microsecond; only a real lead is "future".
-                Err(ahead) if ahead.duration() < ROUNDING_SLACK => Duration::ZERO,
-                Err(_) => return None,
+                Some(Err(ahead)) if ahead.duration() < ROUNDING_SLACK => ago(ctx, Duration::ZERO),
+                _ => NOT_FRESH,
             };
-            ctx.runtime.now().checked_sub(age)
-        });
         Self::changed(g, effects);
         true
     }
@@ -351,7 +349,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                     && g.observers() > 0
                     && Self::current_fetch(&g).is_none()
                     && (g.state.data.is_none()
-                        || Self::is_stale(&g, ctx.runtime.now(), stale_time));
+                        || Self::is_stale(&g, ctx.nanos(ctx.runtime.now()), stale_time));
                 if wanted {
                     let _ = cell.join_or_begin(&mut g, &ctx, &options, &mut effects);
                 }
@@ -458,4 +456,11 @@ pub(crate) async fn hydrate<T: Clone + Send + Sync + 'static>(
     };
     drop(read);
     effects.run(&ctx, &cell.key);
+}
+
+/// The instant `age` before now, as [`CellInner::fresh_at`] (saturating: an age beyond the
+/// clock's range is as old as it can be, still fresh for a long enough stale time).
+fn ago(ctx: &Ctx, age: Duration) -> i64 {
+    let age = i64::try_from(age.as_nanos()).unwrap_or(i64::MAX);
+    ctx.nanos(ctx.runtime.now()).saturating_sub(age).max(NOT_FRESH + 1)
 }

@@ -63,7 +63,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         effects: &mut Effects<T>,
     ) {
         g.generation += 1;
-        g.fresh_at = None;
+        g.fresh_at = super::cell::NOT_FRESH;
         let fetch_status = g.state.fetch_status;
         let old = std::mem::take(&mut g.state);
         effects.discard_state(old);

@@ -27,7 +27,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
             return;
         }
         g.trim();
-        if let Some(at) = g.removal.schedule(ctx.clock(), ctx.gc_time(&self.key, None)) {
+        let gc_time = g.gc_time(ctx.gc_time(&self.key, None));
+        if let Some(at) = g.removal.schedule(ctx.clock(), gc_time) {
             effects.gc = Some(at);
         }
     }
