@@ -81,6 +81,32 @@ where
     })
 }
 
+/// Replays the workload `iters` times, each time on a new cache from `make` (made outside the
+/// timing) with `calls` reset, so that it counts the misses of the last replay; returns the
+/// summed wall time.
+fn replay<C, F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    w: &Arc<Workload>,
+    calls: &Arc<AtomicU64>,
+    iters: u64,
+    make: impl Fn() -> C,
+    op: F,
+) -> Duration
+where
+    C: Clone + Send + Sync + 'static,
+    F: Fn(C, Arc<Workload>, usize, Arc<AtomicU64>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let cache = make();
+        calls.store(0, Ordering::Relaxed);
+        let (calls, op) = (calls.clone(), op.clone());
+        total += run(rt, w, move |w, i| op(cache.clone(), w, i, calls.clone()));
+    }
+    total
+}
+
 fn zipf(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(TASKS)
@@ -97,95 +123,63 @@ fn zipf(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     g.throughput(Throughput::Elements(OPS as u64));
 
+    let hit_ratio = |calls: &AtomicU64| 1.0 - calls.load(Ordering::Relaxed) as f64 / OPS as f64;
+
     g.bench_function("pystackquery_fetch_query", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
+            let make = || {
                 let runtime = TokioRuntime::from_handle(rt.handle().clone()).unwrap();
                 let config = QueryClientConfig::default()
                     .cache_max_size(CAPACITY)
                     .stale_time(Duration::from_secs(3600));
-                let client = QueryClient::with_runtime(runtime.into_runtime(), config);
-                calls.store(0, Ordering::Relaxed);
-                let (client2, calls2) = (client.clone(), calls.clone());
-                total += run(&rt, &w, move |w, i| {
-                    let (client, calls) = (client2.clone(), calls2.clone());
-                    async move {
-                        let n = w.seq[i] as u64;
-                        let options = QueryOptions::new(w.keys[n as usize].clone(), move || {
-                            calls.fetch_add(1, Ordering::Relaxed);
-                            async move { Ok::<u64, String>(n) }
-                        });
-                        assert_eq!(client.fetch_query(&options).await.unwrap(), n);
-                    }
+                QueryClient::with_runtime(runtime.into_runtime(), config)
+            };
+            replay(&rt, &w, &calls, iters, make, |client, w, i, calls| async move {
+                let n = w.seq[i] as u64;
+                let options = QueryOptions::new(w.keys[n as usize].clone(), move || {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    async move { Ok::<u64, String>(n) }
                 });
-                drop(client);
-            }
-            total
+                assert_eq!(client.fetch_query(&options).await.unwrap(), n);
+            })
         })
     });
-    ratios.push((
-        "pystackquery_fetch_query",
-        1.0 - calls.load(Ordering::Relaxed) as f64 / OPS as f64,
-    ));
+    ratios.push(("pystackquery_fetch_query", hit_ratio(&calls)));
 
     g.bench_function("moka_get_with", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let cache: moka::future::Cache<QueryKey, u64> =
-                    moka::future::Cache::new(CAPACITY as u64);
-                calls.store(0, Ordering::Relaxed);
-                let calls2 = calls.clone();
-                total += run(&rt, &w, move |w, i| {
-                    let (cache, calls) = (cache.clone(), calls2.clone());
-                    async move {
-                        let n = w.seq[i] as u64;
-                        let got = cache
-                            .get_with(w.keys[n as usize].clone(), async {
-                                calls.fetch_add(1, Ordering::Relaxed);
-                                n
-                            })
-                            .await;
-                        assert_eq!(got, n);
-                    }
-                });
-            }
-            total
+            let make = || moka::future::Cache::<QueryKey, u64>::new(CAPACITY as u64);
+            replay(&rt, &w, &calls, iters, make, |cache, w, i, calls| async move {
+                let n = w.seq[i] as u64;
+                let got = cache
+                    .get_with(w.keys[n as usize].clone(), async {
+                        calls.fetch_add(1, Ordering::Relaxed);
+                        n
+                    })
+                    .await;
+                assert_eq!(got, n);
+            })
         })
     });
-    ratios.push(("moka_get_with", 1.0 - calls.load(Ordering::Relaxed) as f64 / OPS as f64));
+    ratios.push(("moka_get_with", hit_ratio(&calls)));
 
     g.bench_function("quick_cache_get_or_insert_async", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let cache: Arc<quick_cache::sync::Cache<QueryKey, u64>> =
-                    Arc::new(quick_cache::sync::Cache::new(CAPACITY));
-                calls.store(0, Ordering::Relaxed);
-                let calls2 = calls.clone();
-                total += run(&rt, &w, move |w, i| {
-                    let (cache, calls) = (cache.clone(), calls2.clone());
-                    async move {
-                        let n = w.seq[i] as u64;
-                        let got = cache
-                            .get_or_insert_async(&w.keys[n as usize], async {
-                                calls.fetch_add(1, Ordering::Relaxed);
-                                Ok::<u64, ()>(n)
-                            })
-                            .await
-                            .unwrap();
-                        assert_eq!(got, n);
-                    }
-                });
-            }
-            total
+            let make = || Arc::new(quick_cache::sync::Cache::<QueryKey, u64>::new(CAPACITY));
+            replay(&rt, &w, &calls, iters, make, |cache, w, i, calls| async move {
+                let n = w.seq[i] as u64;
+                let got = cache
+                    .get_or_insert_async(&w.keys[n as usize], async {
+                        calls.fetch_add(1, Ordering::Relaxed);
+                        Ok::<u64, ()>(n)
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(got, n);
+            })
         })
     });
-    ratios.push((
-        "quick_cache_get_or_insert_async",
-        1.0 - calls.load(Ordering::Relaxed) as f64 / OPS as f64,
-    ));
+    ratios.push(("quick_cache_get_or_insert_async", hit_ratio(&calls)));
     g.finish();
 
     println!("zipf hit ratio (1 - calls / operations, last iteration):");

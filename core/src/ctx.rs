@@ -263,6 +263,11 @@ impl Ctx {
         }
     }
 
+    /// The runtime clock now, as [`nanos`](Self::nanos).
+    pub(crate) fn now_nanos(&self) -> i64 {
+        self.nanos(self.runtime.now())
+    }
+
     pub(crate) fn since_base(&self, now: Instant) -> u64 {
         // Saturates after 584 years.
         u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)

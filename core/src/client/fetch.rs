@@ -229,47 +229,35 @@ impl QueryClient {
                     &mut initial,
                     &mut effects,
                 );
-                // A query without options (new, or served from a restored record) takes these
-                // whatever the answer, as TanStack's `build` creates a query with them: a
-                // listing's staleness and a bulk refetch follow them. One that has some (an
-                // observer's) keeps them unless this read fetches. (The hit path leaves them.)
-                if g.fetcher().is_none() {
+                let now = self.ctx.now_nanos();
+                let data = g.state.data.as_ref().map(clone_data);
+                let stale = data.is_some() && QueryCell::is_stale(&g, now, stale_time);
+                // Wait for a fetch (no data, or stale data the caller will not take), start one
+                // in the background (stale data, none running, not paused), or neither.
+                let wait = data.is_none() || (stale && wait_for_stale);
+                let background =
+                    !wait && stale && QueryCell::current_fetch(&g).is_none() && !g.paused;
+                // A read that fetches records its options; so does any read of a query without
+                // options (new, or served from a restored record), as TanStack's `build` creates
+                // a query with them: a listing's staleness and a bulk refetch follow them. One
+                // that has some (an observer's) keeps them otherwise. (The hit path leaves them.)
+                if wait || background || g.fetcher().is_none() {
                     QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);
                 }
-                let now = self.ctx.nanos(self.ctx.runtime.now());
-                match g.state.data.as_ref().map(clone_data) {
-                    Some(data) => {
-                        let stale = QueryCell::is_stale(&g, now, stale_time);
-                        if stale && wait_for_stale {
-                            QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);
-                            Plan::Wait(cell.join_or_begin(
-                                &mut g,
-                                &self.ctx,
-                                &options.inner,
-                                &mut effects,
-                            ))
-                        } else {
-                            if stale && QueryCell::current_fetch(&g).is_none() && !g.paused {
-                                QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);
-                                let _ = cell.join_or_begin(
-                                    &mut g,
-                                    &self.ctx,
-                                    &options.inner,
-                                    &mut effects,
-                                );
-                            }
-                            Plan::Data(data)
+                match data {
+                    Some(data) if !wait => {
+                        if background {
+                            let _ =
+                                cell.join_or_begin(&mut g, &self.ctx, &options.inner, &mut effects);
                         }
+                        Plan::Data(data)
                     }
-                    None => {
-                        QueryCell::set_fetcher(&mut g, options.inner.clone(), &mut effects);
-                        Plan::Wait(cell.join_or_begin(
-                            &mut g,
-                            &self.ctx,
-                            &options.inner,
-                            &mut effects,
-                        ))
-                    }
+                    _ => Plan::Wait(cell.join_or_begin(
+                        &mut g,
+                        &self.ctx,
+                        &options.inner,
+                        &mut effects,
+                    )),
                 }
             };
             effects.run(&self.ctx, key);
@@ -332,8 +320,7 @@ impl QueryClient {
         }
         let needs_fetch = {
             let g = cell.lock();
-            g.state.data.is_none()
-                || QueryCell::is_stale(&g, self.ctx.nanos(self.ctx.runtime.now()), stale_time)
+            g.state.data.is_none() || QueryCell::is_stale(&g, self.ctx.now_nanos(), stale_time)
         };
         self.ctx.stats.add(if needs_fetch || hydration_waited { Stat::Miss } else { Stat::Hit });
         if needs_fetch {

@@ -211,8 +211,7 @@ where
         let stale_time = ctx.stale_time(&o.key, o.stale_time);
         let wants_fetch = o.enabled
             && !g.paused
-            && (g.state.data.is_none()
-                || QueryCell::is_stale(g, ctx.nanos(ctx.runtime.now()), stale_time));
+            && (g.state.data.is_none() || QueryCell::is_stale(g, ctx.now_nanos(), stale_time));
         match cell.begin_hydration(g, ctx, o) {
             // Fetch once the stored record is in, and only if it is not fresh; the read
             // itself is driven by that task (or by whoever else awaits it).

@@ -195,7 +195,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         }
         g.state.is_invalidated = false;
         g.state.data_update_count = g.state.data_update_count.saturating_add(1);
-        g.fresh_at = ctx.nanos(ctx.runtime.now());
+        g.fresh_at = ctx.now_nanos();
         g.unconfirmed = false;
     }
 

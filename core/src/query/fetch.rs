@@ -337,13 +337,8 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                             g.state.status = slot.revert.status;
                             let (failures, reason) =
                                 (slot.revert.failures, slot.revert.reason.clone());
-                            let restore = failures > 0 || reason.is_some();
-                            let f = if restore {
-                                Some(g.state.failure_mut())
-                            } else {
-                                g.state.failure_opt()
-                            };
-                            if let Some(f) = f {
+                            let values = failures > 0 || reason.is_some();
+                            if let Some(f) = g.state.failure_for(values) {
                                 f.fetch_failure_count = failures;
                                 effects.discard_error(std::mem::replace(
                                     &mut f.fetch_failure_reason,

@@ -274,13 +274,12 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
         g.state.data_update_count = g.state.data_update_count.saturating_add(1);
         let error = record.error.map(|m| ErasedError::Restored(m.into()));
         let reason = record.fetch_failure_reason.map(|m| ErasedError::Restored(m.into()));
-        let restore = error.is_some()
+        let values = error.is_some()
             || reason.is_some()
             || record.error_updated_at.is_some()
             || record.fetch_failure_count > 0;
         // A record without an error side leaves none allocated.
-        let failure = if restore { Some(g.state.failure_mut()) } else { g.state.failure_opt() };
-        if let Some(f) = failure {
+        if let Some(f) = g.state.failure_for(values) {
             effects.discard_error(std::mem::replace(&mut f.error, error));
             f.error_updated_at = record.error_updated_at;
             f.fetch_failure_count = record.fetch_failure_count;
@@ -348,8 +347,7 @@ impl<T: Clone + Send + Sync + 'static> QueryCell<T> {
                     && !g.paused
                     && g.observers() > 0
                     && Self::current_fetch(&g).is_none()
-                    && (g.state.data.is_none()
-                        || Self::is_stale(&g, ctx.nanos(ctx.runtime.now()), stale_time));
+                    && (g.state.data.is_none() || Self::is_stale(&g, ctx.now_nanos(), stale_time));
                 if wanted {
                     let _ = cell.join_or_begin(&mut g, &ctx, &options, &mut effects);
                 }
@@ -462,5 +460,5 @@ pub(crate) async fn hydrate<T: Clone + Send + Sync + 'static>(
 /// clock's range is as old as it can be, still fresh for a long enough stale time).
 fn ago(ctx: &Ctx, age: Duration) -> i64 {
     let age = i64::try_from(age.as_nanos()).unwrap_or(i64::MAX);
-    ctx.nanos(ctx.runtime.now()).saturating_sub(age).max(NOT_FRESH + 1)
+    ctx.now_nanos().saturating_sub(age).max(NOT_FRESH + 1)
 }

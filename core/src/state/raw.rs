@@ -93,6 +93,12 @@ impl<T> RawState<T> {
         self.failure.as_mut().map(Arc::make_mut)
     }
 
+    /// The error side for writing values that are all empty unless `values`: allocated when
+    /// there is something to write, left unallocated when there is nothing to clear either.
+    pub(crate) fn failure_for(&mut self, values: bool) -> Option<&mut Failure> {
+        if values { Some(self.failure_mut()) } else { self.failure_opt() }
+    }
+
     /// Takes the whole error side (for a reset).
     pub(crate) fn take_failure(&mut self) -> Option<Arc<Failure>> {
         self.failure.take()
